@@ -1,0 +1,217 @@
+//! The HTTP API (axum): event ingest, incidents, health, readiness and metrics.
+//!
+//! Errors leave in one JSON shape, `{"error": {"code": "...", "message": "..."}}`, with a
+//! stable machine-readable code; internal details go to the log, not to the client.
+//!
+//! Layer 8: uses `event`, `store`, `telemetry`, `source`, `incident`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::IncidentId;
+use crate::incident;
+use crate::source::{self, Ingestor};
+use crate::store::Store;
+use crate::telemetry::MetricsRegistry;
+
+/// HTTP API settings (`[api]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address to listen on. The default binds loopback only.
+    pub listen: SocketAddr,
+    /// Longest a request may take.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8470)), request_timeout: Duration::from_secs(30) }
+    }
+}
+
+impl ApiConfig {
+    /// Every problem with the settings, with its path.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        if self.request_timeout.is_zero() {
+            return vec![("api.request_timeout".into(), "must be longer than 0s".into())];
+        }
+        Vec::new()
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    /// The ingest path.
+    pub ingestor: Ingestor,
+    /// The store, for reads.
+    pub store: Store,
+    /// Metrics to expose.
+    pub metrics: Arc<MetricsRegistry>,
+    /// Whether the pipeline is running (for `/readyz`).
+    pub ready: Arc<AtomicBool>,
+}
+
+/// An API error: status, stable code, message for the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<source::Error> for ApiError {
+    fn from(e: source::Error) -> Self {
+        match e {
+            source::Error::BodyTooLarge { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", e.to_string())
+            }
+            source::Error::Gzip(_) => Self::new(StatusCode::BAD_REQUEST, "bad_gzip", e.to_string()),
+            other => {
+                tracing::error!(error = %other, "Ingest failed; the batch was not acknowledged.");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the event log is unavailable; retry later",
+                )
+            }
+        }
+    }
+}
+
+/// The API's routes.
+pub fn router(state: ApiState, config: &ApiConfig) -> Router {
+    let max_body = state.ingestor.config().max_body_bytes.as_u64() as usize;
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/incidents", get(list_incidents))
+        .route("/v1/incidents/{id}", get(get_incident))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown`, then finishes requests in flight.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+async fn post_events(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            let limit = state.ingestor.config().max_body_bytes;
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("body is larger than the limit of {limit}"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text())
+        }
+    })?;
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let report = state.ingestor.ingest_body("http", &body, gzip).await?;
+    if let Some(reason) = &report.body_error {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_batch", reason.clone()));
+    }
+    let status = match (report.accepted, report.rejected.len()) {
+        (0, 0) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty_batch", "the body contains no records")),
+        (_, 0) => StatusCode::ACCEPTED,
+        (0, _) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::MULTI_STATUS,
+    };
+    Ok((status, axum::Json(report)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+async fn list_incidents(State(state): State<ApiState>, Query(query): Query<ListQuery>) -> Result<Response, ApiError> {
+    let limit = query.limit.min(1000);
+    let store = state.store.clone();
+    let incidents = tokio::task::spawn_blocking(move || incident::list(&store, limit))
+        .await
+        .map_err(|_| internal())?
+        .map_err(|e| {
+        tracing::error!(error = %e, "Listing incidents failed.");
+        internal()
+    })?;
+    Ok(axum::Json(serde_json::json!({ "incidents": incidents })).into_response())
+}
+
+async fn get_incident(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id: IncidentId =
+        id.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "incident ids are UUIDs"))?;
+    let store = state.store.clone();
+    let found =
+        tokio::task::spawn_blocking(move || incident::get(&store, id)).await.map_err(|_| internal())?.map_err(|e| {
+            tracing::error!(error = %e, "Reading an incident failed.");
+            internal()
+        })?;
+    match found {
+        Some(incident) => Ok(axum::Json(incident).into_response()),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}"))),
+    }
+}
+
+fn internal() -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let text = state.metrics.encode();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}

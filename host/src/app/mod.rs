@@ -1,0 +1,367 @@
+//! Builds the running system from a validated config, runs it, and shuts it down in order:
+//! stop intake → drain detection → flush sinks → persist → close the store.
+//!
+//! Top layer: may use every module.
+
+pub mod demo;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiState};
+use crate::config::VigilConfig;
+use crate::export::sinks::file::FileSink;
+use crate::export::{Exporter, ExporterMetrics, Sink, SinkConfig, SinkKind};
+use crate::incident::worker::DetectionWorker;
+use crate::incident::{ChangeKind, IncidentChange};
+use crate::rules::RuleSet;
+use crate::source::Ingestor;
+use crate::source::file::FileSource;
+use crate::source::syslog::SyslogSource;
+use crate::store::{Log, LogWriter, Store};
+use crate::telemetry::{MetricsRegistry, names};
+
+/// What to run besides the configured pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Serve the HTTP API.
+    pub api: bool,
+    /// Print each incident to stdout as it opens.
+    pub print_incidents: bool,
+}
+
+/// The running system.
+#[derive(Debug)]
+pub struct Pipeline {
+    config: VigilConfig,
+    store: Store,
+    log: Log,
+    writer: Option<LogWriter>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+    /// The shared ingest path (the demo and tests feed it directly).
+    pub ingestor: Ingestor,
+    /// The metrics registry.
+    pub metrics: Arc<MetricsRegistry>,
+    incidents: broadcast::Sender<IncidentChange>,
+    ready: Arc<AtomicBool>,
+    intake: CancellationToken,
+    intake_tasks: TaskTracker,
+    drain_detection: CancellationToken,
+    detection: Option<JoinHandle<()>>,
+    drain_sinks: CancellationToken,
+    stop_sinks: CancellationToken,
+    sink_tasks: TaskTracker,
+    background: CancellationToken,
+    api_addr: Option<SocketAddr>,
+    syslog_addrs: (Option<SocketAddr>, Option<SocketAddr>, Option<SocketAddr>),
+}
+
+impl Pipeline {
+    /// Opens the store and starts every stage. Fails before anything runs if a part
+    /// cannot be built (bad rules, busy port, unusable TLS files).
+    pub async fn start(config: VigilConfig, options: Options) -> anyhow::Result<Self> {
+        let metrics = Arc::new(MetricsRegistry::default());
+        let store = Store::open(&config.store).context("opening the store")?;
+        let (log, writer, writer_thread) = Log::start(&store, &config.store).context("starting the event log")?;
+        let rules = load_rules(&config)?;
+        let ingestor = Ingestor::new(writer.clone(), config.ingest.clone(), &metrics);
+
+        let incidents = broadcast::Sender::new(1024);
+        let worker = DetectionWorker::new(log.clone(), writer.clone(), rules, &metrics, incidents.clone())
+            .context("starting detection")?;
+        let drain_detection = CancellationToken::new();
+        let detection = tokio::spawn(worker.run(drain_detection.clone()));
+
+        let mut pipeline = Self {
+            store,
+            log,
+            writer: Some(writer),
+            writer_thread: Some(writer_thread),
+            ingestor,
+            metrics,
+            incidents,
+            ready: Arc::new(AtomicBool::new(false)),
+            intake: CancellationToken::new(),
+            intake_tasks: TaskTracker::new(),
+            drain_detection,
+            detection: Some(detection),
+            drain_sinks: CancellationToken::new(),
+            stop_sinks: CancellationToken::new(),
+            sink_tasks: TaskTracker::new(),
+            background: CancellationToken::new(),
+            api_addr: None,
+            syslog_addrs: (None, None, None),
+            config,
+        };
+        pipeline.start_sinks().await?;
+        pipeline.start_sources(&options).await?;
+        pipeline.start_background();
+        if options.print_incidents {
+            pipeline.print_incidents();
+        }
+        pipeline.ready.store(true, Ordering::Release);
+        Ok(pipeline)
+    }
+
+    async fn start_sinks(&mut self) -> anyhow::Result<()> {
+        let metrics = ExporterMetrics::register(&self.metrics);
+        for (name, sink_config) in self.config.sinks.clone() {
+            match &sink_config.kind {
+                SinkKind::File(file) => {
+                    self.spawn_sink(&name, FileSink::new(file), sink_config.clone(), metrics.clone()).await?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn spawn_sink<S: Sink>(
+        &mut self,
+        name: &str,
+        sink: S,
+        config: SinkConfig,
+        metrics: ExporterMetrics,
+    ) -> anyhow::Result<()> {
+        let exporter = Exporter::start(name, sink, config, self.log.clone(), metrics)
+            .await
+            .with_context(|| format!("starting sink {name}"))?
+            .map_err(|e| anyhow::anyhow!("sink {name} cannot open: {e}"))?;
+        self.sink_tasks.spawn(exporter.run(self.drain_sinks.clone(), self.stop_sinks.clone()));
+        Ok(())
+    }
+
+    async fn start_sources(&mut self, options: &Options) -> anyhow::Result<()> {
+        if self.config.sources.syslog.enabled() {
+            let syslog = SyslogSource::bind(self.config.sources.syslog.clone(), self.ingestor.clone()).await?;
+            self.syslog_addrs = syslog.local_addrs();
+            tracing::info!(udp = ?self.syslog_addrs.0, tcp = ?self.syslog_addrs.1, tls = ?self.syslog_addrs.2, "Syslog listening.");
+            self.intake_tasks.spawn(syslog.run(self.intake.clone()));
+        }
+        for file in self.config.sources.file.clone() {
+            tracing::info!(path = %file.path.display(), "Tailing file.");
+            let source = FileSource::new(file, self.ingestor.clone(), &self.store);
+            let token = self.intake.clone();
+            self.intake_tasks.spawn_blocking(move || source.run_blocking(token));
+        }
+        if options.api {
+            let listener = tokio::net::TcpListener::bind(self.config.api.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (api.listen)", self.config.api.listen))?;
+            self.api_addr = listener.local_addr().ok();
+            tracing::info!(address = ?self.api_addr, "API listening.");
+            let state = ApiState {
+                ingestor: self.ingestor.clone(),
+                store: self.store.clone(),
+                metrics: self.metrics.clone(),
+                ready: self.ready.clone(),
+            };
+            let router = api::router(state, &self.config.api);
+            let token = self.intake.clone();
+            self.intake_tasks.spawn(async move {
+                if let Err(e) = api::serve(listener, router, token).await {
+                    tracing::error!(error = %e, "API server failed.");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Gauges sampled every second, and log retention.
+    fn start_background(&self) {
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct ConsumerLabels {
+            consumer: String,
+        }
+        let records = Gauge::<i64>::default();
+        let bytes = Gauge::<i64>::default();
+        let lag = Family::<ConsumerLabels, Gauge>::default();
+        self.metrics.register(names::LOG_RECORDS, "Records in the log.", records.clone());
+        self.metrics.register(names::LOG_BYTES, "Bytes the log occupies on disk.", bytes.clone());
+        self.metrics.register(names::CONSUMER_LAG, "Records a consumer has yet to process.", lag.clone());
+        let log = self.log.clone();
+        let token = self.background.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! { _ = tick.tick() => {}, () = token.cancelled() => return }
+                let log = log.clone();
+                let Ok((head, tail, size, consumers)) = tokio::task::spawn_blocking(move || {
+                    (log.head(), log.tail().unwrap_or(0), log.size_bytes(), log.consumers())
+                })
+                .await
+                else {
+                    continue;
+                };
+                records.set((head + 1).saturating_sub(tail) as i64);
+                bytes.set(size as i64);
+                for c in consumers {
+                    lag.get_or_create(&ConsumerLabels { consumer: c.name().to_owned() })
+                        .set(head.saturating_sub(c.committed()) as i64);
+                }
+            }
+        });
+        let deleted = prometheus_client::metrics::counter::Counter::<u64>::default();
+        self.metrics.register(names::LOG_RETENTION_DELETED, "Records removed by retention.", deleted.clone());
+        let log = self.log.clone();
+        let policy = self.config.store.retention.clone();
+        let token = self.background.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(policy.interval);
+            loop {
+                tokio::select! { _ = tick.tick() => {}, () = token.cancelled() => return }
+                let (log, policy) = (log.clone(), policy.clone());
+                match tokio::task::spawn_blocking(move || log.apply_retention(&policy)).await {
+                    Ok(Ok(report)) => {
+                        deleted.inc_by(report.deleted);
+                        if report.held_by_consumer {
+                            tracing::warn!(
+                                "Log retention is held back by a consumer that has not caught up; the log stays over its limits."
+                            );
+                        }
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, "Log retention failed."),
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    fn print_incidents(&self) {
+        let mut changes = self.incidents.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(change) if change.change == ChangeKind::Opened => print_incident(&change),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => eprintln!("({n} incident changes not shown)"),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// Incident changes as they are committed.
+    pub fn subscribe_incidents(&self) -> broadcast::Receiver<IncidentChange> {
+        self.incidents.subscribe()
+    }
+
+    /// The address the API listens on, when it runs.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
+    }
+
+    /// The syslog listeners' addresses (udp, tcp, tls).
+    pub fn syslog_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>, Option<SocketAddr>) {
+        self.syslog_addrs
+    }
+
+    /// The event log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Stops in order: intake, detection (drained to the head), sinks (flushed within
+    /// `shutdown.flush_timeout`), background tasks; then persists and closes the store.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.ready.store(false, Ordering::Release);
+        tracing::info!("Stopping intake.");
+        self.intake.cancel();
+        self.intake_tasks.close();
+        self.intake_tasks.wait().await;
+
+        tracing::info!(head = self.log.head(), "Draining detection.");
+        self.drain_detection.cancel();
+        if let Some(detection) = self.detection.take() {
+            let _ = detection.await;
+        }
+
+        tracing::info!("Flushing sinks.");
+        self.drain_sinks.cancel();
+        self.sink_tasks.close();
+        if tokio::time::timeout(self.config.shutdown.flush_timeout, self.sink_tasks.wait()).await.is_err() {
+            tracing::warn!(timeout = ?self.config.shutdown.flush_timeout, "Sinks did not catch up in time; they resume from their cursors at the next start.");
+            self.stop_sinks.cancel();
+            self.sink_tasks.wait().await;
+        }
+        self.background.cancel();
+
+        tracing::info!("Persisting and closing the store.");
+        drop(self.writer.take());
+        drop(self.ingestor);
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush()).await??;
+        Ok(())
+    }
+}
+
+fn load_rules(config: &VigilConfig) -> anyhow::Result<RuleSet> {
+    let dir = &config.rules.dir;
+    if !dir.exists() {
+        tracing::warn!(dir = %dir.display(), "Rule directory does not exist; running without rules.");
+        return Ok(RuleSet::empty(&config.rules.limits));
+    }
+    match RuleSet::load_dir(dir, &config.rules.limits) {
+        Ok(rules) => {
+            tracing::info!(dir = %dir.display(), rules = rules.rules().len(), "Rules loaded.");
+            Ok(rules)
+        }
+        Err(errors) => {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            bail!("the rules in {} do not compile:\n  {}", dir.display(), list.join("\n  "))
+        }
+    }
+}
+
+/// One line per opened incident, for people watching a terminal.
+pub fn print_incident(change: &IncidentChange) {
+    let i = &change.incident;
+    let entities: Vec<String> =
+        i.entities.ips.iter().chain(&i.entities.users).chain(&i.entities.hosts).take(6).cloned().collect();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "INCIDENT {:<8} {}  [{}]  events={} entities={}  id={}",
+        i.severity.as_str().to_uppercase(),
+        i.title,
+        i.rule_id,
+        i.event_count,
+        entities.join(","),
+        i.id
+    );
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

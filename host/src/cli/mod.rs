@@ -1,0 +1,223 @@
+//! The command line (clap): parses flags into a command and runs it.
+//!
+//! Flags are parsed in two stages: clap turns them into [`Cli`]; the config file (if any)
+//! is then loaded and validated, and flags like `--data-dir` override it.
+//!
+//! Top layer: may use every module.
+
+mod incidents;
+mod ingest;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::app::{self, Options, Pipeline, demo};
+use crate::config::{self, VigilConfig};
+use crate::rules::RuleSet;
+
+/// Vigil: security response engine.
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, about)]
+pub struct Cli {
+    /// Config file (TOML). Without one, every setting takes its default.
+    #[arg(long, short, global = true, env = "VIGIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory; overrides `store.path`.
+    #[arg(long, global = true, env = "VIGIL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipeline: sources, detection, sinks and the HTTP API.
+    Serve {
+        /// Print each incident to stdout as it opens.
+        #[arg(long)]
+        print_incidents: bool,
+    },
+    /// Run the pipeline on a generated stream with attacks hidden in normal traffic, and
+    /// print incidents as they open.
+    Demo {
+        /// Events to generate.
+        #[arg(long, default_value_t = 5000)]
+        events: usize,
+        /// Seed for a reproducible stream.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Keep serving (with the HTTP API) after the stream ends, until Ctrl-C.
+        #[arg(long)]
+        keep_running: bool,
+    },
+    /// Ingest events from a file or stdin (`-`) into the log, or send them to a server.
+    Ingest {
+        /// File to read, or `-` for stdin.
+        input: PathBuf,
+        /// Format of each line.
+        #[arg(long, value_enum, default_value_t = InputFormat::Json)]
+        format: InputFormat,
+        /// Send to a running server (`http://127.0.0.1:8470`) instead of opening the store.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Inspect incidents.
+    Incidents {
+        /// What to show.
+        #[command(subcommand)]
+        command: IncidentsCommand,
+    },
+    /// Configuration tools.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the JSON Schema of SecurityEvent v1.
+    Schema,
+}
+
+/// Input line formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// NDJSON `SecurityEvent`s (or one JSON array).
+    Json,
+    /// Syslog lines (RFC 5424 or RFC 3164).
+    Syslog,
+}
+
+/// `vigil incidents …`
+#[derive(Debug, Subcommand)]
+pub enum IncidentsCommand {
+    /// List incidents, newest first.
+    List {
+        /// Most incidents to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one incident as JSON.
+    Show {
+        /// Incident id.
+        id: String,
+    },
+}
+
+/// `vigil config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config file and the rules it points to; report every error.
+    Check,
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Schema = cli.command {
+        println!("{}", serde_json::to_string_pretty(&crate::event::json_schema())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("The configuration has {} error(s):", errors.len());
+            for e in &errors {
+                eprintln!("  {e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    crate::telemetry::init_tracing(&config.telemetry);
+    match cli.command {
+        Command::Schema => unreachable!("handled above"),
+        Command::Config { command: ConfigCommand::Check } => check_config(&cli, &config),
+        Command::Serve { print_incidents } => block_on(serve(config, print_incidents)),
+        Command::Demo { events, seed, keep_running } => {
+            block_on(run_demo(config, demo::DemoOptions { events, seed }, keep_running))
+        }
+        Command::Ingest { input, format, url } => block_on(ingest::run(config, input, format, url)),
+        Command::Incidents { command } => incidents::run(&config, command),
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<VigilConfig, Vec<config::ConfigError>> {
+    let mut config = match &cli.config {
+        Some(path) => config::load(path)?,
+        None => VigilConfig::default(),
+    };
+    if let Some(dir) = &cli.data_dir {
+        config.store.path = dir.clone();
+    }
+    Ok(config)
+}
+
+fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(future: F) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("vigil").build()?.block_on(future)
+}
+
+fn check_config(cli: &Cli, config: &VigilConfig) -> anyhow::Result<ExitCode> {
+    let source = cli.config.as_ref().map_or("defaults (no config file)".to_owned(), |p| p.display().to_string());
+    if config.rules.dir.exists() {
+        if let Err(errors) = RuleSet::load_dir(&config.rules.dir, &config.rules.limits) {
+            eprintln!("The rules have {} error(s):", errors.len());
+            for e in &errors {
+                eprintln!("  {e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    } else {
+        eprintln!("warning: rules.dir {} does not exist; Vigil would run without rules", config.rules.dir.display());
+    }
+    println!(
+        "{source}: OK ({} sink(s), {} tailed file(s), syslog {})",
+        config.sinks.len(),
+        config.sources.file.len(),
+        if config.sources.syslog.enabled() { "on" } else { "off" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: VigilConfig, print_incidents: bool) -> anyhow::Result<ExitCode> {
+    let pipeline = Pipeline::start(config, Options { api: true, print_incidents }).await?;
+    tracing::info!("Vigil is running; Ctrl-C stops it.");
+    app::shutdown_signal().await;
+    pipeline.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_demo(config: VigilConfig, options: demo::DemoOptions, keep_running: bool) -> anyhow::Result<ExitCode> {
+    let data_dir = config.store.path.clone();
+    let pipeline = Pipeline::start(config, Options { api: keep_running, print_incidents: true }).await?;
+    let stream = demo::generate(&options);
+    println!(
+        "vigil demo: {} events, ten minutes of traffic; hidden in it: an SSH brute force from {} and a web scan from {}",
+        stream.events.len(),
+        stream.brute_force_ip,
+        stream.scanner_ip
+    );
+    let mut opened = pipeline.subscribe_incidents();
+    for chunk in stream.events.chunks(500) {
+        pipeline.ingestor.append("demo", chunk, Vec::new()).await.context("storing demo events")?;
+    }
+    if keep_running {
+        println!(
+            "Stream done; serving on http://{} until Ctrl-C.",
+            pipeline.api_addr().map_or("?".into(), |a| a.to_string())
+        );
+        app::shutdown_signal().await;
+    }
+    pipeline.shutdown().await?;
+    let mut count = 0;
+    while let Ok(change) = opened.try_recv() {
+        count += usize::from(change.change == crate::incident::ChangeKind::Opened);
+    }
+    println!("done: {} events stored, {count} incident(s) opened; data in {}", stream.events.len(), data_dir.display());
+    println!("next: `vigil incidents list`, or `vigil serve` and POST events to http://127.0.0.1:8470/v1/events");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,87 @@
+//! The canonical event model: [`SecurityEvent`] v1, the id newtypes, severities, dotted
+//! field paths, and decoding with validation.
+//!
+//! Layer 0: uses no other module of the crate.
+
+mod decode;
+mod field;
+mod ids;
+mod model;
+
+pub use decode::{DecodeError, DecodeLimits, Problem, decode_event, validate};
+pub use field::{Field, FieldPath, FieldValue, UnknownField};
+pub use ids::{AlertId, EventId, IncidentId, RuleId};
+pub use model::{
+    Cloud, Endpoint, EventClass, File, Hashes, Host, Http, Network, Outcome, ParentProcess, Process, SCHEMA_VERSION,
+    SecurityEvent, Severity, TargetUser, Url, User,
+};
+
+/// What a log record holds. The event log stores events and, after detection, the alerts and
+/// incident changes derived from them, so every sink reads one ordered stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum RecordKind {
+    /// A [`SecurityEvent`].
+    Event = 1,
+    /// An alert produced by a rule.
+    Alert = 2,
+    /// An incident opened or changed.
+    Incident = 3,
+}
+
+impl RecordKind {
+    /// The tag byte stored in the log.
+    pub fn tag(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind for a stored tag byte.
+    pub fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            1 => Some(Self::Event),
+            2 => Some(Self::Alert),
+            3 => Some(Self::Incident),
+            _ => None,
+        }
+    }
+
+    /// The kind as written in configs and output (`event`, `alert`, `incident`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Event => "event",
+            Self::Alert => "alert",
+            Self::Incident => "incident",
+        }
+    }
+}
+
+/// The JSON Schema of [`SecurityEvent`] (what `vigil schema` prints).
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(SecurityEvent)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_kind_tags_round_trip() {
+        for kind in [RecordKind::Event, RecordKind::Alert, RecordKind::Incident] {
+            assert_eq!(RecordKind::from_tag(kind.tag()), Some(kind));
+        }
+        assert_eq!(RecordKind::from_tag(0), None);
+    }
+
+    #[test]
+    fn json_schema_describes_the_event() {
+        let schema = json_schema();
+        let props = &schema["properties"];
+        assert!(props["source"].is_object(), "{schema}");
+        assert_eq!(schema["required"], serde_json::json!(["class"]));
+        assert!(schema["additionalProperties"] == serde_json::json!(false), "{schema}");
+        // No generated defaults (random ids, the unset-time marker) leak into the schema.
+        assert!(props["id"].get("default").is_none(), "{}", props["id"]);
+        assert!(props["time"].get("default").is_none(), "{}", props["time"]);
+    }
+}

@@ -1,0 +1,3 @@
+//! Sink implementations, one folder or file per `type`.
+
+pub mod file;

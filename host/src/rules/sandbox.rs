@@ -1,0 +1,276 @@
+//! The Rhai sandbox rules run in: one [`Engine`] with hard limits and the event API.
+//!
+//! Limits: operations per evaluation, call depth, expression depth, string/array/map
+//! sizes; `eval` is disabled, modules cannot be imported, `print`/`debug` go nowhere.
+//! Rules see the event as `event`, with the same dotted names as everywhere else
+//! (`event.source.ip`, `event.user.target.name`, `event.labels.env`); a field the event
+//! does not carry reads as `()`, and the string helpers treat `()` as "no match".
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use ipnet::IpNet;
+use regex::Regex;
+use rhai::module_resolvers::DummyModuleResolver;
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Field, FieldPath, FieldValue, SecurityEvent};
+
+/// Limits of the rule sandbox (`[rules.limits]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxLimits {
+    /// Rhai operations one evaluation of one rule may take.
+    pub max_operations: u64,
+    /// Deepest function call nesting.
+    pub max_call_levels: usize,
+    /// Longest string a rule may build.
+    pub max_string_bytes: usize,
+    /// Largest array or map a rule may build.
+    pub max_collection_len: usize,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self { max_operations: 50_000, max_call_levels: 16, max_string_bytes: 64 * 1024, max_collection_len: 10_000 }
+    }
+}
+
+/// The event as rules see it.
+#[derive(Clone, Debug)]
+pub struct EventRef(pub Arc<SecurityEvent>);
+
+/// A nested object of the event (`event.source`, `event.user.target`).
+#[derive(Clone, Debug)]
+struct Group {
+    event: Arc<SecurityEvent>,
+    prefix: &'static str,
+}
+
+/// What a property name resolves to under a prefix ("" for the event itself).
+#[derive(Clone, Copy, Debug)]
+enum Member {
+    Leaf(Field),
+    Group(&'static str),
+}
+
+/// (prefix, property) → member, built from the field table.
+static MEMBERS: LazyLock<HashMap<(&'static str, &'static str), Member>> = LazyLock::new(|| {
+    let mut members = HashMap::new();
+    for field in Field::ALL {
+        let name = field.name();
+        // `user.target.name`: ("", "user") and ("user", "target") are groups,
+        // ("user.target", "name") the leaf.
+        let prefix_of = |start: usize| if start == 0 { "" } else { &name[..start - 1] };
+        let mut start = 0;
+        for (dot, _) in name.match_indices('.') {
+            members.insert((prefix_of(start), &name[start..dot]), Member::Group(&name[..dot]));
+            start = dot + 1;
+        }
+        members.insert((prefix_of(start), &name[start..]), Member::Leaf(*field));
+    }
+    members
+});
+
+fn value_to_dynamic(value: Option<FieldValue<'_>>) -> Dynamic {
+    match value {
+        None => Dynamic::UNIT,
+        Some(FieldValue::Str(s)) => s.into(),
+        Some(FieldValue::Int(i)) => i.into(),
+        Some(FieldValue::List(items)) => items.iter().map(|s| Dynamic::from(s.clone())).collect::<Array>().into(),
+        Some(FieldValue::Json(v)) => rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT),
+        Some(other) => other.to_text().into_owned().into(),
+    }
+}
+
+fn member(event: &Arc<SecurityEvent>, prefix: &'static str, name: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+    match MEMBERS.get(&(prefix, name)) {
+        Some(Member::Leaf(field)) => Ok(value_to_dynamic(field.get(event))),
+        Some(Member::Group(group)) => Ok(Dynamic::from(Group { event: event.clone(), prefix: group })),
+        None => {
+            let path = if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") };
+            Err(format!("unknown event field `{path}`").into())
+        }
+    }
+}
+
+/// Compiled regexes shared by every rule, keyed by pattern; bounded.
+static REGEXES: LazyLock<Mutex<HashMap<String, Arc<Regex>>>> = LazyLock::new(Mutex::default);
+const MAX_CACHED_REGEXES: usize = 4096;
+
+fn regex(pattern: &str) -> Result<Arc<Regex>, Box<EvalAltResult>> {
+    let mut cache = REGEXES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(re) = cache.get(pattern) {
+        return Ok(re.clone());
+    }
+    // The regex crate runs in linear time; the size limits stop pathological patterns at
+    // compile time instead.
+    let re = regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("invalid regex `{pattern}`: {e}"))?;
+    let re = Arc::new(re);
+    if cache.len() >= MAX_CACHED_REGEXES {
+        cache.clear();
+    }
+    cache.insert(pattern.to_owned(), re.clone());
+    Ok(re)
+}
+
+fn in_cidr(ip: &str, cidr: &str) -> Result<bool, Box<EvalAltResult>> {
+    let net: IpNet = cidr
+        .parse()
+        .or_else(|_| cidr.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("invalid CIDR `{cidr}`"))?;
+    Ok(ip.parse::<IpAddr>().is_ok_and(|ip| net.contains(&ip)))
+}
+
+/// Builds the sandboxed engine.
+pub fn build_engine(limits: &SandboxLimits) -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_max_operations(limits.max_operations)
+        .set_max_call_levels(limits.max_call_levels)
+        .set_max_expr_depths(64, 32)
+        .set_max_string_size(limits.max_string_bytes)
+        .set_max_array_size(limits.max_collection_len)
+        .set_max_map_size(limits.max_collection_len)
+        .set_max_variables(256)
+        .set_max_functions(256)
+        .set_module_resolver(DummyModuleResolver::new())
+        .disable_symbol("eval")
+        .on_print(|_| {})
+        .on_debug(|_, _, _| {});
+    register_event_api(&mut engine);
+    register_helpers(&mut engine);
+    engine
+}
+
+fn register_event_api(engine: &mut Engine) {
+    engine.register_type_with_name::<EventRef>("Event");
+    engine.register_type_with_name::<Group>("EventGroup");
+    let mut top = Vec::new();
+    let mut nested = Vec::new();
+    for (prefix, name) in MEMBERS.keys() {
+        if prefix.is_empty() { top.push(*name) } else { nested.push(*name) }
+    }
+    nested.sort_unstable();
+    nested.dedup();
+    for name in top {
+        engine.register_get(name, move |e: &mut EventRef| member(&e.0, "", name));
+    }
+    for name in nested {
+        engine.register_get(name, move |g: &mut Group| member(&g.event, g.prefix, name));
+    }
+    engine.register_get("labels", |e: &mut EventRef| {
+        e.0.labels.iter().map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone()))).collect::<Map>()
+    });
+    engine.register_get("attributes", |e: &mut EventRef| {
+        rhai::serde::to_dynamic(&e.0.attributes).unwrap_or(Dynamic::UNIT)
+    });
+    let by_path = |e: &mut EventRef, path: &str| -> Result<Dynamic, Box<EvalAltResult>> {
+        let path = FieldPath::parse(path).map_err(|err| err.to_string())?;
+        Ok(value_to_dynamic(path.get(&e.0)))
+    };
+    engine.register_fn("get", move |e: &mut EventRef, path: &str| by_path(e, path));
+    engine.register_indexer_get(move |e: &mut EventRef, path: &str| by_path(e, path));
+}
+
+fn register_helpers(engine: &mut Engine) {
+    // `()` (a missing field) never matches.
+    engine.register_fn("contains", |_: (), _: ImmutableString| false);
+    engine.register_fn("starts_with", |_: (), _: ImmutableString| false);
+    engine.register_fn("ends_with", |_: (), _: ImmutableString| false);
+    engine.register_fn("lower", |s: ImmutableString| s.to_lowercase());
+    engine.register_fn("lower", |_: ()| String::new());
+    engine.register_fn(
+        "regex_match",
+        |s: ImmutableString, pattern: ImmutableString| -> Result<bool, Box<EvalAltResult>> {
+            Ok(regex(&pattern)?.is_match(&s))
+        },
+    );
+    engine.register_fn("regex_match", |_: (), _: ImmutableString| false);
+    engine.register_fn("in_cidr", |ip: ImmutableString, cidr: ImmutableString| in_cidr(&ip, &cidr));
+    engine.register_fn("in_cidr", |_: (), _: ImmutableString| false);
+    engine.register_fn("exists", |v: Dynamic| !v.is_unit());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Endpoint, EventClass, Process, User};
+    use chrono::Utc;
+    use rhai::Scope;
+
+    fn event() -> EventRef {
+        let mut e = SecurityEvent::new(EventClass::Authentication, Utc::now());
+        e.source =
+            Some(Endpoint { ip: Some("203.0.113.7".parse().expect("ip")), port: Some(22), ..Default::default() });
+        e.user = Some(User { name: Some("root".into()), ..Default::default() });
+        e.process = Some(Process { name: Some("sshd".into()), ..Default::default() });
+        e.labels.insert("env".into(), "prod".into());
+        e.attributes = serde_json::from_str(r#"{"k":{"n":5}}"#).expect("json");
+        EventRef(Arc::new(e))
+    }
+
+    fn eval(expr: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        let engine = build_engine(&SandboxLimits::default());
+        let mut scope = Scope::new();
+        scope.push("event", event());
+        engine.eval_with_scope::<Dynamic>(&mut scope, expr)
+    }
+
+    fn truth(expr: &str) -> bool {
+        eval(expr).unwrap_or_else(|e| panic!("{expr}: {e}")).as_bool().unwrap_or_else(|t| panic!("{expr} gave {t}"))
+    }
+
+    #[test]
+    fn event_fields_read_by_dotted_names() {
+        assert!(truth(r#"event.class == "authentication""#));
+        assert!(truth(r#"event.source.ip == "203.0.113.7" && event.source.port == 22"#));
+        assert!(truth(r#"event.user.name == "root""#));
+        assert!(truth(r#"event.labels.env == "prod""#));
+        assert!(truth(r#"event.attributes.k.n == 5"#));
+        assert!(truth(r#"event["source.ip"] == "203.0.113.7" && event.get("user.name") == "root""#));
+    }
+
+    #[test]
+    fn missing_fields_are_unit_and_never_match() {
+        assert!(truth(r#"event.destination.ip == ()"#));
+        assert!(truth(r#"!(event.destination.ip == "1.2.3.4")"#));
+        assert!(truth(r#"event.destination.ip != "1.2.3.4""#));
+        assert!(truth(r#"!event.host.name.contains("x") && !exists(event.host.name) && exists(event.user.name)"#));
+        assert!(truth(r#"!event.user.target.name.starts_with("adm")"#));
+    }
+
+    #[test]
+    fn helpers_work() {
+        assert!(truth(r#"in_cidr(event.source.ip, "203.0.113.0/24") && !in_cidr(event.source.ip, "10.0.0.0/8")"#));
+        assert!(truth(r#"regex_match(event.process.name, "^ss[h]d$") && lower("ROOT") == event.user.name"#));
+        assert!(eval(r#"in_cidr(event.source.ip, "bogus")"#).is_err());
+        assert!(eval(r#"regex_match("x", "(")"#).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_naming_the_path() {
+        let err = eval("event.source.ipp").expect_err("unknown");
+        assert!(err.to_string().contains("'ipp'"), "{err}");
+        let err = eval(r#"event.get("source.ipp")"#).expect_err("unknown");
+        assert!(err.to_string().contains("did you mean `source.ip`"), "{err}");
+    }
+
+    #[test]
+    fn hostile_scripts_are_bounded() {
+        let e = eval("loop {}").expect_err("must stop");
+        assert!(matches!(*e, EvalAltResult::ErrorTooManyOperations(..)), "{e}");
+        let e = eval(r#"let s = "x"; loop { s += s; }"#).expect_err("must stop");
+        assert!(matches!(*e, EvalAltResult::ErrorDataTooLarge(..)), "{e}");
+        let e = eval("fn f(n) { f(n + 1) } f(0)").expect_err("must stop");
+        assert!(matches!(*e, EvalAltResult::ErrorStackOverflow(..)), "{e}");
+        assert!(eval(r#"eval("1")"#).is_err());
+        assert!(eval(r#"import "x" as y; 1"#).is_err());
+    }
+}

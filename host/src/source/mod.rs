@@ -1,0 +1,247 @@
+//! Ingest: turns what producers send into [`SecurityEvent`]s in the log.
+//!
+//! Every source goes through one [`Ingestor`]: records are decoded and validated one by one
+//! (a bad record is reported precisely and never costs its neighbours), the good ones are
+//! appended to the log, and the source acknowledges upstream only after that append is
+//! durable. Sources: batch bodies (HTTP, files, stdin) in [`batch`], [`syslog`] listeners,
+//! and the [`file`] tail.
+//!
+//! Layer 1: uses `event`, `store`, `telemetry`.
+
+pub mod batch;
+pub mod file;
+pub mod syslog;
+
+use std::sync::Arc;
+
+use bytesize::ByteSize;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{DecodeError, DecodeLimits, RecordKind, SecurityEvent};
+use crate::store::{self, AppendReceipt, LogWriter, NewRecord, Op};
+use crate::telemetry::{MetricsRegistry, names};
+
+pub use batch::{BatchReport, Rejection};
+
+/// Errors of the ingest layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The log refused the append.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// A request or file body is larger than allowed.
+    #[error("body is larger than the limit of {limit}")]
+    BodyTooLarge {
+        /// The limit.
+        limit: ByteSize,
+    },
+    /// A gzip body did not decompress.
+    #[error("gzip body does not decompress: {0}")]
+    Gzip(String),
+    /// A listener could not bind its address.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS material could not be loaded.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result of ingest operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Limits applied to everything ingested (`[ingest]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest request or batch body, after decompression.
+    pub max_body_bytes: ByteSize,
+    /// Largest single record (one NDJSON line, one array element, one syslog frame).
+    pub max_event_bytes: ByteSize,
+    /// Deepest nesting of JSON objects and arrays in one record.
+    pub max_depth: usize,
+    /// How far an event's `time` may lie ahead of the time Vigil observes it.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: std::time::Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: ByteSize::mib(16),
+            max_event_bytes: ByteSize::kib(256),
+            max_depth: 32,
+            max_future_skew: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
+impl IngestConfig {
+    /// The per-record limits.
+    pub fn limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_event_bytes: self.max_event_bytes.as_u64() as usize,
+            max_depth: self.max_depth,
+            max_future_skew: chrono::Duration::from_std(self.max_future_skew).unwrap_or(chrono::Duration::hours(1)),
+        }
+    }
+
+    /// Every problem with the settings, with its path.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        if self.max_event_bytes.as_u64() == 0 {
+            errors.push(("ingest.max_event_bytes".into(), "must be larger than 0".into()));
+        }
+        if self.max_event_bytes > self.max_body_bytes {
+            errors.push(("ingest.max_event_bytes".into(), "must not exceed ingest.max_body_bytes".into()));
+        }
+        if self.max_depth == 0 || self.max_depth > 128 {
+            errors.push(("ingest.max_depth".into(), "must be between 1 and 128".into()));
+        }
+        errors
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    source: String,
+    reason: String,
+}
+
+/// Why a record was rejected, as a metric label.
+pub fn reject_reason(error: &DecodeError) -> &'static str {
+    match error {
+        DecodeError::TooLarge { .. } => "too_large",
+        DecodeError::TooDeep { .. } => "too_deep",
+        DecodeError::NotUtf8 { .. } => "not_utf8",
+        DecodeError::Syntax { .. } => "malformed_json",
+        DecodeError::Invalid { .. } => "invalid",
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct IngestMetrics {
+    ingested: Family<SourceLabels, Counter>,
+    rejected: Family<RejectLabels, Counter>,
+}
+
+/// The shared ingest path: decode, validate, append durably, count.
+#[derive(Clone, Debug)]
+pub struct Ingestor {
+    writer: LogWriter,
+    config: Arc<IngestConfig>,
+    limits: DecodeLimits,
+    metrics: IngestMetrics,
+}
+
+impl Ingestor {
+    /// An ingestor appending through `writer`, registering its metrics.
+    pub fn new(writer: LogWriter, config: IngestConfig, registry: &MetricsRegistry) -> Self {
+        let metrics = IngestMetrics::default();
+        registry.register(
+            names::EVENTS_INGESTED,
+            "Records accepted into the log, by source.",
+            metrics.ingested.clone(),
+        );
+        registry.register(
+            names::EVENTS_REJECTED,
+            "Records refused at ingest, by source and reason.",
+            metrics.rejected.clone(),
+        );
+        let limits = config.limits();
+        Self { writer, config: Arc::new(config), limits, metrics }
+    }
+
+    /// The per-record limits.
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
+    /// The ingest settings.
+    pub fn config(&self) -> &IngestConfig {
+        &self.config
+    }
+
+    /// Counts a rejected record of `source`.
+    pub fn count_rejected(&self, source: &str, reason: &str) {
+        self.metrics.rejected.get_or_create(&RejectLabels { source: source.into(), reason: reason.into() }).inc();
+    }
+
+    /// Appends `events` (and `ops`, atomically with them); resolves once durable.
+    pub async fn append(&self, source: &str, events: &[SecurityEvent], ops: Vec<Op>) -> Result<AppendReceipt> {
+        let records = encode(events);
+        let receipt = self.writer.append(records, ops).await?;
+        self.count_ingested(source, receipt.count);
+        Ok(receipt)
+    }
+
+    /// [`append`](Self::append) for threads outside the async runtime.
+    pub fn append_blocking(&self, source: &str, events: &[SecurityEvent], ops: Vec<Op>) -> Result<AppendReceipt> {
+        let receipt = self.writer.append_blocking(encode(events), ops)?;
+        self.count_ingested(source, receipt.count);
+        Ok(receipt)
+    }
+
+    fn count_ingested(&self, source: &str, n: u64) {
+        if n > 0 {
+            self.metrics.ingested.get_or_create(&SourceLabels { source: source.into() }).inc_by(n);
+        }
+    }
+
+    /// Decodes a batch body (NDJSON or a JSON array), appends its good records and reports
+    /// the bad ones. `gzip` says the body is gzip-compressed.
+    pub async fn ingest_body(&self, source: &str, body: &[u8], gzip: bool) -> Result<BatchReport> {
+        let inflated;
+        let body = if gzip {
+            inflated = batch::gunzip(body, self.config.max_body_bytes)?;
+            &inflated[..]
+        } else {
+            body
+        };
+        if body.len() as u64 > self.config.max_body_bytes.as_u64() {
+            return Err(Error::BodyTooLarge { limit: self.config.max_body_bytes });
+        }
+        let (events, mut report) = batch::decode_batch(body, &self.limits, chrono::Utc::now());
+        for rejection in &report.rejected {
+            self.count_rejected(source, reject_reason(&rejection.error));
+        }
+        if !events.is_empty() {
+            let receipt = self.append(source, &events, Vec::new()).await?;
+            report.first_seq = Some(receipt.first_seq);
+        }
+        Ok(report)
+    }
+}
+
+fn encode(events: &[SecurityEvent]) -> Vec<NewRecord> {
+    events
+        .iter()
+        .map(|event| NewRecord {
+            kind: RecordKind::Event.tag(),
+            // A SecurityEvent always serializes: its maps have string keys.
+            payload: serde_json::to_vec(event).expect("SecurityEvent serializes to JSON"),
+        })
+        .collect()
+}

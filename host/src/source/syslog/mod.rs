@@ -1,0 +1,371 @@
+//! The syslog listener: RFC 5424 and RFC 3164 messages over UDP, TCP (octet counting or
+//! newline framing) and TLS (rustls), mapped to [`SecurityEvent`]s.
+//!
+//! A malformed frame (oversize, truncated, not UTF-8) is counted in
+//! `vigil_events_rejected_total{source="syslog_*"}`, logged (throttled) and skipped; the
+//! connection keeps serving. A TCP connection's frames are appended in batches, and the
+//! next read waits for the append to be durable, so a slow disk slows the sender instead of
+//! growing memory.
+
+mod frame;
+pub mod known;
+mod parse;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use frame::{Frame, SyslogFramer};
+pub use parse::parse_syslog;
+
+use super::{Error, Ingestor, Result};
+use crate::event::SecurityEvent;
+use crate::telemetry::Throttle;
+
+/// Syslog listeners (`[sources.syslog]`). Each address is optional; none are on by default.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogConfig {
+    /// UDP address to listen on (`127.0.0.1:5514`).
+    pub udp: Option<SocketAddr>,
+    /// TCP address to listen on; octet-counted and newline-framed messages both work.
+    pub tcp: Option<SocketAddr>,
+    /// TLS listener (RFC 5425).
+    pub tls: Option<SyslogTlsConfig>,
+    /// Largest accepted message.
+    pub max_frame_bytes: ByteSize,
+    /// Keep the original line in each event's `raw` field.
+    pub keep_raw: bool,
+    /// Most TCP and TLS connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        Self {
+            udp: None,
+            tcp: None,
+            tls: None,
+            max_frame_bytes: ByteSize::kib(64),
+            keep_raw: false,
+            max_connections: 512,
+        }
+    }
+}
+
+/// The TLS listener's address and key material.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogTlsConfig {
+    /// Address to listen on (`0.0.0.0:6514`).
+    pub address: SocketAddr,
+    /// PEM file with the server certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM file with the server's private key.
+    pub key_file: PathBuf,
+    /// PEM file of CAs; when set, clients must present a certificate signed by one.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl SyslogConfig {
+    /// Whether any listener is configured.
+    pub fn enabled(&self) -> bool {
+        self.udp.is_some() || self.tcp.is_some() || self.tls.is_some()
+    }
+
+    /// Every problem with the settings, with its path.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        if self.max_frame_bytes.as_u64() < 480 {
+            errors.push(("sources.syslog.max_frame_bytes".into(), "must be at least 480 bytes (RFC 5424 §6.1)".into()));
+        }
+        if self.max_connections == 0 {
+            errors.push(("sources.syslog.max_connections".into(), "must be at least 1".into()));
+        }
+        errors
+    }
+}
+
+/// The bound listeners, ready to serve.
+pub struct SyslogSource {
+    config: SyslogConfig,
+    ingestor: Ingestor,
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpListener>,
+    tls: Option<(TcpListener, TlsAcceptor)>,
+    throttle: Arc<Throttle>,
+}
+
+impl std::fmt::Debug for SyslogSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyslogSource").field("addrs", &self.local_addrs()).finish()
+    }
+}
+
+impl SyslogSource {
+    /// Binds every configured listener; fails if any address or TLS file is unusable.
+    pub async fn bind(config: SyslogConfig, ingestor: Ingestor) -> Result<Self> {
+        let udp = match config.udp {
+            Some(addr) => {
+                Some(UdpSocket::bind(addr).await.map_err(|source| Error::Bind { address: addr.to_string(), source })?)
+            }
+            None => None,
+        };
+        let tcp = match config.tcp {
+            Some(addr) => Some(bind_tcp(addr).await?),
+            None => None,
+        };
+        let tls = match &config.tls {
+            Some(tls) => Some((bind_tcp(tls.address).await?, tls_acceptor(tls)?)),
+            None => None,
+        };
+        Ok(Self { config, ingestor, udp, tcp, tls, throttle: Arc::new(Throttle::new(Duration::from_secs(10))) })
+    }
+
+    /// The bound addresses: (udp, tcp, tls).
+    pub fn local_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>, Option<SocketAddr>) {
+        (
+            self.udp.as_ref().and_then(|s| s.local_addr().ok()),
+            self.tcp.as_ref().and_then(|s| s.local_addr().ok()),
+            self.tls.as_ref().and_then(|(s, _)| s.local_addr().ok()),
+        )
+    }
+
+    /// Serves until `shutdown`, then waits for open connections to finish their batch.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let conn = Conn {
+            ingestor: self.ingestor,
+            max_frame: self.config.max_frame_bytes.as_u64() as usize,
+            keep_raw: self.config.keep_raw,
+            throttle: self.throttle,
+            shutdown: shutdown.clone(),
+        };
+        let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        if let Some(socket) = self.udp {
+            tracker.spawn(conn.clone().serve_udp(socket));
+        }
+        if let Some(listener) = self.tcp {
+            tracker.spawn(conn.clone().accept(listener, None, limit.clone(), tracker.clone()));
+        }
+        if let Some((listener, acceptor)) = self.tls {
+            tracker.spawn(conn.clone().accept(listener, Some(acceptor), limit, tracker.clone()));
+        }
+        shutdown.cancelled().await;
+        tracker.close();
+        tracker.wait().await;
+    }
+}
+
+async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind { address: addr.to_string(), source })
+}
+
+fn tls_acceptor(config: &SyslogTlsConfig) -> Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tls_err =
+        |what: &str, path: &PathBuf, e: &dyn std::fmt::Display| Error::Tls(format!("{what} {}: {e}", path.display()));
+    let certs = CertificateDer::pem_file_iter(&config.cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| tls_err("cannot read certificates from", &config.cert_file, &e))?;
+    let key = PrivateKeyDer::from_pem_file(&config.key_file)
+        .map_err(|e| tls_err("cannot read private key from", &config.key_file, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let builder = match &config.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| tls_err("cannot read CAs from", ca, &e))? {
+                roots
+                    .add(cert.map_err(|e| tls_err("bad CA certificate in", ca, &e))?)
+                    .map_err(|e| tls_err("bad CA certificate in", ca, &e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| Error::Tls(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let server = builder.with_single_cert(certs, key).map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// What every connection handler shares.
+#[derive(Clone, Debug)]
+struct Conn {
+    ingestor: Ingestor,
+    max_frame: usize,
+    keep_raw: bool,
+    throttle: Arc<Throttle>,
+    shutdown: CancellationToken,
+}
+
+impl Conn {
+    async fn accept(
+        self,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        limit: Arc<Semaphore>,
+        tracker: TaskTracker,
+    ) {
+        let source = if tls.is_some() { "syslog_tls" } else { "syslog_tcp" };
+        loop {
+            let permit = tokio::select! {
+                permit = limit.clone().acquire_owned() => permit,
+                () = self.shutdown.cancelled() => return,
+            };
+            let Ok(permit) = permit else { return };
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Syslog accept failed.");
+                        continue;
+                    }
+                },
+                () = self.shutdown.cancelled() => return,
+            };
+            let conn = self.clone();
+            let tls = tls.clone();
+            tracker.spawn(async move {
+                let _permit = permit;
+                match tls {
+                    None => conn.serve_stream(stream, peer, source).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => conn.serve_stream(stream, peer, source).await,
+                        Err(e) => {
+                            conn.ingestor.count_rejected(source, "tls_handshake");
+                            tracing::warn!(%peer, error = %e, "Syslog TLS handshake failed.");
+                        }
+                    },
+                }
+            });
+        }
+    }
+
+    async fn serve_stream<S: AsyncRead + Unpin>(&self, mut stream: S, peer: SocketAddr, source: &'static str) {
+        let mut framer = SyslogFramer::new(self.max_frame);
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        loop {
+            let read = tokio::select! {
+                read = stream.read_buf(&mut buf) => read,
+                () = self.shutdown.cancelled() => return,
+            };
+            let eof = match read {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "Syslog connection read failed; closing it.");
+                    return;
+                }
+            };
+            let mut events = Vec::new();
+            loop {
+                let frame = if eof { framer.decode_eof(&mut buf) } else { framer.decode(&mut buf) };
+                match frame {
+                    Ok(Some(frame)) => self.take_frame(frame, peer, source, &mut events),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "Syslog framing failed; closing the connection.");
+                        return;
+                    }
+                }
+            }
+            if !self.store(source, &events, peer).await || eof {
+                return;
+            }
+        }
+    }
+
+    async fn serve_udp(self, socket: UdpSocket) {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let received = tokio::select! {
+                r = socket.recv_from(&mut buf) => r,
+                () = self.shutdown.cancelled() => return,
+            };
+            let mut events = Vec::new();
+            let mut last_peer = None;
+            let mut next = received;
+            // Take whatever else is already queued, so a burst becomes one append.
+            for _ in 0..512 {
+                match next {
+                    Ok((n, peer)) => {
+                        last_peer = Some(peer);
+                        self.take_datagram(&buf[..n], peer, &mut events);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "Syslog UDP receive failed."),
+                }
+                next = match socket.try_recv_from(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    other => other,
+                };
+            }
+            if let Some(peer) = last_peer {
+                self.store("syslog_udp", &events, peer).await;
+            }
+        }
+    }
+
+    fn take_datagram(&self, bytes: &[u8], peer: SocketAddr, events: &mut Vec<SecurityEvent>) {
+        if bytes.len() > self.max_frame {
+            self.malformed("syslog_udp", "frame_too_large", peer);
+            return;
+        }
+        self.take_frame(Frame::Message(BytesMut::from(bytes)), peer, "syslog_udp", events);
+    }
+
+    fn take_frame(&self, frame: Frame, peer: SocketAddr, source: &'static str, events: &mut Vec<SecurityEvent>) {
+        match frame {
+            Frame::Malformed(reason) => self.malformed(source, reason, peer),
+            Frame::Message(bytes) => match std::str::from_utf8(&bytes) {
+                Err(_) => self.malformed(source, "not_utf8", peer),
+                Ok(text) if text.trim().is_empty() => {}
+                Ok(text) => events.push(parse_syslog(
+                    text.trim_end_matches(['\n', '\r', '\0']),
+                    chrono::Utc::now(),
+                    self.keep_raw,
+                )),
+            },
+        }
+    }
+
+    fn malformed(&self, source: &'static str, reason: &'static str, peer: SocketAddr) {
+        self.ingestor.count_rejected(source, reason);
+        if let Some(suppressed) = self.throttle.allow() {
+            tracing::warn!(source, reason, %peer, suppressed, "Malformed syslog frame skipped.");
+        }
+    }
+
+    /// Appends a batch; false when the log refused it (the connection should close).
+    async fn store(&self, source: &'static str, events: &[SecurityEvent], peer: SocketAddr) -> bool {
+        if events.is_empty() {
+            return true;
+        }
+        match self.ingestor.append(source, events, Vec::new()).await {
+            Ok(_) => true,
+            Err(e) => {
+                self.ingestor.count_rejected(source, "store_failed");
+                tracing::error!(source, %peer, records = events.len(), error = %e, "Syslog batch could not be stored; closing the connection.");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! [`Secret`]: a string that never shows itself in `Debug`, `Display` or serialized output.
+//!
+//! In a config file a secret is either a string, in which `${NAME}` is replaced by the
+//! environment variable `NAME` (`$${` writes a literal `${`), or `{ file = "path" }`, read
+//! from a file with trailing newlines trimmed. Errors name the variable or file, never the
+//! value.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A secret value (token, key, password). Redacted everywhere except [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+/// Why a secret could not be resolved.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecretError {
+    /// A `${NAME}` reference to an unset variable.
+    #[error("environment variable `{0}` is not set")]
+    MissingEnv(String),
+    /// A `${` without its closing brace.
+    #[error("unterminated `${{` in secret")]
+    Unterminated,
+    /// The secret file could not be read.
+    #[error("cannot read secret file `{path}`: {reason}")]
+    File {
+        /// Path of the file.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+}
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Resolves `${NAME}` references using `lookup`.
+    pub fn interpolate(template: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SecretError> {
+        let mut out = String::with_capacity(template.len());
+        let mut rest = template;
+        while let Some(start) = rest.find('$') {
+            out.push_str(&rest[..start]);
+            let after = &rest[start..];
+            if let Some(tail) = after.strip_prefix("$${") {
+                out.push_str("${");
+                rest = tail;
+            } else if let Some(tail) = after.strip_prefix("${") {
+                let end = tail.find('}').ok_or(SecretError::Unterminated)?;
+                let name = &tail[..end];
+                out.push_str(&lookup(name).ok_or_else(|| SecretError::MissingEnv(name.to_owned()))?);
+                rest = &tail[end + 1..];
+            } else {
+                out.push('$');
+                rest = &after[1..];
+            }
+        }
+        out.push_str(rest);
+        Ok(Self(out))
+    }
+
+    /// Reads a secret from a file, trimming trailing newlines.
+    pub fn from_file(path: &str) -> Result<Self, SecretError> {
+        std::fs::read_to_string(path)
+            .map(|s| Self(s.trim_end_matches(['\n', '\r']).to_owned()))
+            .map_err(|e| SecretError::File { path: path.to_owned(), reason: e.kind().to_string() })
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged, deny_unknown_fields)]
+        enum Form {
+            Inline(String),
+            File { file: String },
+        }
+        match Form::deserialize(deserializer)? {
+            Form::Inline(template) => Self::interpolate(&template, |name| std::env::var(name).ok()),
+            Form::File { file } => Self::from_file(&file),
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for Secret {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Secret".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A string with `${ENV}` references, or `{ file = \"path\" }`.",
+            "anyOf": [{ "type": "string" }, { "type": "object", "properties": { "file": { "type": "string" } } }]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_shows_itself() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{s}").contains("hunter2"));
+        assert!(!serde_json::to_string(&s).expect("serialize").contains("hunter2"));
+        assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn interpolates_environment_references() {
+        let lookup = |n: &str| (n == "TOKEN").then(|| "abc".to_owned());
+        assert_eq!(Secret::interpolate("Bearer ${TOKEN}!", lookup).expect("ok").expose(), "Bearer abc!");
+        assert_eq!(Secret::interpolate("$${TOKEN} $5", lookup).expect("ok").expose(), "${TOKEN} $5");
+        assert_eq!(Secret::interpolate("${NOPE}", lookup), Err(SecretError::MissingEnv("NOPE".into())));
+        assert_eq!(Secret::interpolate("${TOKEN", lookup), Err(SecretError::Unterminated));
+    }
+
+    #[test]
+    fn reads_files_and_names_missing_ones_without_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cr3t\n").expect("write");
+        let toml_text = format!("token = {{ file = {:?} }}", path.to_str().expect("utf8"));
+        #[derive(Deserialize)]
+        struct C {
+            token: Secret,
+        }
+        let c: C = toml::from_str(&toml_text).expect("parse");
+        assert_eq!(c.token.expose(), "s3cr3t");
+        let err = Secret::from_file("/nonexistent/secret").expect_err("missing");
+        assert!(err.to_string().contains("/nonexistent/secret"));
+    }
+}

@@ -1,0 +1,165 @@
+//! Shared helpers: a `vigil` server process in a temp directory, an HTTP client, waiting on
+//! conditions with a deadline, and reading a file sink's output.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `vigil` binary built for this test run.
+pub fn vigil_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vigil")
+}
+
+/// The shipped rule pack.
+pub fn rules_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")
+}
+
+/// A free TCP port on 127.0.0.1 (released before use; a race with other processes is
+/// possible but unlikely).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Polls `check` every 25 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A `vigil serve` process with its own data directory and config.
+pub struct Server {
+    child: Option<Child>,
+    /// The working directory (data, config, sink output, logs).
+    pub dir: PathBuf,
+    /// The API address.
+    pub api: SocketAddr,
+    config: PathBuf,
+}
+
+impl Server {
+    /// Writes a config (API on a free port, store and rules set) followed by `extra`, and
+    /// starts the server; waits until it is ready.
+    pub fn start(dir: &Path, extra: &str) -> Self {
+        let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = dir.join("vigil.toml");
+        let text = format!(
+            "[api]\nlisten = \"{api}\"\n[store]\npath = {data:?}\n[rules]\ndir = {rules:?}\n[telemetry]\nlog_format = \"json\"\nlog_level = \"info\"\n{extra}\n",
+            data = dir.join("data"),
+            rules = rules_dir(),
+        );
+        std::fs::write(&config, text).expect("write config");
+        let mut server = Self { child: None, dir: dir.to_owned(), api, config };
+        server.restart();
+        server
+    }
+
+    /// Starts the process again on the same directory and waits until it is ready.
+    pub fn restart(&mut self) {
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("vigil.log")).expect("log file");
+        let child = Command::new(vigil_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn vigil");
+        self.child = Some(child);
+        let url = format!("http://{}/readyz", self.api);
+        wait_for(Duration::from_secs(60), "the server to be ready", || {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("vigil exited early with {status}; log:\n{}", self.log());
+            }
+            (http_get_status(&url) == Some(200)).then_some(())
+        });
+    }
+
+    /// Base URL of the API.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Everything the server logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("vigil.log")).unwrap_or_default()
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        http_get_text(&self.url("/metrics")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A blocking GET that returns the status, or `None` when nothing answers.
+pub fn http_get_status(url: &str) -> Option<u16> {
+    blocking(async { reqwest::get(url).await.ok().map(|r| r.status().as_u16()) })
+}
+
+/// A blocking GET that returns the body.
+pub fn http_get_text(url: &str) -> Option<String> {
+    blocking(async { reqwest::get(url).await.ok()?.text().await.ok() })
+}
+
+/// Runs a future to completion on a small runtime of its own.
+pub fn blocking<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
+}
+
+/// The value of a metric line (`name{labels} value`) in Prometheus text, summed over
+/// every line whose name and labels contain all of `parts`.
+pub fn metric(text: &str, parts: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The JSON lines of a file sink's output (an empty list while the file does not exist).
+pub fn sink_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("sink line is not JSON ({e}): {l}")))
+        .collect()
+}

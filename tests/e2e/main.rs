@@ -1,0 +1,8 @@
+//! End-to-end tests: the `vigil` binary and the library against real sockets on loopback.
+
+mod cli;
+mod crash;
+mod helpers;
+mod http_ingest;
+mod layering;
+mod syslog;
