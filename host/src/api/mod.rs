@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::IncidentId;
-use crate::incident;
+use crate::incident::worker::{Action, LiveRules, ReloadError, WorkerHandle};
+use crate::incident::{self, IncidentStatus};
 use crate::source::{self, Ingestor};
 use crate::store::Store;
 use crate::telemetry::MetricsRegistry;
@@ -65,6 +66,10 @@ pub struct ApiState {
     pub metrics: Arc<MetricsRegistry>,
     /// Whether the pipeline is running (for `/readyz`).
     pub ready: Arc<AtomicBool>,
+    /// The live rules.
+    pub rules: LiveRules,
+    /// The detection worker, which owns incidents.
+    pub worker: WorkerHandle,
 }
 
 /// An API error: status, stable code, message for the client.
@@ -114,6 +119,11 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/incidents", get(list_incidents))
         .route("/v1/incidents/{id}", get(get_incident))
+        .route("/v1/incidents/{id}/transition", post(transition_incident))
+        .route("/v1/incidents/{id}/assign", post(assign_incident))
+        .route("/v1/incidents/{id}/comment", post(comment_incident))
+        .route("/v1/rules", get(list_rules))
+        .route("/v1/rules/reload", post(reload_rules))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -165,6 +175,8 @@ async fn post_events(
 struct ListQuery {
     #[serde(default = "default_limit")]
     limit: usize,
+    #[serde(default)]
+    status: Option<String>,
 }
 
 fn default_limit() -> usize {
@@ -173,14 +185,20 @@ fn default_limit() -> usize {
 
 async fn list_incidents(State(state): State<ApiState>, Query(query): Query<ListQuery>) -> Result<Response, ApiError> {
     let limit = query.limit.min(1000);
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(s) => {
+            Some(s.parse::<IncidentStatus>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_status", e))?)
+        }
+    };
     let store = state.store.clone();
-    let incidents = tokio::task::spawn_blocking(move || incident::list(&store, limit))
+    let incidents = tokio::task::spawn_blocking(move || incident::list(&store, limit, status))
         .await
         .map_err(|_| internal())?
         .map_err(|e| {
-        tracing::error!(error = %e, "Listing incidents failed.");
-        internal()
-    })?;
+            tracing::error!(error = %e, "Listing incidents failed.");
+            internal()
+        })?;
     Ok(axum::Json(serde_json::json!({ "incidents": incidents })).into_response())
 }
 
@@ -196,6 +214,116 @@ async fn get_incident(State(state): State<ApiState>, Path(id): Path<String>) -> 
     match found {
         Some(incident) => Ok(axum::Json(incident).into_response()),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransitionBody {
+    to: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignBody {
+    assignee: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommentBody {
+    text: String,
+}
+
+/// The caller's identity for audit entries (tokens and roles come with API authentication).
+const ACTOR: &str = "api";
+
+async fn incident_action(state: &ApiState, id: &str, action: Action) -> Result<Response, ApiError> {
+    let id: IncidentId =
+        id.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "incident ids are UUIDs"))?;
+    match state.worker.incident(id, action, ACTOR).await {
+        Ok(incident) => Ok(axum::Json(incident).into_response()),
+        Err(incident::Error::NotFound(id)) => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}")))
+        }
+        Err(incident::Error::Transition(e)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "invalid_transition", e.to_string()))
+        }
+        Err(incident::Error::Store(e)) => {
+            tracing::error!(error = %e, "Incident change failed.");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the incident store is unavailable; retry later",
+            ))
+        }
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    body.map(|axum::Json(b)| b).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text()))
+}
+
+async fn transition_incident(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<axum::Json<TransitionBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let body = json_body(body)?;
+    let to = body.to.parse::<IncidentStatus>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_status", e))?;
+    incident_action(&state, &id, Action::Transition { to, note: body.note }).await
+}
+
+async fn assign_incident(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<axum::Json<AssignBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let body = json_body(body)?;
+    incident_action(&state, &id, Action::Assign(body.assignee)).await
+}
+
+async fn comment_incident(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<axum::Json<CommentBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let body = json_body(body)?;
+    incident_action(&state, &id, Action::Comment(body.text)).await
+}
+
+async fn list_rules(State(state): State<ApiState>) -> Response {
+    let rules = state.rules.current();
+    let list: Vec<serde_json::Value> = rules
+        .rules()
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.meta.id, "title": r.meta.title, "severity": r.meta.severity, "enabled": r.meta.enabled,
+                "category": r.meta.category, "mitre": r.meta.mitre, "tags": r.meta.tags, "classes": r.classes,
+                "native": r.is_native(), "window": r.meta.window, "path": r.path.file_name().map(|f| f.to_string_lossy()),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "rules": list })).into_response()
+}
+
+async fn reload_rules(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    match state.rules.reload().await {
+        Ok(count) => Ok(axum::Json(serde_json::json!({ "rules": count })).into_response()),
+        Err(ReloadError::Invalid(errors)) => {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            let body = serde_json::json!({ "error": { "code": "invalid_rules", "message": "the new rules do not compile; the previous rules keep running", "errors": errors } });
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response())
+        }
+        Err(ReloadError::Store(e)) => {
+            tracing::error!(error = %e, "Rule reload failed.");
+            Err(internal())
+        }
     }
 }
 

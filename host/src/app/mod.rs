@@ -24,7 +24,7 @@ use crate::api::{self, ApiState};
 use crate::config::VigilConfig;
 use crate::export::sinks::file::FileSink;
 use crate::export::{Exporter, ExporterMetrics, Sink, SinkConfig, SinkKind};
-use crate::incident::worker::DetectionWorker;
+use crate::incident::worker::{DetectionWorker, LiveRules, WorkerHandle};
 use crate::incident::{ChangeKind, IncidentChange};
 use crate::rules::RuleSet;
 use crate::source::Ingestor;
@@ -55,6 +55,11 @@ pub struct Pipeline {
     /// The metrics registry.
     pub metrics: Arc<MetricsRegistry>,
     incidents: broadcast::Sender<IncidentChange>,
+    /// The live rule set.
+    pub rules: LiveRules,
+    /// The detection worker, which owns incidents.
+    pub worker: WorkerHandle,
+    printer: Option<JoinHandle<()>>,
     ready: Arc<AtomicBool>,
     intake: CancellationToken,
     intake_tasks: TaskTracker,
@@ -79,8 +84,17 @@ impl Pipeline {
         let ingestor = Ingestor::new(writer.clone(), config.ingest.clone(), &metrics);
 
         let incidents = broadcast::Sender::new(1024);
-        let worker = DetectionWorker::new(log.clone(), writer.clone(), rules, &metrics, incidents.clone())
-            .context("starting detection")?;
+        let (worker, handle) = DetectionWorker::new(
+            log.clone(),
+            writer.clone(),
+            rules.clone(),
+            config.detect.clone(),
+            &metrics,
+            incidents.clone(),
+        )
+        .context("starting detection")?;
+        let live_rules =
+            LiveRules::new(config.rules.dir.clone(), config.rules.compile_options(), handle.clone(), rules);
         let drain_detection = CancellationToken::new();
         let detection = tokio::spawn(worker.run(drain_detection.clone()));
 
@@ -92,6 +106,9 @@ impl Pipeline {
             ingestor,
             metrics,
             incidents,
+            rules: live_rules,
+            worker: handle,
+            printer: None,
             ready: Arc::new(AtomicBool::new(false)),
             intake: CancellationToken::new(),
             intake_tasks: TaskTracker::new(),
@@ -166,6 +183,8 @@ impl Pipeline {
                 store: self.store.clone(),
                 metrics: self.metrics.clone(),
                 ready: self.ready.clone(),
+                rules: self.rules.clone(),
+                worker: self.worker.clone(),
             };
             let router = api::router(state, &self.config.api);
             let token = self.intake.clone();
@@ -178,8 +197,11 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Gauges sampled every second, and log retention.
+    /// Gauges sampled every second, log retention, the rule-file watcher and Vigil's own
+    /// health events.
     fn start_background(&self) {
+        self.watch_rules();
+        self.emit_health();
         #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
         struct ConsumerLabels {
             consumer: String,
@@ -238,9 +260,89 @@ impl Pipeline {
         });
     }
 
-    fn print_incidents(&self) {
-        let mut changes = self.incidents.subscribe();
+    /// Reloads the rules when their files change (polled every 2 s) or on SIGHUP.
+    fn watch_rules(&self) {
+        if !self.config.rules.watch || !self.config.rules.dir.exists() {
+            return;
+        }
+        let rules = self.rules.clone();
+        let token = self.background.clone();
+        let failures = prometheus_client::metrics::counter::Counter::<u64>::default();
+        self.metrics.register(
+            "rules_reload_failures",
+            "Rule reloads refused because the new rules did not compile.",
+            failures.clone(),
+        );
         tokio::spawn(async move {
+            let mut seen = rules.files_fingerprint();
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            #[cfg(unix)]
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                #[cfg(unix)]
+                let hangup = async {
+                    match hup.as_mut() {
+                        Some(s) => s.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let hangup = std::future::pending::<Option<()>>();
+                let forced = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = hangup => true,
+                    () = token.cancelled() => return,
+                };
+                let now = rules.files_fingerprint();
+                if now == seen && !forced {
+                    continue;
+                }
+                seen = now;
+                match rules.reload().await {
+                    Ok(count) => tracing::info!(rules = count, "Rule files changed; new rules running."),
+                    Err(crate::incident::worker::ReloadError::Invalid(errors)) => {
+                        failures.inc();
+                        for e in &errors {
+                            tracing::warn!(error = %e, "Rule reload refused.");
+                        }
+                        tracing::warn!(
+                            errors = errors.len(),
+                            "The edited rules do not compile; the previous rules keep running."
+                        );
+                    }
+                    Err(e) => tracing::error!(error = %e, "Rule reload failed."),
+                }
+            }
+        });
+    }
+
+    /// Every `health_interval`, one `system` event per sink with its backlog, so rules can
+    /// alert on Vigil's own delivery health.
+    fn emit_health(&self) {
+        if self.config.sinks.is_empty() {
+            return;
+        }
+        let (log, ingestor, token) = (self.log.clone(), self.ingestor.clone(), self.background.clone());
+        let interval = self.config.telemetry.health_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.tick().await;
+            loop {
+                tokio::select! { _ = tick.tick() => {}, () = token.cancelled() => return }
+                let reader = log.clone();
+                let Ok(Ok(events)) = tokio::task::spawn_blocking(move || health_events(&reader)).await else {
+                    continue;
+                };
+                if let Err(e) = ingestor.append("vigil", &events, Vec::new()).await {
+                    tracing::warn!(error = %e, "Health events could not be stored.");
+                }
+            }
+        });
+    }
+
+    fn print_incidents(&mut self) {
+        let mut changes = self.incidents.subscribe();
+        self.printer = Some(tokio::spawn(async move {
             loop {
                 match changes.recv().await {
                     Ok(change) if change.change == ChangeKind::Opened => print_incident(&change),
@@ -249,7 +351,7 @@ impl Pipeline {
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
             }
-        });
+        }));
     }
 
     /// Incident changes as they are committed.
@@ -286,6 +388,11 @@ impl Pipeline {
         if let Some(detection) = self.detection.take() {
             let _ = detection.await;
         }
+        // Detection is done: closing the channel lets the printer show the last incidents.
+        drop(self.incidents);
+        if let Some(printer) = self.printer.take() {
+            let _ = printer.await;
+        }
 
         tracing::info!("Flushing sinks.");
         self.drain_sinks.cancel();
@@ -309,13 +416,37 @@ impl Pipeline {
     }
 }
 
+/// One `sink_health` event per sink consumer: backlog records and the age of the oldest
+/// undelivered record.
+fn health_events(log: &Log) -> crate::store::Result<Vec<crate::event::SecurityEvent>> {
+    let head = log.head();
+    let now = chrono::Utc::now();
+    let mut events = Vec::new();
+    for consumer in log.consumers() {
+        let Some(sink) = consumer.name().strip_prefix("sink/") else { continue };
+        let committed = consumer.committed();
+        let oldest = log.read(committed + 1, 1, usize::MAX)?.into_iter().next().filter(|e| e.seq <= head);
+        let age = oldest.map_or(0, |e| (now.timestamp_millis() - e.time_ms).max(0) / 1000);
+        let mut event = crate::event::SecurityEvent::new(crate::event::EventClass::System, now);
+        event.provider = Some("vigil".into());
+        event.action = Some("sink_health".into());
+        event.message = Some(format!("sink {sink}: {} records behind", head.saturating_sub(committed)));
+        event.attributes.insert(
+            "sink".into(),
+            serde_json::json!({ "name": sink, "backlog_records": head.saturating_sub(committed), "backlog_age_seconds": age }),
+        );
+        events.push(event);
+    }
+    Ok(events)
+}
+
 fn load_rules(config: &VigilConfig) -> anyhow::Result<RuleSet> {
     let dir = &config.rules.dir;
     if !dir.exists() {
         tracing::warn!(dir = %dir.display(), "Rule directory does not exist; running without rules.");
         return Ok(RuleSet::empty(&config.rules.limits));
     }
-    match RuleSet::load_dir(dir, &config.rules.limits) {
+    match RuleSet::load_dir(dir, &config.rules.compile_options()) {
         Ok(rules) => {
             tracing::info!(dir = %dir.display(), rules = rules.rules().len(), "Rules loaded.");
             Ok(rules)
@@ -335,8 +466,8 @@ pub fn print_incident(change: &IncidentChange) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "INCIDENT {:<8} {}  [{}]  events={} entities={}  id={}",
-        i.severity.as_str().to_uppercase(),
+        "INCIDENT {}  {}  [{}]  events={} entities={}  id={}",
+        i.priority,
         i.title,
         i.rule_id,
         i.event_count,

@@ -12,23 +12,27 @@ use crate::incident;
 use crate::store::Store;
 
 pub fn run(config: &VigilConfig, command: IncidentsCommand) -> anyhow::Result<ExitCode> {
+    if let IncidentsCommand::Transition { id, status, note, url } = command {
+        let url = url.unwrap_or_else(|| format!("http://{}", config.api.listen));
+        return super::block_on(transition(url, id, status, note));
+    }
     let store = Store::open_read_only(&config.store.path)
         .with_context(|| format!("opening the store in {} (has Vigil run here yet?)", config.store.path.display()))?;
     match command {
         IncidentsCommand::List { limit, json } => {
-            let incidents = incident::list(&store, limit)?;
+            let incidents = incident::list(&store, limit, None)?;
             if json {
                 for i in &incidents {
                     println!("{}", serde_json::to_string(i)?);
                 }
             } else {
-                println!("{:<36}  {:<8}  {:<8}  {:<20}  {:>6}  TITLE", "ID", "SEVERITY", "STATUS", "OPENED", "EVENTS");
+                println!("{:<36}  {:<3}  {:<13}  {:<20}  {:>6}  TITLE", "ID", "PRI", "STATUS", "OPENED", "EVENTS");
                 for i in &incidents {
                     println!(
-                        "{:<36}  {:<8}  {:<8}  {:<20}  {:>6}  {}",
+                        "{:<36}  {:<3}  {:<13}  {:<20}  {:>6}  {}",
                         i.id,
-                        i.severity.as_str(),
-                        serde_json::to_value(i.status)?.as_str().unwrap_or(""),
+                        i.priority.as_str(),
+                        i.status.as_str(),
                         i.opened_at.format("%Y-%m-%d %H:%M:%S"),
                         i.event_count,
                         i.title
@@ -40,6 +44,7 @@ pub fn run(config: &VigilConfig, command: IncidentsCommand) -> anyhow::Result<Ex
             }
             Ok(ExitCode::SUCCESS)
         }
+        IncidentsCommand::Transition { .. } => unreachable!("handled above"),
         IncidentsCommand::Show { id } => {
             let id: IncidentId = id.parse().context("incident ids are UUIDs")?;
             match incident::get(&store, id)? {
@@ -53,5 +58,24 @@ pub fn run(config: &VigilConfig, command: IncidentsCommand) -> anyhow::Result<Ex
                 }
             }
         }
+    }
+}
+
+async fn transition(url: String, id: String, status: String, note: Option<String>) -> anyhow::Result<ExitCode> {
+    let endpoint = format!("{}/v1/incidents/{id}/transition", url.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&endpoint)
+        .json(&serde_json::json!({ "to": status, "note": note }))
+        .send()
+        .await
+        .with_context(|| format!("sending to {endpoint} (is Vigil running?)"))?;
+    let status_code = response.status();
+    let body: serde_json::Value = response.json().await.context("reading the response")?;
+    if status_code.is_success() {
+        println!("{} is now {}", body["id"].as_str().unwrap_or("?"), body["status"].as_str().unwrap_or("?"));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{status_code}: {}", body["error"]["message"].as_str().unwrap_or("refused"));
+        Ok(ExitCode::FAILURE)
     }
 }

@@ -7,6 +7,7 @@
 
 mod incidents;
 mod ingest;
+mod rules;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +73,12 @@ pub enum Command {
         #[command(subcommand)]
         command: IncidentsCommand,
     },
+    /// Rule authoring tools: check, test, cost, list, backtest.
+    Rules {
+        /// What to do.
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Configuration tools.
     Config {
         /// What to do.
@@ -108,6 +115,60 @@ pub enum IncidentsCommand {
         /// Incident id.
         id: String,
     },
+    /// Move an incident through its lifecycle (detected, acknowledged, investigating,
+    /// contained, resolved, closed), through a running server.
+    Transition {
+        /// Incident id.
+        id: String,
+        /// Target status.
+        status: String,
+        /// Why.
+        #[arg(long)]
+        note: Option<String>,
+        /// The server (default: the configured `api.listen`).
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+/// `vigil rules …`
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Compile every rule; report errors as file:line:col with a hint.
+    Check {
+        /// Rule directory (default: `rules.dir`).
+        dir: Option<PathBuf>,
+    },
+    /// Run every rule's examples and check the alerts they must and must not produce.
+    Test {
+        /// Rule directory (default: `rules.dir`).
+        dir: Option<PathBuf>,
+    },
+    /// Rhai operations and time per evaluation of each rule, on its examples.
+    Cost {
+        /// Rule directory (default: `rules.dir`).
+        dir: Option<PathBuf>,
+    },
+    /// List the rules with their priority, classes and whether they run natively.
+    List {
+        /// Rule directory (default: `rules.dir`).
+        dir: Option<PathBuf>,
+    },
+    /// Replay stored events through a rule set and report what it would have raised.
+    Backtest {
+        /// Start: RFC 3339 time, or a duration ago (`24h`). Default: the oldest record.
+        #[arg(long)]
+        from: Option<String>,
+        /// End (exclusive), same forms. Default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Rule directory to test (default: `rules.dir`).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Print every alert and incident as JSON lines instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `vigil config …`
@@ -143,6 +204,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Ingest { input, format, url } => block_on(ingest::run(config, input, format, url)),
         Command::Incidents { command } => incidents::run(&config, command),
+        Command::Rules { command } => rules::run(&config, command),
     }
 }
 
@@ -157,14 +219,14 @@ fn load_config(cli: &Cli) -> Result<VigilConfig, Vec<config::ConfigError>> {
     Ok(config)
 }
 
-fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(future: F) -> anyhow::Result<ExitCode> {
+pub(crate) fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(future: F) -> anyhow::Result<ExitCode> {
     tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("vigil").build()?.block_on(future)
 }
 
 fn check_config(cli: &Cli, config: &VigilConfig) -> anyhow::Result<ExitCode> {
     let source = cli.config.as_ref().map_or("defaults (no config file)".to_owned(), |p| p.display().to_string());
     if config.rules.dir.exists() {
-        if let Err(errors) = RuleSet::load_dir(&config.rules.dir, &config.rules.limits) {
+        if let Err(errors) = RuleSet::load_dir(&config.rules.dir, &config.rules.compile_options()) {
             eprintln!("The rules have {} error(s):", errors.len());
             for e in &errors {
                 eprintln!("  {e}");

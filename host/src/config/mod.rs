@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiConfig;
+use crate::detect::DetectConfig;
 use crate::export::SinkConfig;
 use crate::rules::RulesConfig;
 use crate::source::IngestConfig;
@@ -81,13 +82,15 @@ pub struct VigilConfig {
     pub sources: SourcesConfig,
     /// `[rules]`: rule directory and sandbox limits.
     pub rules: RulesConfig,
+    /// `[detect]`: windows, lateness, memory bounds.
+    pub detect: DetectConfig,
     /// `[sinks.NAME]`: destinations.
     pub sinks: BTreeMap<String, SinkConfig>,
     /// `[shutdown]`.
     pub shutdown: ShutdownConfig,
 }
 
-const SECTIONS: [&str; 8] = ["store", "ingest", "telemetry", "api", "sources", "rules", "sinks", "shutdown"];
+const SECTIONS: [&str; 9] = ["store", "ingest", "telemetry", "api", "sources", "rules", "detect", "sinks", "shutdown"];
 
 /// Reads and checks a config file; every error is reported.
 pub fn load(path: &Path) -> Result<VigilConfig, Vec<ConfigError>> {
@@ -118,6 +121,7 @@ pub fn parse(text: &str) -> Result<VigilConfig, Vec<ConfigError>> {
         api: section(&mut table, "api", &mut errors),
         sources: section(&mut table, "sources", &mut errors),
         rules: section(&mut table, "rules", &mut errors),
+        detect: section(&mut table, "detect", &mut errors),
         sinks: BTreeMap::new(),
         shutdown: section(&mut table, "shutdown", &mut errors),
     };
@@ -147,6 +151,7 @@ pub fn validate(config: &VigilConfig) -> Vec<ConfigError> {
     problems.extend(config.api.validate());
     problems.extend(config.sources.syslog.validate());
     problems.extend(config.rules.validate());
+    problems.extend(config.detect.validate());
     for (i, file) in config.sources.file.iter().enumerate() {
         if file.path.as_os_str().is_empty() {
             problems.push((format!("sources.file.{i}.path"), "must not be empty".into()));

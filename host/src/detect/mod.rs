@@ -1,106 +1,79 @@
 //! Evaluation: runs a [`RuleSet`] over events, keeps the windows of windowed rules, and
 //! produces [`Alert`]s.
 //!
-//! Windows are keyed by (rule, group key) and driven by *event time*, so replaying stored
-//! events gives the alerts the live run gave. Their state is written to the store with the
-//! detection cursor (see `incident::worker`), so a restart resumes mid-window.
+//! Windows are keyed by (rule, group key) and driven by *event time* with a bounded
+//! allowed lateness: the watermark is the newest event time seen minus the lateness; a
+//! windowed rule ignores (and counts) events older than it, and absence windows fire when
+//! the watermark passes their deadline. Replaying stored events in log order therefore gives
+//! exactly the alerts the live run gave. Window state is written with the detection cursor
+//! (see `incident::worker`), so a restart resumes mid-window. Memory per rule is bounded:
+//! at most `max_groups_per_rule` groups (the stalest are evicted, counted) and
+//! [`window::MAX_ENTRIES`] entries per group.
 //!
-//! Layer 4: uses `event`, `store`, `telemetry`, `rules`.
+//! Layer 4 (above `rules`): uses `event`, `store`, `telemetry`, `rules`.
 
+mod alert;
+pub mod examples;
 mod window;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{AlertId, EventId, Field, RuleId, SecurityEvent, Severity};
-use crate::rules::{EventRef, RuleSet, WindowSpec};
+pub use alert::{Alert, Entities};
+pub use window::{Entry, Fired, MAX_ENTRIES, Window};
+
+use crate::event::{AlertId, FieldPath, Priority, RuleId, SecurityEvent};
+use crate::rules::{Category, CompiledRule, EventRef, RuleSet, WindowSpec, render};
 use crate::store::{self, Cf, Op, Store};
 use crate::telemetry::{MetricsRegistry, Throttle, names};
 
-pub use window::ThresholdWindow;
-
-const STATE_PREFIX: &[u8] = b"win/";
+const WINDOW_PREFIX: &[u8] = b"win/";
+const VERSION_PREFIX: &[u8] = b"winver/";
+const NEWEST_KEY: &[u8] = b"detect/newest";
 /// Most event ids an alert carries.
 pub const MAX_ALERT_EVENT_IDS: usize = 100;
+/// The rule id of the alert raised when a failing rule is disabled.
+pub const RULE_DISABLED: &str = "vigil_rule_disabled";
 
-/// The entities an alert or incident concerns.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entities {
-    /// IP addresses (source and destination).
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub ips: BTreeSet<String>,
-    /// User names (actors and targets).
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub users: BTreeSet<String>,
-    /// Host names.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub hosts: BTreeSet<String>,
+/// Detection settings (`[detect]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// How far behind the newest event time an event may arrive and still count in
+    /// windows.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// Most groups (distinct group-by values) a windowed rule keeps; the stalest are evicted.
+    pub max_groups_per_rule: usize,
+    /// A rule failing this many evaluations in a row is disabled, with an alert.
+    pub disable_after_errors: u32,
 }
 
-impl Entities {
-    /// The entities named by one event.
-    pub fn of(event: &SecurityEvent) -> Self {
-        let mut entities = Self::default();
-        let text = |field: Field| field.get(event).map(|v| v.to_text().into_owned());
-        entities.ips.extend(text(Field::SourceIp));
-        entities.ips.extend(text(Field::DestinationIp));
-        entities.users.extend(text(Field::UserName));
-        entities.users.extend(text(Field::UserTargetName));
-        entities.hosts.extend(text(Field::HostName));
-        entities
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self { allowed_lateness: Duration::from_secs(120), max_groups_per_rule: 100_000, disable_after_errors: 100 }
     }
+}
 
-    /// Adds `other`'s entities, keeping at most `cap` of each kind.
-    pub fn merge(&mut self, other: &Entities, cap: usize) {
-        for (mine, theirs) in
-            [(&mut self.ips, &other.ips), (&mut self.users, &other.users), (&mut self.hosts, &other.hosts)]
-        {
-            for value in theirs {
-                if mine.len() >= cap {
-                    break;
-                }
-                mine.insert(value.clone());
-            }
+impl DetectConfig {
+    /// Every problem with the settings, with its path.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        if self.max_groups_per_rule < 10 {
+            errors.push(("detect.max_groups_per_rule".into(), "must be at least 10".into()));
         }
+        if self.disable_after_errors == 0 {
+            errors.push(("detect.disable_after_errors".into(), "must be at least 1".into()));
+        }
+        errors
     }
-}
-
-/// A rule's verdict: something to look at.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
-    /// Alert id.
-    pub id: AlertId,
-    /// The rule that raised it.
-    pub rule_id: RuleId,
-    /// The rule's title.
-    pub title: String,
-    /// The rule's severity.
-    pub severity: Severity,
-    /// Event time of the event that completed the match.
-    pub time: DateTime<Utc>,
-    /// Event time of the earliest event in the match.
-    pub first_time: DateTime<Utc>,
-    /// The group-by fields and their values.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub group: BTreeMap<String, String>,
-    /// The group values joined, the key of windows and incidents.
-    pub group_key: String,
-    /// Matching events in the window (1 for rules without a window).
-    pub count: u64,
-    /// Ids of the matching events (at most 100).
-    pub event_ids: Vec<EventId>,
-    /// Entities of the events.
-    pub entities: Entities,
-    /// The rule's tags.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<String>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,6 +93,9 @@ pub struct DetectMetrics {
     evaluations: Family<RuleLabels, Counter>,
     errors: Family<RuleErrorLabels, Counter>,
     alerts: Family<RuleLabels, Counter>,
+    late: Family<RuleLabels, Counter>,
+    evicted: Family<RuleLabels, Counter>,
+    disabled: Family<RuleLabels, Counter>,
 }
 
 impl DetectMetrics {
@@ -129,86 +105,122 @@ impl DetectMetrics {
         registry.register(names::RULE_EVALUATIONS, "Rule evaluations, by rule.", m.evaluations.clone());
         registry.register(names::RULE_ERRORS, "Rule evaluation errors, by rule and reason.", m.errors.clone());
         registry.register(names::ALERTS, "Alerts raised, by rule.", m.alerts.clone());
+        registry.register("detect_late_events", "Events too late for a windowed rule, by rule.", m.late.clone());
+        registry.register(
+            "detect_evictions",
+            "Window groups or entries evicted to bound memory, by rule.",
+            m.evicted.clone(),
+        );
+        registry.register("rules_disabled", "Rules disabled after repeated errors, by rule.", m.disabled.clone());
         m
     }
 }
 
-/// Per-rule handles, resolved once so the hot path does not build label sets.
+/// How a rule aggregates, with everything precomputed for the hot path.
+#[derive(Clone, Debug)]
+enum Kind {
+    Single,
+    Threshold { count: usize, within_ms: i64 },
+    Distinct { field: FieldPath, count: usize, within_ms: i64 },
+    Sequence { steps: Vec<(u32, u32)>, within_ms: i64 },
+    Absence { first_bit: u32, then_bit: u32, within_ms: i64 },
+}
+
+impl Kind {
+    fn of(rule: &CompiledRule) -> Self {
+        let ms = |d: &Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let bit = |name: &str| rule.matcher_index(name).map_or(0, |i| 1u32 << i);
+        match &rule.meta.window {
+            None => Self::Single,
+            Some(WindowSpec::Threshold { count, within }) => {
+                Self::Threshold { count: *count as usize, within_ms: ms(within) }
+            }
+            Some(WindowSpec::Distinct { field, count, within }) => {
+                Self::Distinct { field: field.clone(), count: *count as usize, within_ms: ms(within) }
+            }
+            Some(WindowSpec::Sequence { steps, within }) => {
+                Self::Sequence { steps: steps.iter().map(|s| (bit(&s.when), s.count)).collect(), within_ms: ms(within) }
+            }
+            Some(WindowSpec::Absence { first, then, within }) => {
+                Self::Absence { first_bit: bit(first), then_bit: bit(then), within_ms: ms(within) }
+            }
+        }
+    }
+
+    fn within_ms(&self) -> i64 {
+        match self {
+            Self::Single => 0,
+            Self::Threshold { within_ms, .. }
+            | Self::Distinct { within_ms, .. }
+            | Self::Sequence { within_ms, .. }
+            | Self::Absence { within_ms, .. } => *within_ms,
+        }
+    }
+}
+
+/// The live state of one rule.
 #[derive(Debug)]
-struct RuleRuntime {
+struct RuleState {
+    rule: Arc<CompiledRule>,
+    kind: Kind,
+    windows: HashMap<String, Window>,
+    pending_evaluations: u64,
     evaluations: Counter,
     alerts: Counter,
+    late: Counter,
+    evicted: Counter,
+    error_streak: u32,
+    disabled: bool,
     throttle: Throttle,
+}
+
+impl RuleState {
+    fn new(rule: Arc<CompiledRule>, metrics: &DetectMetrics) -> Self {
+        let labels = RuleLabels { rule: rule.meta.id.to_string() };
+        Self {
+            kind: Kind::of(&rule),
+            windows: HashMap::new(),
+            pending_evaluations: 0,
+            evaluations: metrics.evaluations.get_or_create(&labels).clone(),
+            alerts: metrics.alerts.get_or_create(&labels).clone(),
+            late: metrics.late.get_or_create(&labels).clone(),
+            evicted: metrics.evicted.get_or_create(&labels).clone(),
+            error_streak: 0,
+            disabled: false,
+            throttle: Throttle::new(Duration::from_secs(60)),
+            rule,
+        }
+    }
 }
 
 /// Runs rules over events and keeps their windows.
 #[derive(Debug)]
 pub struct Detector {
     rules: RuleSet,
-    runtime: Vec<RuleRuntime>,
+    states: Vec<RuleState>,
+    config: DetectConfig,
     metrics: DetectMetrics,
-    windows: HashMap<(usize, String), ThresholdWindow>,
     dirty: HashSet<(usize, String)>,
-    newest_event_ms: i64,
+    /// Absence deadlines: (deadline ms, rule index, group key).
+    deadlines: BTreeSet<(i64, usize, String)>,
+    newest_ms: i64,
     since_sweep: u64,
 }
 
 impl Detector {
     /// A detector for `rules` with empty windows.
-    pub fn new(rules: RuleSet, metrics: DetectMetrics) -> Self {
-        let runtime = rules
-            .rules()
-            .iter()
-            .map(|r| {
-                let rule = RuleLabels { rule: r.meta.id.to_string() };
-                RuleRuntime {
-                    evaluations: metrics.evaluations.get_or_create(&rule).clone(),
-                    alerts: metrics.alerts.get_or_create(&rule).clone(),
-                    throttle: Throttle::new(Duration::from_secs(60)),
-                }
-            })
-            .collect();
+    pub fn new(rules: RuleSet, config: DetectConfig, metrics: DetectMetrics) -> Self {
+        let states = rules.rules().iter().map(|r| RuleState::new(r.clone(), &metrics)).collect();
         Self {
             rules,
-            runtime,
+            states,
+            config,
             metrics,
-            windows: HashMap::new(),
             dirty: HashSet::new(),
-            newest_event_ms: i64::MIN,
+            deadlines: BTreeSet::new(),
+            newest_ms: i64::MIN,
             since_sweep: 0,
         }
-    }
-
-    /// Restores the windows saved in `store` for the rules of this set.
-    pub fn load_state(&mut self, store: &Store) -> store::Result<usize> {
-        let mut start = STATE_PREFIX.to_vec();
-        let mut loaded = 0;
-        loop {
-            let rows = store.scan(Cf::State, STATE_PREFIX, &start, 1024)?;
-            let Some((last, _)) = rows.last() else { break };
-            start = last.clone();
-            start.push(0);
-            for (key, value) in &rows {
-                let Some((rule_id, group)) = split_state_key(key) else { continue };
-                let Some(index) = self.rules.rules().iter().position(|r| r.meta.id.as_str() == rule_id) else {
-                    continue;
-                };
-                match serde_json::from_slice::<ThresholdWindow>(value) {
-                    Ok(window) => {
-                        self.newest_event_ms = self.newest_event_ms.max(window.newest_ms().unwrap_or(i64::MIN));
-                        self.windows.insert((index, group), window);
-                        loaded += 1;
-                    }
-                    Err(e) => {
-                        tracing::warn!(rule = rule_id, error = %e, "Saved window does not decode; starting it empty.")
-                    }
-                }
-            }
-            if rows.len() < 1024 {
-                break;
-            }
-        }
-        Ok(loaded)
     }
 
     /// The rule set in use.
@@ -216,142 +228,422 @@ impl Detector {
         &self.rules
     }
 
-    /// Evaluates every enabled rule on `event`; appends the alerts raised to `out`.
+    /// Open window groups across all rules.
+    pub fn window_count(&self) -> usize {
+        self.states.iter().map(|s| s.windows.len()).sum()
+    }
+
+    fn lateness_ms(&self) -> i64 {
+        i64::try_from(self.config.allowed_lateness.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Newest event time seen minus the allowed lateness.
+    pub fn watermark_ms(&self) -> i64 {
+        self.newest_ms.saturating_sub(self.lateness_ms())
+    }
+
+    /// Evaluates the enabled rules of the event's class; appends the alerts raised to `out`.
     pub fn process(&mut self, event: &Arc<SecurityEvent>, out: &mut Vec<Alert>) {
-        let event_ref = EventRef(event.clone());
         let time_ms = event.time.timestamp_millis();
-        self.newest_event_ms = self.newest_event_ms.max(time_ms);
-        for index in 0..self.rules.rules().len() {
-            let rule = self.rules.rules()[index].clone();
-            if !rule.meta.enabled {
+        let late = time_ms < self.watermark_ms();
+        self.newest_ms = self.newest_ms.max(time_ms);
+        let event_ref = EventRef(event.clone());
+        let rules = self.rules.clone();
+        for &index in rules.candidates(event.class) {
+            if self.states[index].disabled {
                 continue;
             }
-            self.runtime[index].evaluations.inc();
-            match self.rules.evaluate(index, &event_ref) {
-                Ok(false) => {}
-                Ok(true) => {
-                    if let Some(alert) = self.matched(index, event) {
-                        self.runtime[index].alerts.inc();
-                        out.push(alert);
+            self.states[index].pending_evaluations += 1;
+            match rules.evaluate(index, &event_ref) {
+                Ok(mask) => {
+                    self.states[index].error_streak = 0;
+                    if mask != 0 {
+                        self.matched(index, mask, event, late, out);
                     }
                 }
-                Err(e) => {
-                    let labels = RuleErrorLabels { rule: rule.meta.id.to_string(), reason: e.reason().into() };
-                    self.metrics.errors.get_or_create(&labels).inc();
-                    if let Some(suppressed) = self.runtime[index].throttle.allow() {
-                        tracing::warn!(rule = %rule.meta.id, event = %event.id, error = %e, suppressed, "Rule evaluation failed.");
-                    }
-                }
+                Err(e) => self.failed(index, &e, event, out),
             }
         }
+        self.fire_due_absences(out);
         self.since_sweep += 1;
         if self.since_sweep >= 10_000 {
             self.sweep();
         }
     }
 
-    fn matched(&mut self, index: usize, event: &SecurityEvent) -> Option<Alert> {
-        let rule = self.rules.rules()[index].clone();
-        let mut group = BTreeMap::new();
-        for path in &rule.meta.group_by {
-            match path.get(event) {
-                Some(value) => {
-                    group.insert(path.to_string(), value.to_text().into_owned());
-                }
-                // A windowed rule cannot count an event it cannot key.
-                None if rule.meta.window.is_some() => return None,
-                None => {}
-            }
+    fn failed(&mut self, index: usize, error: &crate::rules::EvalError, event: &SecurityEvent, out: &mut Vec<Alert>) {
+        let state = &mut self.states[index];
+        let rule_id = state.rule.meta.id.to_string();
+        self.metrics
+            .errors
+            .get_or_create(&RuleErrorLabels { rule: rule_id.clone(), reason: error.reason().into() })
+            .inc();
+        state.error_streak += 1;
+        if let Some(suppressed) = state.throttle.allow() {
+            tracing::warn!(rule = %rule_id, event = %event.id, error = %error, suppressed, "Rule evaluation failed.");
         }
-        let group_key = group.values().cloned().collect::<Vec<_>>().join("|");
-        let (count, event_ids, first_time) = match &rule.meta.window {
-            None => (1, vec![event.id], event.time),
-            Some(WindowSpec::Threshold { count, within }) => {
-                let key = (index, group_key.clone());
-                let window = self.windows.entry(key.clone()).or_default();
-                self.dirty.insert(key);
-                let within_ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
-                let fired = window.add(event.time.timestamp_millis(), event.id, *count as usize, within_ms)?;
-                let first = DateTime::from_timestamp_millis(fired.first_ms).unwrap_or(event.time);
-                (fired.ids.len() as u64, fired.ids.into_iter().take(MAX_ALERT_EVENT_IDS).collect(), first)
+        if state.error_streak >= self.config.disable_after_errors {
+            state.disabled = true;
+            self.metrics.disabled.get_or_create(&RuleLabels { rule: rule_id.clone() }).inc();
+            tracing::error!(rule = %rule_id, errors = state.error_streak, last_error = %error, "Rule disabled after repeated errors; fix it and reload.");
+            let group = BTreeMap::from([("rule".to_owned(), rule_id.clone())]);
+            out.push(Alert {
+                id: AlertId::generate(),
+                rule_id: RuleId::from(RULE_DISABLED),
+                title: format!("Rule {rule_id} disabled after {} consecutive errors", state.error_streak),
+                priority: Priority::P2,
+                category: Some(Category::SystemError),
+                time: event.time,
+                first_time: event.time,
+                group,
+                group_key: rule_id.clone(),
+                dedup_key: rule_id,
+                count: u64::from(state.error_streak),
+                event_ids: vec![event.id],
+                entities: Entities::default(),
+                affected_users: None,
+                techniques: Vec::new(),
+                tags: vec!["vigil".into()],
+                suppress_ms: None,
+            });
+        }
+    }
+
+    fn matched(&mut self, index: usize, mask: u32, event: &SecurityEvent, late: bool, out: &mut Vec<Alert>) {
+        let kind = self.states[index].kind.clone();
+        if let Kind::Single = kind {
+            let (group, key) = group_of(&self.states[index].rule, event).unwrap_or_default();
+            let fired = Fired {
+                first_ms: event.time.timestamp_millis(),
+                last_ms: event.time.timestamp_millis(),
+                ids: vec![event.id],
+            };
+            let alert = self.alert(index, &fired, group, key, Some(event));
+            out.push(alert);
+            return;
+        }
+        if late {
+            self.states[index].late.inc();
+            return;
+        }
+        let Some((group, key)) = group_of(&self.states[index].rule, event) else { return };
+        let value = match &kind {
+            Kind::Distinct { field, .. } => match field.get(event) {
+                Some(v) => Some(v.to_text().into_owned()),
+                None => return,
+            },
+            _ => None,
+        };
+        let t = event.time.timestamp_millis();
+        let cutoff = self.watermark_ms().saturating_sub(kind.within_ms());
+        self.make_room(index, &key);
+        let state = &mut self.states[index];
+        let window = state.windows.entry(key.clone()).or_default();
+        let fired = match &kind {
+            Kind::Absence { first_bit, then_bit, within_ms } => {
+                if mask & then_bit != 0 {
+                    window.absence_clear(t, *first_bit, *within_ms);
+                }
+                if mask & first_bit != 0 {
+                    let (_, dropped) = window.insert(Entry { t, id: event.id, bits: mask, value });
+                    state.evicted.inc_by(dropped as u64);
+                    self.deadlines.insert((t.saturating_add(*within_ms), index, key.clone()));
+                }
+                None
+            }
+            _ => {
+                let (at, dropped) = window.insert(Entry { t, id: event.id, bits: mask, value });
+                state.evicted.inc_by(dropped as u64);
+                let fired = match &kind {
+                    Kind::Threshold { count, within_ms } => window.threshold(at, *count, *within_ms),
+                    Kind::Distinct { count, within_ms, .. } => window.distinct(at, *count, *within_ms),
+                    Kind::Sequence { steps, within_ms } => window.sequence(steps, *within_ms),
+                    Kind::Single | Kind::Absence { .. } => None,
+                };
+                window.expire(cutoff);
+                fired
             }
         };
-        Some(Alert {
-            id: AlertId::generate(),
-            rule_id: rule.meta.id.clone(),
-            title: rule.meta.title.clone(),
-            severity: rule.meta.severity,
-            time: event.time,
-            first_time,
-            group,
-            group_key,
-            count,
-            event_ids,
-            entities: Entities::of(event),
-            tags: rule.meta.tags.clone(),
-        })
-    }
-
-    /// Drops windows whose newest event is older than their length behind the newest event
-    /// seen: they can no longer fire.
-    fn sweep(&mut self) {
-        self.since_sweep = 0;
-        let newest = self.newest_event_ms;
-        let rules = self.rules.rules();
-        let stale: Vec<(usize, String)> = self
-            .windows
-            .iter()
-            .filter(|((index, _), window)| match &rules[*index].meta.window {
-                Some(WindowSpec::Threshold { within, .. }) => {
-                    let within_ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
-                    window.newest_ms().is_none_or(|t| t < newest.saturating_sub(within_ms))
-                }
-                None => true,
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in stale {
-            self.windows.remove(&key);
-            self.dirty.insert(key);
+        self.dirty.insert((index, key.clone()));
+        if let Some(fired) = fired {
+            let alert = self.alert(index, &fired, group, key, Some(event));
+            out.push(alert);
         }
     }
 
-    /// The store writes that persist every window changed since the last call.
+    /// Keeps a rule under its group cap before a new group is added: evicts the stalest
+    /// tenth of its groups at once, so eviction costs little per event.
+    fn make_room(&mut self, index: usize, key: &str) {
+        let cap = self.config.max_groups_per_rule;
+        let state = &mut self.states[index];
+        if state.windows.len() < cap || state.windows.contains_key(key) {
+            return;
+        }
+        let mut by_age: Vec<(i64, String)> =
+            state.windows.iter().map(|(k, w)| (w.newest_ms().unwrap_or(i64::MIN), k.clone())).collect();
+        let evict = (cap / 10).max(1);
+        by_age.select_nth_unstable(evict - 1);
+        for (_, k) in by_age.into_iter().take(evict) {
+            state.windows.remove(&k);
+            self.dirty.insert((index, k));
+        }
+        state.evicted.inc_by(evict as u64);
+    }
+
+    fn alert(
+        &mut self,
+        index: usize,
+        fired: &Fired,
+        group: BTreeMap<String, String>,
+        key: String,
+        event: Option<&SecurityEvent>,
+    ) -> Alert {
+        let state = &mut self.states[index];
+        state.alerts.inc();
+        let meta = &state.rule.meta;
+        let mut entities = event.map(Entities::of).unwrap_or_default();
+        for (field, value) in &group {
+            match field.as_str() {
+                "source.ip" | "destination.ip" | "host.ip" => entities.ips.insert(value.clone()),
+                "user.name" | "user.target.name" => entities.users.insert(value.clone()),
+                "host.name" => entities.hosts.insert(value.clone()),
+                _ => false,
+            };
+        }
+        let dedup_key = match (&meta.dedup, event) {
+            (Some(template), Some(event)) => render(template, event),
+            _ => key.clone(),
+        };
+        let affected_users = event.and_then(|e| e.attributes.get("affected_users")).and_then(serde_json::Value::as_u64);
+        let time = DateTime::from_timestamp_millis(fired.last_ms).unwrap_or_default();
+        Alert {
+            id: AlertId::generate(),
+            rule_id: meta.id.clone(),
+            title: meta.title.clone(),
+            priority: meta.severity,
+            category: meta.category,
+            time: event.map_or(time, |e| e.time),
+            first_time: DateTime::from_timestamp_millis(fired.first_ms).unwrap_or(time),
+            group,
+            group_key: key,
+            dedup_key,
+            count: fired.ids.len() as u64,
+            event_ids: fired.ids.iter().take(MAX_ALERT_EVENT_IDS).copied().collect(),
+            entities,
+            affected_users,
+            techniques: meta.mitre.techniques.clone(),
+            tags: meta.tags.clone(),
+            suppress_ms: meta.suppress.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// Fires absence windows whose wait ended before the watermark.
+    fn fire_due_absences(&mut self, out: &mut Vec<Alert>) {
+        let watermark = self.watermark_ms();
+        while let Some((deadline, index, key)) = self.deadlines.first().cloned() {
+            if deadline >= watermark {
+                break;
+            }
+            self.deadlines.pop_first();
+            let Kind::Absence { within_ms, .. } = self.states[index].kind else { continue };
+            let mut fired_all = Vec::new();
+            if let Some(window) = self.states[index].windows.get_mut(&key) {
+                while let Some(fired) = window.absence_due(watermark, within_ms) {
+                    fired_all.push(fired);
+                }
+            }
+            if fired_all.is_empty() {
+                continue;
+            }
+            self.dirty.insert((index, key.clone()));
+            let group = parse_group(&self.states[index].rule, &key);
+            for fired in fired_all {
+                let alert = self.alert(index, &fired, group.clone(), key.clone(), None);
+                out.push(alert);
+            }
+        }
+    }
+
+    /// Drops windows that can no longer fire, and flushes the evaluation counters.
+    fn sweep(&mut self) {
+        self.since_sweep = 0;
+        let watermark = self.watermark_ms();
+        for (index, state) in self.states.iter_mut().enumerate() {
+            let cutoff = watermark.saturating_sub(state.kind.within_ms());
+            let absence = matches!(state.kind, Kind::Absence { .. });
+            let stale: Vec<String> = state
+                .windows
+                .iter()
+                .filter(|(_, w)| w.is_empty() || (!absence && w.newest_ms().is_some_and(|t| t < cutoff)))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in stale {
+                state.windows.remove(&key);
+                self.dirty.insert((index, key));
+            }
+        }
+    }
+
+    /// The store writes that persist every window changed since the last call, the rule
+    /// versions and the newest event time; flushes metrics.
     pub fn checkpoint_ops(&mut self) -> Vec<Op> {
-        let mut ops = Vec::with_capacity(self.dirty.len());
-        for key in self.dirty.drain() {
-            let store_key = state_key(self.rules.rules()[key.0].meta.id.as_str(), &key.1);
-            match self.windows.get(&key) {
+        let mut ops = Vec::with_capacity(self.dirty.len() + 1);
+        for state in &mut self.states {
+            state.evaluations.inc_by(std::mem::take(&mut state.pending_evaluations));
+        }
+        for (index, key) in self.dirty.drain() {
+            let state = &mut self.states[index];
+            let store_key = window_key(state.rule.meta.id.as_str(), &key);
+            match state.windows.get(&key) {
                 Some(window) if !window.is_empty() => {
                     // Windows are plain data: encoding cannot fail.
                     let value = serde_json::to_vec(window).expect("window serializes");
                     ops.push(Op::Put { cf: Cf::State, key: store_key, value });
                 }
                 _ => {
-                    self.windows.remove(&key);
+                    state.windows.remove(&key);
                     ops.push(Op::Delete { cf: Cf::State, key: store_key });
                 }
             }
         }
+        if self.newest_ms > i64::MIN {
+            ops.push(Op::Put {
+                cf: Cf::State,
+                key: NEWEST_KEY.to_vec(),
+                value: self.newest_ms.to_string().into_bytes(),
+            });
+        }
+        for state in &self.states {
+            let mut key = VERSION_PREFIX.to_vec();
+            key.extend_from_slice(state.rule.meta.id.as_str().as_bytes());
+            ops.push(Op::Put { cf: Cf::State, key, value: state.rule.fingerprint.to_string().into_bytes() });
+        }
         ops
     }
 
-    /// Number of open windows.
-    pub fn window_count(&self) -> usize {
-        self.windows.len()
+    /// Restores the windows saved in `store` for rules whose source has not changed since
+    /// (windows of changed rules start empty and are deleted at the next checkpoint).
+    pub fn load_state(&mut self, store: &Store) -> store::Result<usize> {
+        if let Some(newest) = store.get(Cf::State, NEWEST_KEY)? {
+            self.newest_ms = std::str::from_utf8(&newest).ok().and_then(|s| s.parse().ok()).unwrap_or(i64::MIN);
+        }
+        let by_id: HashMap<String, usize> =
+            self.states.iter().enumerate().map(|(i, s)| (s.rule.meta.id.to_string(), i)).collect();
+        let mut loaded = 0;
+        let mut start = WINDOW_PREFIX.to_vec();
+        loop {
+            let rows = store.scan(Cf::State, WINDOW_PREFIX, &start, 4096)?;
+            let Some((last, _)) = rows.last() else { break };
+            start = last.clone();
+            start.push(0);
+            for (key, value) in &rows {
+                let Some((rule_id, group)) = split_window_key(key) else { continue };
+                let Some(&index) = by_id.get(rule_id) else { continue };
+                let mut version_key = VERSION_PREFIX.to_vec();
+                version_key.extend_from_slice(rule_id.as_bytes());
+                let saved = store.get(Cf::State, &version_key)?;
+                let state = &mut self.states[index];
+                if saved.as_deref() != Some(state.rule.fingerprint.to_string().as_bytes()) {
+                    self.dirty.insert((index, group));
+                    continue;
+                }
+                match serde_json::from_slice::<Window>(value) {
+                    Ok(window) => {
+                        if let Kind::Absence { within_ms, .. } = state.kind {
+                            for entry in window.entries() {
+                                self.deadlines.insert((entry.t.saturating_add(within_ms), index, group.clone()));
+                            }
+                        }
+                        state.windows.insert(group, window);
+                        loaded += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(rule = rule_id, error = %e, "Saved window does not decode; starting it empty.");
+                        self.dirty.insert((index, group));
+                    }
+                }
+            }
+            if rows.len() < 4096 {
+                break;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Switches to a new rule set. Windows of rules whose source did not change are kept;
+    /// the others start empty. Returns the store writes deleting the dropped windows.
+    pub fn replace_rules(&mut self, rules: RuleSet) -> Vec<Op> {
+        let mut old: HashMap<String, RuleState> =
+            self.states.drain(..).map(|s| (s.rule.meta.id.to_string(), s)).collect();
+        let mut ops = Vec::new();
+        self.deadlines.clear();
+        self.dirty.clear();
+        for rule in rules.rules() {
+            let state = match old.remove(rule.meta.id.as_str()) {
+                Some(mut state) if state.rule.fingerprint == rule.fingerprint => {
+                    state.rule = rule.clone();
+                    state
+                }
+                Some(state) => {
+                    ops.extend(
+                        state
+                            .windows
+                            .keys()
+                            .map(|k| Op::Delete { cf: Cf::State, key: window_key(rule.meta.id.as_str(), k) }),
+                    );
+                    RuleState::new(rule.clone(), &self.metrics)
+                }
+                None => RuleState::new(rule.clone(), &self.metrics),
+            };
+            self.states.push(state);
+        }
+        for (id, state) in old {
+            ops.extend(state.windows.keys().map(|k| Op::Delete { cf: Cf::State, key: window_key(&id, k) }));
+        }
+        for (index, state) in self.states.iter().enumerate() {
+            if let Kind::Absence { within_ms, .. } = state.kind {
+                for (key, window) in &state.windows {
+                    for entry in window.entries() {
+                        self.deadlines.insert((entry.t.saturating_add(within_ms), index, key.clone()));
+                    }
+                }
+            }
+        }
+        self.rules = rules;
+        ops
     }
 }
 
-fn state_key(rule: &str, group: &str) -> Vec<u8> {
-    let mut key = STATE_PREFIX.to_vec();
+/// The group-by values of an event (field → value) and their key; `None` when a field is
+/// missing.
+fn group_of(rule: &CompiledRule, event: &SecurityEvent) -> Option<(BTreeMap<String, String>, String)> {
+    let mut group = BTreeMap::new();
+    let mut key = String::new();
+    for (i, path) in rule.meta.group_by.iter().enumerate() {
+        let value = path.get(event)?.to_text().into_owned();
+        if i > 0 {
+            key.push('|');
+        }
+        key.push_str(&value);
+        group.insert(path.to_string(), value);
+    }
+    Some((group, key))
+}
+
+fn parse_group(rule: &CompiledRule, key: &str) -> BTreeMap<String, String> {
+    rule.meta.group_by.iter().map(ToString::to_string).zip(key.split('|').map(str::to_owned)).collect()
+}
+
+fn window_key(rule: &str, group: &str) -> Vec<u8> {
+    let mut key = WINDOW_PREFIX.to_vec();
     key.extend_from_slice(rule.as_bytes());
     key.push(0);
     key.extend_from_slice(group.as_bytes());
     key
 }
 
-fn split_state_key(key: &[u8]) -> Option<(&str, String)> {
-    let rest = key.strip_prefix(STATE_PREFIX)?;
+fn split_window_key(key: &[u8]) -> Option<(&str, String)> {
+    let rest = key.strip_prefix(WINDOW_PREFIX)?;
     let split = rest.iter().position(|&b| b == 0)?;
     let rule = std::str::from_utf8(&rest[..split]).ok()?;
     let group = String::from_utf8(rest[split + 1..].to_vec()).ok()?;
@@ -359,87 +651,4 @@ fn split_state_key(key: &[u8]) -> Option<(&str, String)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::{Endpoint, EventClass, Outcome};
-    use crate::rules::SandboxLimits;
-    use std::path::PathBuf;
-
-    const RULE: &str = r#"
-        const RULE = #{
-            id: "brute",
-            title: "Brute force",
-            severity: "high",
-            group_by: ["source.ip"],
-            window: #{ type: "threshold", count: 3, within: "1m" },
-        };
-        fn condition(event) { event.outcome == "failure" }
-    "#;
-
-    fn detector() -> Detector {
-        let rules =
-            RuleSet::compile(vec![(PathBuf::from("b.rhai"), RULE.into())], &SandboxLimits::default()).expect("rules");
-        Detector::new(rules, DetectMetrics::default())
-    }
-
-    fn failure(ip: &str, secs: i64) -> Arc<SecurityEvent> {
-        let t = DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("time");
-        let mut e = SecurityEvent::new(EventClass::Authentication, t);
-        e.outcome = Outcome::Failure;
-        e.source = Some(Endpoint { ip: Some(ip.parse().expect("ip")), ..Default::default() });
-        Arc::new(e)
-    }
-
-    fn run(d: &mut Detector, events: &[Arc<SecurityEvent>]) -> Vec<Alert> {
-        let mut out = Vec::new();
-        for e in events {
-            d.process(e, &mut out);
-        }
-        out
-    }
-
-    #[test]
-    fn threshold_fires_per_group_within_the_window() {
-        let mut d = detector();
-        let events = [failure("1.1.1.1", 0), failure("2.2.2.2", 1), failure("1.1.1.1", 10), failure("1.1.1.1", 20)];
-        let alerts = run(&mut d, &events);
-        assert_eq!(alerts.len(), 1);
-        let a = &alerts[0];
-        assert_eq!((a.group_key.as_str(), a.count), ("1.1.1.1", 3));
-        assert_eq!(a.group.get("source.ip").map(String::as_str), Some("1.1.1.1"));
-        assert_eq!(a.event_ids, vec![events[0].id, events[2].id, events[3].id]);
-        assert_eq!(a.first_time, events[0].time);
-        assert!(a.entities.ips.contains("1.1.1.1"));
-    }
-
-    #[test]
-    fn events_spread_wider_than_the_window_do_not_fire() {
-        let mut d = detector();
-        let alerts = run(&mut d, &[failure("1.1.1.1", 0), failure("1.1.1.1", 40), failure("1.1.1.1", 80)]);
-        assert!(alerts.is_empty());
-    }
-
-    #[test]
-    fn out_of_order_events_count_by_event_time() {
-        let mut d = detector();
-        let alerts = run(&mut d, &[failure("1.1.1.1", 50), failure("1.1.1.1", 10), failure("1.1.1.1", 30)]);
-        assert_eq!(alerts.len(), 1);
-        assert_eq!(alerts[0].first_time.timestamp(), 1_700_000_010);
-    }
-
-    #[test]
-    fn window_state_survives_a_checkpoint_and_reload() {
-        let (_dir, store) = crate::store::testing::temp_store();
-        let mut d = detector();
-        assert!(run(&mut d, &[failure("1.1.1.1", 0), failure("1.1.1.1", 1)]).is_empty());
-        store.write(d.checkpoint_ops(), true).expect("persist");
-        let mut restarted = detector();
-        assert_eq!(restarted.load_state(&store).expect("load"), 1);
-        let alerts = run(&mut restarted, &[failure("1.1.1.1", 2)]);
-        assert_eq!(alerts.len(), 1);
-        // The fired window is empty again and is deleted from the store.
-        store.write(restarted.checkpoint_ops(), true).expect("persist");
-        let mut again = detector();
-        assert_eq!(again.load_state(&store).expect("load"), 0);
-    }
-}
+mod tests;

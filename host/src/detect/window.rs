@@ -1,4 +1,7 @@
-//! Window state kept per (rule, group key).
+//! Window state kept per (rule, group key), and the algorithms that decide when a window
+//! fires. Everything runs on event time: entries are kept sorted by their event's time,
+//! whatever order they arrived in, so the verdict depends only on the events, not on
+//! arrival timing (within the allowed lateness).
 
 use std::collections::VecDeque;
 
@@ -6,11 +9,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::EventId;
 
-/// Sliding count window over event time: fires when `count` matches fall within `within`.
-/// Holds at most `count` entries, sorted by time.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ThresholdWindow {
-    entries: VecDeque<(i64, EventId)>,
+/// Most entries one group keeps; older ones are dropped first (counted as evictions).
+pub const MAX_ENTRIES: usize = 1024;
+
+/// One matching event in a window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Event time, ms since the epoch.
+    pub t: i64,
+    /// The event.
+    pub id: EventId,
+    /// Which of the rule's matchers it matched (bit per matcher).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bits: u32,
+    /// The counted value, for distinct windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The matches that made a window fire.
@@ -18,39 +36,156 @@ pub struct ThresholdWindow {
 pub struct Fired {
     /// Event time (ms) of the earliest match.
     pub first_ms: i64,
+    /// Event time (ms) of the latest match.
+    pub last_ms: i64,
     /// Ids of the matches, oldest first.
     pub ids: Vec<EventId>,
 }
 
-impl ThresholdWindow {
-    /// Adds a match at `time_ms`; returns the matches when `count` of them now lie within
-    /// `within_ms` of each other, and empties the window.
-    pub fn add(&mut self, time_ms: i64, id: EventId, count: usize, within_ms: i64) -> Option<Fired> {
-        let at = self.entries.partition_point(|(t, _)| *t <= time_ms);
-        self.entries.insert(at, (time_ms, id));
-        let newest = self.entries.back().map_or(time_ms, |(t, _)| *t);
-        while self.entries.front().is_some_and(|(t, _)| *t < newest.saturating_sub(within_ms)) {
+/// Time-sorted matches of one group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    entries: VecDeque<Entry>,
+}
+
+impl Window {
+    /// Inserts a match in event-time order (after equal times); returns its position and
+    /// how many entries the size cap dropped.
+    pub fn insert(&mut self, entry: Entry) -> (usize, usize) {
+        let at = self.entries.partition_point(|e| e.t <= entry.t);
+        self.entries.insert(at, entry);
+        let mut dropped = 0;
+        let mut at = at;
+        while self.entries.len() > MAX_ENTRIES {
             self.entries.pop_front();
+            dropped += 1;
+            at = at.saturating_sub(1);
         }
-        while self.entries.len() > count {
-            self.entries.pop_front();
-        }
-        if self.entries.len() < count {
-            return None;
-        }
-        let first_ms = self.entries.front().map_or(time_ms, |(t, _)| *t);
-        let ids = self.entries.drain(..).map(|(_, id)| id).collect();
-        Some(Fired { first_ms, ids })
+        (at, dropped)
     }
 
-    /// Event time (ms) of the newest match held.
+    /// Drops entries older than `cutoff_ms`: they can no longer be part of a window.
+    pub fn expire(&mut self, cutoff_ms: i64) {
+        while self.entries.front().is_some_and(|e| e.t < cutoff_ms) {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Event time of the newest entry.
     pub fn newest_ms(&self) -> Option<i64> {
-        self.entries.back().map(|(t, _)| *t)
+        self.entries.back().map(|e| e.t)
     }
 
-    /// Whether the window holds no match.
+    /// Whether the window holds nothing.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The entries, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// Removes the entries at `positions` (ascending) and returns what fired.
+    fn take(&mut self, positions: &[usize]) -> Fired {
+        let first_ms = self.entries[positions[0]].t;
+        let last_ms = self.entries[positions[positions.len() - 1]].t;
+        let ids = positions.iter().map(|&i| self.entries[i].id).collect();
+        for &i in positions.iter().rev() {
+            self.entries.remove(i);
+        }
+        Fired { first_ms, last_ms, ids }
+    }
+
+    /// Threshold: `count` entries within `within_ms` of each other, among windows that
+    /// contain the entry just inserted at `at`. The earliest such window fires.
+    pub fn threshold(&mut self, at: usize, count: usize, within_ms: i64) -> Option<Fired> {
+        let t = self.entries[at].t;
+        let start = self.entries.partition_point(|e| e.t < t.saturating_sub(within_ms));
+        for first in start..=at {
+            let end_t = self.entries[first].t.saturating_add(within_ms);
+            let last = first + count - 1;
+            if last < self.entries.len() && last >= at && self.entries[last].t <= end_t {
+                let positions: Vec<usize> = (first..=last).collect();
+                return Some(self.take(&positions));
+            }
+        }
+        None
+    }
+
+    /// Distinct: `count` different values within `within_ms`, among windows that contain
+    /// the entry at `at`. The first entry of each value is the one reported.
+    pub fn distinct(&mut self, at: usize, count: usize, within_ms: i64) -> Option<Fired> {
+        let t = self.entries[at].t;
+        let start = self.entries.partition_point(|e| e.t < t.saturating_sub(within_ms));
+        for first in start..=at {
+            let end_t = self.entries[first].t.saturating_add(within_ms);
+            if t > end_t {
+                continue;
+            }
+            let mut seen: Vec<&str> = Vec::new();
+            let mut positions = Vec::new();
+            for (i, e) in self.entries.iter().enumerate().skip(first) {
+                if e.t > end_t {
+                    break;
+                }
+                let value = e.value.as_deref().unwrap_or("");
+                if !seen.contains(&value) {
+                    seen.push(value);
+                    positions.push(i);
+                }
+            }
+            if seen.len() >= count {
+                return Some(self.take(&positions));
+            }
+        }
+        None
+    }
+
+    /// Sequence: each step's matcher bit matched `count` times, in event-time order, the
+    /// whole chain within `within_ms` of its first match. Earliest chain fires.
+    pub fn sequence(&mut self, steps: &[(u32, u32)], within_ms: i64) -> Option<Fired> {
+        let (first_bit, _) = steps[0];
+        for start in 0..self.entries.len() {
+            if self.entries[start].bits & first_bit == 0 {
+                continue;
+            }
+            let deadline = self.entries[start].t.saturating_add(within_ms);
+            let mut stage = 0;
+            let mut counted = 0;
+            let mut positions = Vec::new();
+            for i in start..self.entries.len() {
+                let e = &self.entries[i];
+                if e.t > deadline {
+                    break;
+                }
+                let (bit, needed) = steps[stage];
+                if e.bits & bit != 0 {
+                    positions.push(i);
+                    counted += 1;
+                    if counted == needed {
+                        stage += 1;
+                        counted = 0;
+                        if stage == steps.len() {
+                            return Some(self.take(&positions));
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Absence: a `then` match clears the `first` matches it follows within `within_ms`.
+    pub fn absence_clear(&mut self, then_t: i64, first_bit: u32, within_ms: i64) {
+        self.entries.retain(|e| !(e.bits & first_bit != 0 && e.t <= then_t && then_t - e.t <= within_ms));
+    }
+
+    /// Absence: the `first` matches whose wait ended before `watermark_ms` with nothing
+    /// following. The earliest fires (one alert per call).
+    pub fn absence_due(&mut self, watermark_ms: i64, within_ms: i64) -> Option<Fired> {
+        let position = self.entries.iter().position(|e| e.t.saturating_add(within_ms) < watermark_ms)?;
+        Some(self.take(&[position]))
     }
 }
 
@@ -58,16 +193,88 @@ impl ThresholdWindow {
 mod tests {
     use super::*;
 
+    fn entry(t: i64, bits: u32, value: Option<&str>) -> Entry {
+        Entry { t, id: EventId::generate(), bits, value: value.map(str::to_owned) }
+    }
+
+    fn fill(w: &mut Window, times: &[i64]) -> Vec<usize> {
+        times.iter().map(|&t| w.insert(entry(t, 1, None)).0).collect()
+    }
+
     #[test]
-    fn keeps_at_most_count_entries_and_fires_once_per_count() {
-        let mut w = ThresholdWindow::default();
-        let ids: Vec<EventId> = (0..5).map(|_| EventId::generate()).collect();
-        assert_eq!(w.add(0, ids[0], 2, 100), None);
-        let fired = w.add(50, ids[1], 2, 100).expect("fires");
-        assert_eq!(fired, Fired { first_ms: 0, ids: vec![ids[0], ids[1]] });
+    fn threshold_fires_on_the_earliest_qualifying_window() {
+        let mut w = Window::default();
+        let at = fill(&mut w, &[0, 500, 1000]);
+        assert_eq!(w.threshold(at[2], 3, 1000).map(|f| (f.first_ms, f.last_ms)), Some((0, 1000)));
         assert!(w.is_empty());
-        assert_eq!(w.add(1000, ids[2], 2, 100), None);
-        assert_eq!(w.add(1200, ids[3], 2, 100), None, "200ms apart is outside a 100ms window");
-        assert_eq!(w.newest_ms(), Some(1200));
+        let at = fill(&mut w, &[0, 600, 1200]);
+        assert_eq!(w.threshold(at[2], 3, 1000), None, "1,200 ms apart does not fit 1,000");
+    }
+
+    #[test]
+    fn threshold_counts_out_of_order_entries_at_their_time() {
+        let mut w = Window::default();
+        fill(&mut w, &[5000, 1000]);
+        let (at, _) = w.insert(entry(2000, 1, None));
+        assert_eq!(at, 1);
+        assert_eq!(w.threshold(at, 2, 1500).map(|f| (f.first_ms, f.last_ms)), Some((1000, 2000)));
+        assert_eq!(w.entries().map(|e| e.t).collect::<Vec<_>>(), vec![5000]);
+    }
+
+    #[test]
+    fn distinct_counts_values_not_events() {
+        let mut w = Window::default();
+        for (t, v) in [(0, "a"), (10, "a"), (20, "b")] {
+            let (at, _) = w.insert(entry(t, 1, Some(v)));
+            assert_eq!(w.distinct(at, 3, 1000), None);
+        }
+        let (at, _) = w.insert(entry(30, 1, Some("c")));
+        let fired = w.distinct(at, 3, 1000).expect("three distinct values");
+        assert_eq!(fired.ids.len(), 3);
+        assert_eq!(w.entries().count(), 1, "the repeated `a` stays");
+    }
+
+    #[test]
+    fn sequence_needs_order_and_counts_within_the_window() {
+        let mut w = Window::default();
+        // success before the failures: not a chain.
+        w.insert(entry(0, 0b10, None));
+        for t in [10, 20, 30] {
+            w.insert(entry(t, 0b01, None));
+        }
+        assert_eq!(w.sequence(&[(0b01, 3), (0b10, 1)], 1000), None);
+        w.insert(entry(40, 0b10, None));
+        let fired = w.sequence(&[(0b01, 3), (0b10, 1)], 1000).expect("chain");
+        assert_eq!((fired.first_ms, fired.last_ms, fired.ids.len()), (10, 40, 4));
+        // Too slow: the success comes after the window of the first failure.
+        let mut w = Window::default();
+        for t in [0, 10, 20] {
+            w.insert(entry(t, 0b01, None));
+        }
+        w.insert(entry(2000, 0b10, None));
+        assert_eq!(w.sequence(&[(0b01, 3), (0b10, 1)], 1000), None);
+    }
+
+    #[test]
+    fn absence_fires_when_nothing_followed_in_time() {
+        let mut w = Window::default();
+        w.insert(entry(0, 0b01, None));
+        w.insert(entry(100, 0b01, None));
+        w.absence_clear(150, 0b01, 1000); // clears both: they were followed within 1 s
+        assert!(w.is_empty());
+        w.insert(entry(5000, 0b01, None));
+        assert_eq!(w.absence_due(5900, 1000), None, "still waiting");
+        assert_eq!(w.absence_due(6001, 1000).map(|f| f.first_ms), Some(5000));
+    }
+
+    #[test]
+    fn the_size_cap_drops_the_oldest() {
+        let mut w = Window::default();
+        let mut dropped = 0;
+        for t in 0..(MAX_ENTRIES as i64 + 10) {
+            dropped += w.insert(entry(t, 1, None)).1;
+        }
+        assert_eq!(dropped, 10);
+        assert_eq!(w.entries().next().map(|e| e.t), Some(10));
     }
 }

@@ -7,14 +7,17 @@ mod decode;
 mod field;
 mod ids;
 mod model;
+mod priority;
 
 pub use decode::{DecodeError, DecodeLimits, Problem, decode_event, validate};
 pub use field::{Field, FieldPath, FieldValue, UnknownField};
 pub use ids::{AlertId, EventId, IncidentId, RuleId};
+pub use model::unset_time;
 pub use model::{
     Cloud, Endpoint, EventClass, File, Hashes, Host, Http, Network, Outcome, ParentProcess, Process, SCHEMA_VERSION,
     SecurityEvent, Severity, TargetUser, Url, User,
 };
+pub use priority::Priority;
 
 /// What a log record holds. The event log stores events and, after detection, the alerts and
 /// incident changes derived from them, so every sink reads one ordered stream.

@@ -110,7 +110,7 @@ fn schema_version() -> u32 {
 }
 
 /// Marks a time the producer did not give; [`SecurityEvent::fill_times`] replaces it.
-pub(crate) fn unset_time() -> DateTime<Utc> {
+pub fn unset_time() -> DateTime<Utc> {
     DateTime::<Utc>::MIN_UTC
 }
 

@@ -82,7 +82,8 @@ pub struct Exporter<S> {
 
 impl<S: Sink> Exporter<S> {
     /// An exporter for `sink` named `name`, resuming from its saved cursor. A sink seen for
-    /// the first time starts at the current tail of the log.
+    /// the first time starts with the oldest record still in the log (retention decides how
+    /// much history that is).
     pub async fn start(
         name: &str,
         mut sink: S,

@@ -1,33 +1,66 @@
-//! Alerts → incidents: one open incident per dedup key (rule id + group key), updated by
-//! every further alert for that key, stored in RocksDB.
+//! Alerts → incidents: dedup by key, suppression, the lifecycle state machine, P0–P4
+//! classification, and the timeline.
 //!
-//! [`worker::DetectionWorker`] is the stage that runs detection over the log and commits
-//! alerts, incident changes, window state and its cursor in one atomic write.
+//! Alerts with the same dedup key (rule id + the rule's `dedup` template, or its group-by
+//! values) join the key's incident while it is open. A resolved or closed incident still
+//! absorbs repeats within the rule's `suppress` window (counted, not reopened); after that,
+//! a new incident opens. [`IncidentBook`] is the single owner of incident state: the
+//! detection worker applies alerts and operator transitions to it in one place.
 //!
 //! Layer 5: uses `event`, `store`, `telemetry`, `rules`, `detect`.
 
+pub mod backtest;
+mod lifecycle;
 pub mod worker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use lifecycle::{IncidentStatus, TransitionError};
+
 use crate::detect::{Alert, Entities};
-use crate::event::{AlertId, EventId, IncidentId, RuleId, Severity};
+use crate::event::{AlertId, EventId, IncidentId, Priority, RuleId};
+use crate::rules::Category;
 use crate::store::{self, Cf, Op, Store, Table};
 
 /// Most event ids an incident keeps.
 pub const MAX_INCIDENT_EVENT_IDS: usize = 1000;
 /// Most entities of each kind an incident keeps.
 pub const MAX_ENTITIES: usize = 100;
+/// Most timeline entries recording individual alerts (status changes are always kept).
+pub const MAX_ALERT_ENTRIES: usize = 200;
 
-/// Where an incident is in its lifecycle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IncidentStatus {
-    /// Opened by detection, not yet handled.
-    Detected,
+/// Errors of the incident stage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// No incident has that id.
+    #[error("no incident {0}")]
+    NotFound(IncidentId),
+    /// The transition is not allowed from the current status.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+}
+
+/// Result of incident operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One line of an incident's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    /// When it happened (wall clock).
+    pub time: DateTime<Utc>,
+    /// What happened: `opened`, `alert`, `suppressed`, `status`, `note`, `assigned`.
+    pub kind: String,
+    /// Who did it, for operator actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Details.
+    pub detail: String,
 }
 
 /// An incident: what a responder works on.
@@ -39,31 +72,65 @@ pub struct Incident {
     pub rule_id: RuleId,
     /// Title (the rule's title).
     pub title: String,
-    /// Severity (the highest of its alerts).
-    pub severity: Severity,
+    /// Priority after classification.
+    pub priority: Priority,
+    /// The rule's category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
     /// Lifecycle state.
     pub status: IncidentStatus,
-    /// Rule id and group key: alerts with the same key join this incident.
+    /// Alerts with this key join the incident.
     pub dedup_key: String,
+    /// Who works on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
     /// When it was opened (wall clock).
     pub opened_at: DateTime<Utc>,
     /// When it last changed (wall clock).
     pub updated_at: DateTime<Utc>,
+    /// When it was resolved (wall clock), if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<DateTime<Utc>>,
     /// Event time of the earliest triggering event.
     pub first_seen: DateTime<Utc>,
     /// Event time of the latest triggering event.
     pub last_seen: DateTime<Utc>,
+    /// Until when (event time) repeats are absorbed even after it is resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppress_until: Option<DateTime<Utc>>,
     /// Alerts gathered.
     pub alert_count: u64,
+    /// Alerts absorbed by suppression after it was resolved.
+    #[serde(default)]
+    pub suppressed_count: u64,
     /// Events behind those alerts.
     pub event_count: u64,
+    /// Users affected, when the events said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affected_users: Option<u64>,
     /// Ids of triggering events (at most 1,000).
     pub event_ids: Vec<EventId>,
     /// Entities involved.
     pub entities: Entities,
+    /// ATT&CK techniques of the rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub techniques: Vec<String>,
     /// Tags of the rule.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// History.
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
+}
+
+impl Incident {
+    fn note(&mut self, time: DateTime<Utc>, kind: &str, actor: Option<&str>, detail: String) {
+        let alerts = self.timeline.iter().filter(|e| e.kind == "alert" || e.kind == "suppressed").count();
+        if (kind == "alert" || kind == "suppressed") && alerts >= MAX_ALERT_ENTRIES {
+            return;
+        }
+        self.timeline.push(TimelineEntry { time, kind: kind.into(), actor: actor.map(str::to_owned), detail });
+    }
 }
 
 /// What happened to an incident.
@@ -74,6 +141,10 @@ pub enum ChangeKind {
     Opened,
     /// A further alert joined it.
     Updated,
+    /// A repeat was absorbed by suppression.
+    Suppressed,
+    /// Its status changed (or it was assigned or annotated).
+    Changed,
 }
 
 /// An incident after a change, as written to the log for sinks.
@@ -81,21 +152,55 @@ pub enum ChangeKind {
 pub struct IncidentChange {
     /// What changed.
     pub change: ChangeKind,
-    /// The alert that caused the change.
-    pub alert_id: AlertId,
+    /// The alert that caused the change, for alert-driven changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<AlertId>,
+    /// The status before, for status changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_status: Option<IncidentStatus>,
     /// The incident after the change.
     pub incident: Incident,
 }
 
-/// The incident store plus an index of open incidents by dedup key.
+/// Context-based escalation of a rule's priority (the classifier).
+pub fn classify(
+    rule_priority: Priority,
+    category: Option<Category>,
+    affected_users: u64,
+    related_recent: usize,
+) -> Priority {
+    let mut priority = rule_priority;
+    if category.is_some_and(Category::raises_to_p1) {
+        priority = priority.most_urgent(Priority::P1);
+    }
+    if related_recent > 3 {
+        priority = priority.escalate();
+    }
+    if affected_users > 10_000 {
+        priority = Priority::P0;
+    }
+    priority
+}
+
+#[derive(Debug)]
+struct Tables {
+    incidents: Table<[u8; 16], Incident>,
+    by_key: Table<String, IncidentId>,
+}
+
+/// The incident store plus an index of each dedup key's latest incident. With no store
+/// (backtests) it keeps everything in memory and writes nothing.
 #[derive(Debug)]
 pub struct IncidentBook {
-    incidents: Table<[u8; 16], Incident>,
-    open_by_key: Table<String, IncidentId>,
-    /// Open incidents touched recently, by dedup key.
-    cache: HashMap<String, Incident>,
-    /// Incidents changed since the last `take_ops`.
-    changed: HashMap<String, Incident>,
+    tables: Option<Tables>,
+    /// Incidents touched recently, by id.
+    cache: HashMap<IncidentId, Incident>,
+    /// Latest incident per dedup key (cached part of the index).
+    keys: HashMap<String, IncidentId>,
+    /// Incidents changed since the last `take_ops`, by id.
+    changed: HashMap<IncidentId, String>,
+    /// First-seen times (ms) of each rule's incidents in the last 24 h of event time.
+    recent: HashMap<RuleId, VecDeque<i64>>,
 }
 
 /// The incidents table of a store (for listing).
@@ -106,74 +211,240 @@ pub fn incidents_table(store: &Store) -> Table<[u8; 16], Incident> {
 impl IncidentBook {
     /// The book of `store`.
     pub fn new(store: &Store) -> Self {
+        let mut book = Self::in_memory();
+        book.tables =
+            Some(Tables { incidents: incidents_table(store), by_key: Table::new(store, Cf::State, b"incident-key/") });
+        book
+    }
+
+    /// A book that only lives in memory.
+    pub fn in_memory() -> Self {
         Self {
-            incidents: incidents_table(store),
-            open_by_key: Table::new(store, Cf::State, b"incident-key/"),
+            tables: None,
             cache: HashMap::new(),
+            keys: HashMap::new(),
             changed: HashMap::new(),
+            recent: HashMap::new(),
         }
     }
 
-    /// Opens or updates the incident for `alert`'s dedup key.
-    pub fn apply(&mut self, alert: &Alert, now: DateTime<Utc>) -> store::Result<IncidentChange> {
-        let key = format!("{}:{}", alert.rule_id, alert.group_key);
-        let existing = match self.cache.get(&key) {
-            Some(incident) => Some(incident.clone()),
-            None => match self.open_by_key.get(&key)? {
-                Some(id) => self.incidents.get(id.as_bytes())?,
+    fn latest_for_key(&mut self, key: &str) -> Result<Option<Incident>> {
+        let id = match self.keys.get(key) {
+            Some(id) => Some(*id),
+            None => match &self.tables {
+                Some(t) => t.by_key.get(&key.to_owned())?,
                 None => None,
             },
         };
-        let (change, incident) = match existing {
-            Some(mut incident) => {
-                incident.updated_at = now;
-                incident.severity = incident.severity.max(alert.severity);
-                incident.first_seen = incident.first_seen.min(alert.first_time);
-                incident.last_seen = incident.last_seen.max(alert.time);
+        match id {
+            Some(id) => self.get(id),
+            None => Ok(None),
+        }
+    }
+
+    /// An incident by id, from the cache or the store.
+    pub fn get(&mut self, id: IncidentId) -> Result<Option<Incident>> {
+        if let Some(incident) = self.cache.get(&id) {
+            return Ok(Some(incident.clone()));
+        }
+        let found = match &self.tables {
+            Some(t) => t.incidents.get(id.as_bytes())?,
+            None => None,
+        };
+        if let Some(incident) = &found {
+            self.cache.insert(id, incident.clone());
+        }
+        Ok(found)
+    }
+
+    fn related_recent(&mut self, rule: &RuleId, first_seen: DateTime<Utc>) -> usize {
+        let now = first_seen.timestamp_millis();
+        let recent = self.recent.entry(rule.clone()).or_default();
+        while recent.front().is_some_and(|t| *t < now - Duration::hours(24).num_milliseconds()) {
+            recent.pop_front();
+        }
+        recent.len()
+    }
+
+    /// Opens, updates or suppresses into the incident for `alert`'s dedup key.
+    pub fn apply(&mut self, alert: &Alert, now: DateTime<Utc>) -> Result<IncidentChange> {
+        let key = format!("{}:{}", alert.rule_id, alert.dedup_key);
+        let existing = self.latest_for_key(&key)?;
+        let (change, mut incident) = match existing {
+            Some(mut incident) if incident.status.is_open() => {
                 incident.alert_count += 1;
-                incident.event_count += alert.count;
-                let room = MAX_INCIDENT_EVENT_IDS.saturating_sub(incident.event_ids.len());
-                incident.event_ids.extend(alert.event_ids.iter().take(room));
-                incident.entities.merge(&alert.entities, MAX_ENTITIES);
+                incident.note(now, "alert", None, format!("alert {} ({} events)", alert.id, alert.count));
                 (ChangeKind::Updated, incident)
             }
-            None => {
-                let mut entities = Entities::default();
-                entities.merge(&alert.entities, MAX_ENTITIES);
-                let incident = Incident {
-                    id: IncidentId::generate(),
-                    rule_id: alert.rule_id.clone(),
-                    title: alert.title.clone(),
-                    severity: alert.severity,
-                    status: IncidentStatus::Detected,
-                    dedup_key: key.clone(),
-                    opened_at: now,
-                    updated_at: now,
-                    first_seen: alert.first_time,
-                    last_seen: alert.time,
-                    alert_count: 1,
-                    event_count: alert.count,
-                    event_ids: alert.event_ids.iter().take(MAX_INCIDENT_EVENT_IDS).copied().collect(),
-                    entities,
-                    tags: alert.tags.clone(),
-                };
+            Some(mut incident) if incident.suppress_until.is_some_and(|until| alert.time < until) => {
+                incident.suppressed_count += 1;
+                incident.note(now, "suppressed", None, format!("alert {} absorbed by suppression", alert.id));
+                (ChangeKind::Suppressed, incident)
+            }
+            _ => {
+                let related = self.related_recent(&alert.rule_id, alert.first_time);
+                let incident = self.open(alert, key.clone(), now, related);
+                self.recent.entry(alert.rule_id.clone()).or_default().push_back(alert.first_time.timestamp_millis());
                 (ChangeKind::Opened, incident)
             }
         };
-        if self.cache.len() > 10_000 {
-            self.cache.clear();
+        if change != ChangeKind::Opened {
+            incident.updated_at = now;
+            incident.first_seen = incident.first_seen.min(alert.first_time);
+            incident.last_seen = incident.last_seen.max(alert.time);
+            incident.event_count += alert.count;
+            let room = MAX_INCIDENT_EVENT_IDS.saturating_sub(incident.event_ids.len());
+            incident.event_ids.extend(alert.event_ids.iter().take(room));
+            incident.entities.merge(&alert.entities, MAX_ENTITIES);
+            incident.affected_users = incident.affected_users.max(alert.affected_users);
+            let affected = incident.affected_users.unwrap_or(0).max(incident.entities.users.len() as u64);
+            let related = self.related_recent(&alert.rule_id, incident.first_seen);
+            let classified = classify(alert.priority, alert.category, affected, related.saturating_sub(1));
+            if classified < incident.priority {
+                incident.note(
+                    now,
+                    "status",
+                    None,
+                    format!("priority raised from {} to {classified}", incident.priority),
+                );
+                incident.priority = classified;
+            }
         }
-        self.cache.insert(key.clone(), incident.clone());
-        self.changed.insert(key, incident.clone());
-        Ok(IncidentChange { change, alert_id: alert.id, incident })
+        self.keys.insert(key.clone(), incident.id);
+        self.remember(incident.clone(), key);
+        Ok(IncidentChange { change, alert_id: Some(alert.id), previous_status: None, incident })
+    }
+
+    fn open(&mut self, alert: &Alert, key: String, now: DateTime<Utc>, related: usize) -> Incident {
+        let mut entities = Entities::default();
+        entities.merge(&alert.entities, MAX_ENTITIES);
+        let affected = alert.affected_users.unwrap_or(0).max(entities.users.len() as u64);
+        let priority = classify(alert.priority, alert.category, affected, related);
+        let suppress_until = alert
+            .suppress_ms
+            .map(|ms| alert.first_time + Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX)));
+        let mut incident = Incident {
+            id: IncidentId::generate(),
+            rule_id: alert.rule_id.clone(),
+            title: alert.title.clone(),
+            priority,
+            category: alert.category,
+            status: IncidentStatus::Detected,
+            dedup_key: key,
+            assignee: None,
+            opened_at: now,
+            updated_at: now,
+            resolved_at: None,
+            first_seen: alert.first_time,
+            last_seen: alert.time,
+            suppress_until,
+            alert_count: 1,
+            suppressed_count: 0,
+            event_count: alert.count,
+            affected_users: alert.affected_users,
+            event_ids: alert.event_ids.iter().take(MAX_INCIDENT_EVENT_IDS).copied().collect(),
+            entities,
+            techniques: alert.techniques.clone(),
+            tags: alert.tags.clone(),
+            timeline: Vec::new(),
+        };
+        let why = if priority < alert.priority {
+            format!(" (rule says {}, raised by context)", alert.priority)
+        } else {
+            String::new()
+        };
+        incident.note(
+            now,
+            "opened",
+            None,
+            format!("opened at {priority}{why} by alert {} ({} events)", alert.id, alert.count),
+        );
+        incident
+    }
+
+    /// Moves an incident to `to`, recording who and why.
+    pub fn transition(
+        &mut self,
+        id: IncidentId,
+        to: IncidentStatus,
+        actor: &str,
+        note: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<IncidentChange> {
+        let mut incident = self.get(id)?.ok_or(Error::NotFound(id))?;
+        let from = incident.status;
+        lifecycle::check(from, to)?;
+        incident.status = to;
+        incident.updated_at = now;
+        match to {
+            IncidentStatus::Resolved => incident.resolved_at = Some(now),
+            open if open.is_open() => incident.resolved_at = None,
+            _ => {}
+        }
+        let detail = match note {
+            Some(note) => format!("{} → {}: {note}", from.as_str(), to.as_str()),
+            None => format!("{} → {}", from.as_str(), to.as_str()),
+        };
+        incident.note(now, "status", Some(actor), detail);
+        let key = incident.dedup_key.clone();
+        self.remember(incident.clone(), key);
+        Ok(IncidentChange { change: ChangeKind::Changed, alert_id: None, previous_status: Some(from), incident })
+    }
+
+    /// Assigns an incident (or clears the assignee with `None`).
+    pub fn assign(
+        &mut self,
+        id: IncidentId,
+        assignee: Option<&str>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<IncidentChange> {
+        let mut incident = self.get(id)?.ok_or(Error::NotFound(id))?;
+        incident.assignee = assignee.map(str::to_owned);
+        incident.updated_at = now;
+        incident.note(
+            now,
+            "assigned",
+            Some(actor),
+            assignee.map_or("unassigned".into(), |a| format!("assigned to {a}")),
+        );
+        let key = incident.dedup_key.clone();
+        self.remember(incident.clone(), key);
+        Ok(IncidentChange { change: ChangeKind::Changed, alert_id: None, previous_status: None, incident })
+    }
+
+    /// Adds a comment to an incident's timeline.
+    pub fn comment(&mut self, id: IncidentId, text: &str, actor: &str, now: DateTime<Utc>) -> Result<IncidentChange> {
+        let mut incident = self.get(id)?.ok_or(Error::NotFound(id))?;
+        incident.updated_at = now;
+        incident.note(now, "note", Some(actor), text.to_owned());
+        let key = incident.dedup_key.clone();
+        self.remember(incident.clone(), key);
+        Ok(IncidentChange { change: ChangeKind::Changed, alert_id: None, previous_status: None, incident })
+    }
+
+    fn remember(&mut self, incident: Incident, key: String) {
+        if self.cache.len() > 10_000 {
+            self.cache.retain(|id, _| self.changed.contains_key(id));
+        }
+        self.changed.insert(incident.id, key);
+        self.cache.insert(incident.id, incident);
     }
 
     /// The store writes for every incident changed since the last call.
     pub fn take_ops(&mut self) -> store::Result<Vec<Op>> {
+        let Some(tables) = &self.tables else {
+            self.changed.clear();
+            return Ok(Vec::new());
+        };
         let mut ops = Vec::with_capacity(self.changed.len() * 2);
-        for (key, incident) in self.changed.drain() {
-            ops.push(self.incidents.put_op(incident.id.as_bytes(), &incident)?);
-            ops.push(self.open_by_key.put_op(&key, &incident.id)?);
+        for (id, key) in self.changed.drain() {
+            if let Some(incident) = self.cache.get(&id) {
+                ops.push(tables.incidents.put_op(id.as_bytes(), incident)?);
+                if self.keys.get(&key) == Some(&id) {
+                    ops.push(tables.by_key.put_op(&key, &id)?);
+                }
+            }
         }
         Ok(ops)
     }
@@ -182,15 +453,23 @@ impl IncidentBook {
     pub fn discard(&mut self) {
         self.changed.clear();
         self.cache.clear();
+        self.keys.clear();
+    }
+
+    /// Every incident this book holds in memory (backtests).
+    pub fn cached(&self) -> Vec<Incident> {
+        let mut all: Vec<Incident> = self.cache.values().cloned().collect();
+        all.sort_by_key(|i| i.id);
+        all
     }
 }
 
-/// Up to `limit` incidents, newest first.
-pub fn list(store: &Store, limit: usize) -> store::Result<Vec<Incident>> {
+/// Up to `limit` incidents, newest first, optionally only those with `status`.
+pub fn list(store: &Store, limit: usize, status: Option<IncidentStatus>) -> store::Result<Vec<Incident>> {
     // Ids are UUIDv7: key order is creation order.
     let mut all = incidents_table(store).scan(None, usize::MAX)?;
     all.reverse();
-    Ok(all.into_iter().take(limit).map(|(_, i)| i).collect())
+    Ok(all.into_iter().map(|(_, i)| i).filter(|i| status.is_none_or(|s| i.status == s)).take(limit).collect())
 }
 
 /// One incident by id.
@@ -199,51 +478,4 @@ pub fn get(store: &Store, id: IncidentId) -> store::Result<Option<Incident>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-
-    fn alert(group: &str, count: u64) -> Alert {
-        let mut entities = Entities::default();
-        entities.ips.insert(group.to_owned());
-        Alert {
-            id: AlertId::generate(),
-            rule_id: RuleId::from("brute"),
-            title: "Brute force".into(),
-            severity: Severity::High,
-            time: Utc::now(),
-            first_time: Utc::now(),
-            group: BTreeMap::from([("source.ip".to_owned(), group.to_owned())]),
-            group_key: group.into(),
-            count,
-            event_ids: (0..count).map(|_| EventId::generate()).collect(),
-            entities,
-            tags: vec![],
-        }
-    }
-
-    #[test]
-    fn alerts_with_the_same_key_update_one_incident() {
-        let (_dir, store) = crate::store::testing::temp_store();
-        let mut book = IncidentBook::new(&store);
-        let first = book.apply(&alert("1.1.1.1", 3), Utc::now()).expect("apply");
-        let second = book.apply(&alert("1.1.1.1", 3), Utc::now()).expect("apply");
-        let other = book.apply(&alert("2.2.2.2", 3), Utc::now()).expect("apply");
-        assert_eq!(
-            (first.change, second.change, other.change),
-            (ChangeKind::Opened, ChangeKind::Updated, ChangeKind::Opened)
-        );
-        assert_eq!(first.incident.id, second.incident.id);
-        assert_ne!(first.incident.id, other.incident.id);
-        assert_eq!((second.incident.alert_count, second.incident.event_count), (2, 6));
-        store.write(book.take_ops().expect("ops"), true).expect("write");
-        // A new book (after a restart) finds the open incident through the store.
-        let mut book = IncidentBook::new(&store);
-        let third = book.apply(&alert("1.1.1.1", 1), Utc::now()).expect("apply");
-        assert_eq!((third.change, third.incident.id), (ChangeKind::Updated, first.incident.id));
-        store.write(book.take_ops().expect("ops"), true).expect("write");
-        let listed = list(&store, 10).expect("list");
-        assert_eq!(listed.len(), 2);
-        assert_eq!(get(&store, first.incident.id).expect("get").map(|i| i.alert_count), Some(3));
-    }
-}
+mod tests;

@@ -1,4 +1,4 @@
-//! The detection stage: a durable consumer of the log.
+//! The detection stage: a durable consumer of the log, and the single owner of incidents.
 //!
 //! It reads events after its cursor, runs the [`Detector`], turns alerts into incident
 //! changes, and commits — in one atomic write through the log writer — the alert and
@@ -6,6 +6,10 @@
 //! A crash anywhere before that write leaves everything as it was; after it, nothing is
 //! processed twice. Alerts and incident records it appended come back to it through the
 //! log and are skipped.
+//!
+//! Operator actions (transitions, assignments, comments) and rule reloads arrive as
+//! [`Command`]s and are applied between batches, so no incident is ever written by two
+//! parties.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +18,14 @@ use chrono::Utc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{ChangeKind, IncidentBook, IncidentChange};
-use crate::detect::{Alert, DetectMetrics, Detector};
-use crate::event::{RecordKind, SecurityEvent};
+use super::{ChangeKind, Error, IncidentBook, IncidentChange, IncidentStatus};
+use crate::detect::{Alert, DetectConfig, DetectMetrics, Detector};
+use crate::event::{IncidentId, RecordKind, SecurityEvent};
 use crate::rules::RuleSet;
-use crate::store::{self, ConsumerHandle, Cursor, Log, LogWriter, NewRecord, Store, Table, cursors};
+use crate::store::{self, ConsumerHandle, Cursor, Log, LogWriter, NewRecord, Op, Store, Table, cursors};
 use crate::telemetry::{MetricsRegistry, names};
 
 /// The name of detection's cursor.
@@ -33,6 +37,68 @@ struct RuleLabels {
     rule: String,
 }
 
+/// An operator action on an incident.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Move to a status.
+    Transition {
+        /// Target status.
+        to: IncidentStatus,
+        /// Why.
+        note: Option<String>,
+    },
+    /// Assign (or unassign with `None`).
+    Assign(Option<String>),
+    /// Add a comment.
+    Comment(String),
+}
+
+/// A request to the detection worker.
+#[derive(Debug)]
+pub enum Command {
+    /// Apply an operator action to an incident.
+    Incident {
+        /// The incident.
+        id: IncidentId,
+        /// What to do.
+        action: Action,
+        /// Who asks.
+        actor: String,
+        /// The incident after the change, or why it was refused.
+        reply: oneshot::Sender<Result<super::Incident, Error>>,
+    },
+    /// Switch to a new rule set (keeping windows of unchanged rules).
+    Reload {
+        /// The new rules, already compiled.
+        rules: RuleSet,
+        /// Done (or the store error that stopped it).
+        reply: oneshot::Sender<Result<(), store::Error>>,
+    },
+}
+
+/// A handle to send commands to the detection worker.
+#[derive(Clone, Debug)]
+pub struct WorkerHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl WorkerHandle {
+    /// Applies an operator action; resolves with the incident after the change.
+    pub async fn incident(&self, id: IncidentId, action: Action, actor: &str) -> Result<super::Incident, Error> {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Incident { id, action, actor: actor.to_owned(), reply };
+        self.tx.send(command).await.map_err(|_| Error::Store(store::Error::WriterStopped))?;
+        rx.await.map_err(|_| Error::Store(store::Error::WriterStopped))?
+    }
+
+    /// Swaps the rule set.
+    pub async fn reload(&self, rules: RuleSet) -> Result<(), store::Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Reload { rules, reply }).await.map_err(|_| store::Error::WriterStopped)?;
+        rx.await.map_err(|_| store::Error::WriterStopped)?
+    }
+}
+
 /// Runs detection over the log.
 #[derive(Debug)]
 pub struct DetectionWorker {
@@ -41,12 +107,13 @@ pub struct DetectionWorker {
     store: Store,
     cursors: Table<String, Cursor>,
     detector: Detector,
-    rules: RuleSet,
+    config: DetectConfig,
     detect_metrics: DetectMetrics,
     book: IncidentBook,
     consumer: ConsumerHandle,
     cursor: u64,
     changes: broadcast::Sender<IncidentChange>,
+    commands: mpsc::Receiver<Command>,
     opened: Family<RuleLabels, Counter>,
 }
 
@@ -57,59 +124,49 @@ impl DetectionWorker {
         log: Log,
         writer: LogWriter,
         rules: RuleSet,
+        config: DetectConfig,
         registry: &MetricsRegistry,
         changes: broadcast::Sender<IncidentChange>,
-    ) -> store::Result<Self> {
+    ) -> store::Result<(Self, WorkerHandle)> {
         let store = log.store().clone();
         let cursors = cursors(&store);
         let cursor = cursors.get(&CONSUMER.to_owned())?.map_or(0, |c| c.seq);
         let detect_metrics = DetectMetrics::register(registry);
         let opened = Family::<RuleLabels, Counter>::default();
         registry.register(names::INCIDENTS_OPENED, "Incidents opened, by rule.", opened.clone());
-        let mut detector = Detector::new(rules.clone(), detect_metrics.clone());
+        let mut detector = Detector::new(rules.clone(), config.clone(), detect_metrics.clone());
         let windows = detector.load_state(&store)?;
         let consumer = log.register_consumer(CONSUMER, cursor);
         tracing::info!(cursor, windows, rules = rules.rules().len(), "Detection resumes.");
-        Ok(Self {
+        let (tx, commands) = mpsc::channel(64);
+        let worker = Self {
             book: IncidentBook::new(&store),
             log,
             writer,
             store,
             cursors,
             detector,
-            rules,
+            config,
             detect_metrics,
             consumer,
             cursor,
             changes,
+            commands,
             opened,
-        })
+        };
+        Ok((worker, WorkerHandle { tx }))
     }
 
-    /// Processes records as they arrive. When `drain` is cancelled (intake has stopped), it
-    /// finishes every record up to the head and returns.
+    /// Processes records and commands as they arrive. When `drain` is cancelled (intake
+    /// has stopped), it finishes every record up to the head and returns.
     pub async fn run(mut self, drain: CancellationToken) {
         let mut head = self.log.subscribe();
         loop {
+            while let Ok(command) = self.commands.try_recv() {
+                self = self.blocking(move |w| w.command(command)).await;
+            }
             if self.cursor < self.log.head() {
-                let (worker, result) = match tokio::task::spawn_blocking(move || {
-                    let result = self.step();
-                    (self, result)
-                })
-                .await
-                {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::error!(error = %e, "Detection step panicked; detection stops.");
-                        return;
-                    }
-                };
-                self = worker;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, cursor = self.cursor, "Detection commit failed; retrying from the last commit.");
-                    self.recover();
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                self = self.blocking(|w| w.step_or_recover()).await;
                 continue;
             }
             if drain.is_cancelled() {
@@ -117,9 +174,74 @@ impl DetectionWorker {
             }
             tokio::select! {
                 changed = head.changed() => if changed.is_err() { return },
+                Some(command) = self.commands.recv() => self = self.blocking(move |w| w.command(command)).await,
                 () = drain.cancelled() => {}
             }
         }
+    }
+
+    /// Runs `f` on the blocking pool (RocksDB and Rhai stay off the reactor).
+    async fn blocking(self, f: impl FnOnce(&mut Self) + Send + 'static) -> Self {
+        let handle = tokio::task::spawn_blocking(move || {
+            let mut worker = self;
+            f(&mut worker);
+            worker
+        });
+        match handle.await {
+            Ok(worker) => worker,
+            // A panic here is a bug; there is no worker left to continue with.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    fn step_or_recover(&mut self) {
+        if let Err(e) = self.step() {
+            tracing::error!(error = %e, cursor = self.cursor, "Detection commit failed; retrying from the last commit.");
+            self.recover();
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Incident { id, action, actor, reply } => {
+                let result = self.incident_action(id, action, &actor);
+                let _ = reply.send(result);
+            }
+            Command::Reload { rules, reply } => {
+                let count = rules.rules().len();
+                let ops = self.detector.replace_rules(rules);
+                let result = self.writer.append_blocking(Vec::new(), ops).map(|_| ());
+                if result.is_ok() {
+                    tracing::info!(rules = count, "Rules reloaded.");
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn incident_action(&mut self, id: IncidentId, action: Action, actor: &str) -> Result<super::Incident, Error> {
+        let now = Utc::now();
+        let change = match action {
+            Action::Transition { to, note } => self.book.transition(id, to, actor, note.as_deref(), now),
+            Action::Assign(assignee) => self.book.assign(id, assignee.as_deref(), actor, now),
+            Action::Comment(text) => self.book.comment(id, &text, actor, now),
+        };
+        let change = match change {
+            Ok(change) => change,
+            Err(e) => {
+                self.book.discard();
+                return Err(e);
+            }
+        };
+        let ops = self.book.take_ops()?;
+        if let Err(e) = self.writer.append_blocking(vec![record(RecordKind::Incident, &change)], ops) {
+            self.book.discard();
+            return Err(e.into());
+        }
+        let incident = change.incident.clone();
+        let _ = self.changes.send(change);
+        Ok(incident)
     }
 
     /// Processes one batch after the cursor and commits it. Returns the records consumed.
@@ -142,12 +264,15 @@ impl DetectionWorker {
         let mut records = Vec::with_capacity(alerts.len() * 2);
         let mut changes = Vec::with_capacity(alerts.len());
         for alert in &alerts {
-            let change = self.book.apply(alert, now)?;
+            let change = self.book.apply(alert, now).map_err(|e| match e {
+                Error::Store(e) => e,
+                other => store::Error::Corrupt { cf: "incidents", key: String::new(), reason: other.to_string() },
+            })?;
             records.push(record(RecordKind::Alert, alert));
             records.push(record(RecordKind::Incident, &change));
             changes.push(change);
         }
-        let mut ops = self.detector.checkpoint_ops();
+        let mut ops: Vec<Op> = self.detector.checkpoint_ops();
         ops.extend(self.book.take_ops()?);
         ops.push(self.cursors.put_op(&CONSUMER.to_owned(), &Cursor { seq: last, state: serde_json::Value::Null })?);
         self.writer.append_blocking(records, ops)?;
@@ -165,7 +290,7 @@ impl DetectionWorker {
     /// Rebuilds in-memory state from the store after a failed commit.
     fn recover(&mut self) {
         self.book.discard();
-        self.detector = Detector::new(self.rules.clone(), self.detect_metrics.clone());
+        self.detector = Detector::new(self.detector.rules().clone(), self.config.clone(), self.detect_metrics.clone());
         if let Err(e) = self.detector.load_state(&self.store) {
             tracing::error!(error = %e, "Cannot reload detection state.");
         }
@@ -181,4 +306,72 @@ impl DetectionWorker {
 fn record<T: serde::Serialize>(kind: RecordKind, value: &T) -> NewRecord {
     // Alerts and incident changes are plain data: encoding cannot fail.
     NewRecord { kind: kind.tag(), payload: serde_json::to_vec(value).expect("record serializes") }
+}
+
+/// Why a rule reload did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new rules do not compile; the old ones keep running.
+    #[error("the new rules do not compile ({} error(s)); the previous rules keep running", .0.len())]
+    Invalid(Vec<crate::rules::RuleError>),
+    /// The swap could not be committed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// The live rule set, and how to reload it from its directory.
+#[derive(Clone, Debug)]
+pub struct LiveRules {
+    dir: std::path::PathBuf,
+    options: crate::rules::CompileOptions,
+    handle: WorkerHandle,
+    current: Arc<arc_swap::ArcSwap<RuleSet>>,
+}
+
+impl LiveRules {
+    /// The rules loaded from `dir` (already `current`), reloadable through `handle`.
+    pub fn new(
+        dir: std::path::PathBuf,
+        options: crate::rules::CompileOptions,
+        handle: WorkerHandle,
+        current: RuleSet,
+    ) -> Self {
+        Self { dir, options, handle, current: Arc::new(arc_swap::ArcSwap::from_pointee(current)) }
+    }
+
+    /// The rule set running now.
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.current.load_full()
+    }
+
+    /// Compiles the directory again and swaps the new set in atomically; on any error the
+    /// running set stays. Returns the number of rules now running.
+    pub async fn reload(&self) -> Result<usize, ReloadError> {
+        let (dir, options) = (self.dir.clone(), self.options.clone());
+        let compiled = tokio::task::spawn_blocking(move || RuleSet::load_dir(&dir, &options)).await.map_err(|e| {
+            ReloadError::Store(store::Error::Corrupt { cf: "rules", key: String::new(), reason: e.to_string() })
+        })?;
+        let rules = compiled.map_err(ReloadError::Invalid)?;
+        let count = rules.rules().len();
+        self.handle.reload(rules.clone()).await?;
+        self.current.store(Arc::new(rules));
+        Ok(count)
+    }
+
+    /// A fingerprint of the rule files (names, sizes, modification times), to notice edits.
+    pub fn files_fingerprint(&self) -> u64 {
+        let mut entries: Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> = Vec::new();
+        for dir in [self.dir.clone(), self.dir.join("lib")] {
+            let Ok(read) = std::fs::read_dir(&dir) else { continue };
+            for entry in read.flatten() {
+                if let Ok(meta) = entry.metadata() {
+                    entries.push((entry.path(), meta.len(), meta.modified().ok()));
+                }
+            }
+        }
+        entries.sort();
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&entries, &mut hasher);
+        std::hash::Hasher::finish(&hasher)
+    }
 }

@@ -1,40 +1,34 @@
 //! Rule files: loading, compiling and evaluating detection rules written in Rhai.
 //!
 //! A rule file (`rules/*.rhai`) defines its metadata as a constant map `RULE` and its
-//! condition as a function `condition(event)` returning a bool:
+//! condition as a function `condition(event)` returning a bool (sequence and absence rules
+//! name their step functions instead); `rules/lib/*.rhai` holds shared lists and functions.
+//! See `docs/rules.md` for the format.
 //!
-//! ```rhai
-//! const RULE = #{
-//!     id: "ssh_brute_force",
-//!     title: "SSH brute force from one address",
-//!     severity: "high",
-//!     tags: ["attack.credential_access", "attack.t1110"],
-//!     group_by: ["source.ip"],
-//!     window: #{ type: "threshold", count: 10, within: "5m" },
-//! };
-//!
-//! fn condition(event) {
-//!     event.class == "authentication" && event.outcome == "failure" && event.action == "ssh_login"
-//! }
-//! ```
-//!
-//! Files are compiled once into immutable [`CompiledRule`]s; state (windows) lives in
-//! `detect`, never in a rule.
+//! Rules are compiled once into immutable [`CompiledRule`]s. Conditions that are plain
+//! expressions over event fields also compile to native [`Predicate`]s, and the classes a
+//! rule can match are declared or inferred, so an event is evaluated only by the rules of
+//! its class ([`RuleSet::candidates`]). State (windows) lives in `detect`, never in a rule.
 //!
 //! Layer 4: uses `event`, `telemetry`.
 
+mod library;
+mod meta;
+mod predicate;
 mod sandbox;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
 use serde::{Deserialize, Serialize};
 
-pub use sandbox::{EventRef, SandboxLimits, build_engine};
+pub use library::Library;
+pub use meta::{Category, Example, Mitre, RuleMeta, Step, WindowSpec};
+pub use predicate::{Analysis, Lists, Predicate};
+pub use sandbox::{EventRef, SandboxLimits, build_engine, last_operations, reset_operations};
 
-use crate::event::{FieldPath, RuleId, SecurityEvent, Severity};
+use crate::event::{EventClass, FieldPath, RuleId, SecurityEvent};
 
 /// An error in a rule file, located as precisely as the parser allows.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -46,7 +40,7 @@ pub struct RuleError {
     pub line: Option<usize>,
     /// Column (1-based), when known.
     pub column: Option<usize>,
-    /// What is wrong.
+    /// What is wrong, with a hint where one helps.
     pub message: String,
 }
 
@@ -74,10 +68,10 @@ pub enum EvalError {
     /// The rule ran out of its operation budget.
     #[error("rule exceeded its operation budget")]
     Budget,
-    /// The condition returned something other than a bool.
+    /// A condition returned something other than a bool.
     #[error("condition returned {0}, not a bool")]
     NotBool(String),
-    /// Any other runtime error (unknown field, bad regex, size limit).
+    /// Any other runtime error (unknown field, bad regex, size limit, stack overflow).
     #[error("{0}")]
     Runtime(String),
 }
@@ -93,50 +87,13 @@ impl EvalError {
     }
 }
 
-/// How matches of a rule are aggregated before an alert is raised.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum WindowSpec {
-    /// At least `count` matching events with the same group key within `within`
-    /// (event time).
-    Threshold {
-        /// Events needed.
-        count: u32,
-        /// Length of the sliding window (`5m`).
-        #[serde(with = "humantime_serde")]
-        within: Duration,
-    },
-}
-
-/// Rule metadata as written in the `RULE` map.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleMeta {
-    /// Unique id (`[A-Za-z0-9_.-]`, ≤128 chars).
-    pub id: RuleId,
-    /// One-line title; becomes the incident title.
-    pub title: String,
-    /// What the rule detects and why it matters.
-    #[serde(default)]
-    pub description: String,
-    /// Severity of the alerts it raises.
-    pub severity: Severity,
-    /// Tags (ATT&CK ids, categories).
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Whether the rule runs.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Fields whose values key windows and incidents (`["source.ip"]`).
-    #[serde(default)]
-    pub group_by: Vec<FieldPath>,
-    /// Aggregation before alerting; none alerts on every matching event.
-    #[serde(default)]
-    pub window: Option<WindowSpec>,
-}
-
-fn yes() -> bool {
-    true
+/// One function of a rule that matches events (`condition`, or a sequence step).
+#[derive(Debug)]
+pub struct Matcher {
+    /// The function's name in the rule file.
+    pub function: String,
+    /// Its native form, when it compiled to one.
+    pub predicate: Option<Predicate>,
 }
 
 /// A rule compiled once at load: immutable, shareable across threads.
@@ -146,29 +103,74 @@ pub struct CompiledRule {
     pub meta: RuleMeta,
     /// The file it came from.
     pub path: PathBuf,
+    /// Hash of its source and the library; equal fingerprints mean identical behaviour.
+    pub fingerprint: u64,
+    /// The classes it can match; empty means every class.
+    pub classes: Vec<EventClass>,
+    matchers: Vec<Matcher>,
     ast: AST,
 }
 
-/// The rules of one load, with the engine that evaluates them.
+impl CompiledRule {
+    /// Its matching functions, in the order of [`RuleSet::evaluate`]'s bits.
+    pub fn matchers(&self) -> &[Matcher] {
+        &self.matchers
+    }
+
+    /// The bit of a matching function.
+    pub fn matcher_index(&self, function: &str) -> Option<usize> {
+        self.matchers.iter().position(|m| m.function == function)
+    }
+
+    /// Whether every matcher runs natively.
+    pub fn is_native(&self) -> bool {
+        self.matchers.iter().all(|m| m.predicate.is_some())
+    }
+}
+
+/// How a rule set is compiled.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// Sandbox limits.
+    pub limits: SandboxLimits,
+    /// Evaluate compiled predicates natively (off: every condition runs in Rhai).
+    pub native: bool,
+    /// Record operation counts (for `vigil rules cost`).
+    pub count_operations: bool,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        Self { limits: SandboxLimits::default(), native: true, count_operations: false }
+    }
+}
+
+/// The rules of one load, their index by class, and the engine that evaluates them.
 #[derive(Clone, Debug)]
 pub struct RuleSet {
     rules: Vec<Arc<CompiledRule>>,
     engine: Arc<Engine>,
+    by_class: Arc<Vec<Vec<usize>>>,
+    native: bool,
 }
 
 /// Rules settings (`[rules]`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
-    /// Directory of `*.rhai` rule files.
+    /// Directory of `*.rhai` rule files (and `lib/*.rhai` library files).
     pub dir: PathBuf,
     /// Sandbox limits for every rule.
     pub limits: SandboxLimits,
+    /// Run conditions that compile to native predicates natively (turn off to compare).
+    pub native_predicates: bool,
+    /// Reload the rules when files in `dir` change (checked every 2 s).
+    pub watch: bool,
 }
 
 impl Default for RulesConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("rules"), limits: SandboxLimits::default() }
+        Self { dir: PathBuf::from("rules"), limits: SandboxLimits::default(), native_predicates: true, watch: true }
     }
 }
 
@@ -184,49 +186,74 @@ impl RulesConfig {
         }
         errors
     }
+
+    /// The compile options these settings ask for.
+    pub fn compile_options(&self) -> CompileOptions {
+        CompileOptions { limits: self.limits.clone(), native: self.native_predicates, count_operations: false }
+    }
+}
+
+/// Reads every `*.rhai` file of `dir` (sorted), as (path, text).
+pub fn read_sources(dir: &Path) -> Result<Vec<(PathBuf, String)>, Vec<RuleError>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.ends_with("lib") => return Ok(Vec::new()),
+        Err(e) => return Err(vec![RuleError::new(dir, format!("cannot read rule directory: {e}"))]),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "rhai"))
+        .collect();
+    paths.sort();
+    let mut sources = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => sources.push((path, text)),
+            Err(e) => errors.push(RuleError::new(&path, format!("cannot read: {e}"))),
+        }
+    }
+    if errors.is_empty() { Ok(sources) } else { Err(errors) }
 }
 
 impl RuleSet {
     /// An empty rule set.
     pub fn empty(limits: &SandboxLimits) -> Self {
-        Self { rules: Vec::new(), engine: Arc::new(build_engine(limits)) }
+        Self::build(Vec::new(), build_engine(limits, &Lists::new(), false), true)
     }
 
-    /// Loads and compiles every `*.rhai` file of `dir` (sorted by name). Reports every error
-    /// of every file; any error rejects the whole set.
-    pub fn load_dir(dir: &Path, limits: &SandboxLimits) -> Result<Self, Vec<RuleError>> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| vec![RuleError::new(dir, format!("cannot read rule directory: {e}"))])?;
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
-            .collect();
-        paths.sort();
-        let mut sources = Vec::new();
+    /// Loads `dir/*.rhai` (rules) and `dir/lib/*.rhai` (library). Reports every error of
+    /// every file; any error rejects the whole set.
+    pub fn load_dir(dir: &Path, options: &CompileOptions) -> Result<Self, Vec<RuleError>> {
+        let rules = read_sources(dir);
+        let library = read_sources(&dir.join("lib"));
+        match (rules, library) {
+            (Ok(rules), Ok(library)) => Self::compile(rules, library, options),
+            (rules, library) => Err(rules.err().into_iter().chain(library.err()).flatten().collect()),
+        }
+    }
+
+    /// Compiles rule and library sources (path, text). Reports every error.
+    pub fn compile(
+        sources: Vec<(PathBuf, String)>,
+        library: Vec<(PathBuf, String)>,
+        options: &CompileOptions,
+    ) -> Result<Self, Vec<RuleError>> {
+        let base = build_engine(&options.limits, &Lists::new(), false);
+        let library = library::compile(&base, &library)?;
+        let mut engine = build_engine(&options.limits, &library.lists, options.count_operations);
         let mut errors = Vec::new();
-        for path in paths {
-            match std::fs::read_to_string(&path) {
-                Ok(text) => sources.push((path, text)),
-                Err(e) => errors.push(RuleError::new(&path, format!("cannot read: {e}"))),
+        for (path, ast) in &library.files {
+            match rhai::Module::eval_ast_as_new(Scope::new(), ast, &engine) {
+                Ok(module) => {
+                    engine.register_global_module(module.into());
+                }
+                Err(e) => errors.push(RuleError::at(path, e.position(), e.to_string())),
             }
         }
-        match Self::compile(sources, limits) {
-            Ok(set) if errors.is_empty() => Ok(set),
-            Ok(_) => Err(errors),
-            Err(mut more) => {
-                errors.append(&mut more);
-                Err(errors)
-            }
-        }
-    }
-
-    /// Compiles rule sources (path, text). Reports every error; any error rejects the set.
-    pub fn compile(sources: Vec<(PathBuf, String)>, limits: &SandboxLimits) -> Result<Self, Vec<RuleError>> {
-        let engine = build_engine(limits);
         let mut rules: Vec<Arc<CompiledRule>> = Vec::new();
-        let mut errors = Vec::new();
         for (path, text) in sources {
-            match compile_rule(&engine, &path, &text) {
+            match compile_rule(&engine, &library, &path, &text) {
                 Ok(rule) => {
                     if let Some(first) = rules.iter().find(|r| r.meta.id == rule.meta.id) {
                         errors.push(RuleError::new(
@@ -237,10 +264,25 @@ impl RuleSet {
                         rules.push(Arc::new(rule));
                     }
                 }
-                Err(e) => errors.push(e),
+                Err(e) => errors.extend(e),
             }
         }
-        if errors.is_empty() { Ok(Self { rules, engine: Arc::new(engine) }) } else { Err(errors) }
+        if errors.is_empty() { Ok(Self::build(rules, engine, options.native)) } else { Err(errors) }
+    }
+
+    fn build(rules: Vec<Arc<CompiledRule>>, engine: Engine, native: bool) -> Self {
+        let by_class = EventClass::ALL
+            .iter()
+            .map(|class| {
+                rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.meta.enabled && (r.classes.is_empty() || r.classes.contains(class)))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .collect();
+        Self { rules, engine: Arc::new(engine), by_class: Arc::new(by_class), native }
     }
 
     /// The rules, in load order (disabled ones included).
@@ -248,13 +290,35 @@ impl RuleSet {
         &self.rules
     }
 
-    /// Evaluates rule number `index` on `event`.
-    pub fn evaluate(&self, index: usize, event: &EventRef) -> Result<bool, EvalError> {
+    /// The enabled rules that can match an event of `class`, in load order.
+    pub fn candidates(&self, class: EventClass) -> &[usize] {
+        let slot = EventClass::ALL.iter().position(|c| *c == class).unwrap_or(0);
+        &self.by_class[slot]
+    }
+
+    /// Evaluates rule number `index` on `event`: bit `i` of the result is set when matcher
+    /// `i` matched.
+    pub fn evaluate(&self, index: usize, event: &EventRef) -> Result<u32, EvalError> {
         let rule = &self.rules[index];
+        let mut mask = 0;
+        for (bit, matcher) in rule.matchers.iter().enumerate() {
+            let native = if self.native { matcher.predicate.as_ref().and_then(|p| p.eval(&event.0)) } else { None };
+            let hit = match native {
+                Some(hit) => hit,
+                None => self.call(rule, &matcher.function, event)?,
+            };
+            if hit {
+                mask |= 1 << bit;
+            }
+        }
+        Ok(mask)
+    }
+
+    fn call(&self, rule: &CompiledRule, function: &str, event: &EventRef) -> Result<bool, EvalError> {
         let mut scope = Scope::new();
         let options = CallFnOptions::new().eval_ast(false).rewind_scope(false);
         let result: Result<Dynamic, Box<EvalAltResult>> =
-            self.engine.call_fn_with_options(options, &mut scope, &rule.ast, "condition", (event.clone(),));
+            self.engine.call_fn_with_options(options, &mut scope, &rule.ast, function, (event.clone(),));
         match result {
             Ok(value) => value.as_bool().map_err(|t| EvalError::NotBool(t.to_owned())),
             Err(e) => Err(match *e {
@@ -264,131 +328,151 @@ impl RuleSet {
         }
     }
 
-    /// Evaluates by rule id (for tests and tools).
+    /// Evaluates a rule by id (tests and tools): whether its first matcher matched.
     pub fn evaluate_id(&self, id: &str, event: &SecurityEvent) -> Option<Result<bool, EvalError>> {
         let index = self.rules.iter().position(|r| r.meta.id.as_str() == id)?;
-        Some(self.evaluate(index, &EventRef(Arc::new(event.clone()))))
+        Some(self.evaluate(index, &EventRef(Arc::new(event.clone()))).map(|mask| mask & 1 == 1))
     }
 }
 
-fn compile_rule(engine: &Engine, path: &Path, text: &str) -> Result<CompiledRule, RuleError> {
-    let ast = engine.compile(text).map_err(|e| RuleError::at(path, e.1, e.0.to_string()))?;
+fn compile_rule(engine: &Engine, library: &Library, path: &Path, text: &str) -> Result<CompiledRule, Vec<RuleError>> {
+    let one = |e: RuleError| vec![e];
+    let ast = engine.compile(text).map_err(|e| one(RuleError::at(path, e.1, e.0.to_string())))?;
     let mut scope = Scope::new();
-    engine.run_ast_with_scope(&mut scope, &ast).map_err(|e| RuleError::at(path, e.position(), e.to_string()))?;
+    engine.run_ast_with_scope(&mut scope, &ast).map_err(|e| one(RuleError::at(path, e.position(), e.to_string())))?;
     let Some(meta) = scope.get_value::<rhai::Map>("RULE") else {
-        return Err(RuleError::new(
+        return Err(one(RuleError::new(
             path,
             "the file must define `const RULE = #{ id: ..., title: ..., severity: ... };`",
-        ));
+        )));
     };
     let meta: RuleMeta = rhai::serde::from_dynamic(&Dynamic::from_map(meta)).map_err(|e| {
-        RuleError::new(path, format!("in RULE: {}", e.to_string().trim_end_matches(" (line 0, position 0)")))
+        one(RuleError::new(path, format!("in RULE: {}", e.to_string().trim_end_matches(" (line 0, position 0)"))))
     })?;
+    let mut errors = validate_meta(path, &meta);
+    let functions = match &meta.window {
+        Some(WindowSpec::Sequence { steps, .. }) => {
+            let mut names: Vec<String> = Vec::new();
+            for step in steps {
+                if !names.contains(&step.when) {
+                    names.push(step.when.clone());
+                }
+            }
+            names
+        }
+        Some(WindowSpec::Absence { first, then, .. }) => vec![first.clone(), then.clone()],
+        _ => vec!["condition".to_owned()],
+    };
+    for name in &functions {
+        match ast.iter_functions().find(|f| f.name == name) {
+            Some(f) if f.params.len() == 1 => {}
+            Some(_) => {
+                errors.push(RuleError::new(path, format!("`{name}` must take exactly one parameter: fn {name}(event)")))
+            }
+            None => errors.push(RuleError::new(
+                path,
+                format!("the file must define `fn {name}(event) {{ ... }}` returning a bool"),
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut matchers = Vec::new();
+    let mut inferred: Option<Vec<EventClass>> = Some(Vec::new());
+    for function in functions {
+        let analysis = predicate::analyse(&ast, &function, &library.lists);
+        match (&mut inferred, analysis.classes.is_empty()) {
+            (Some(classes), false) => classes.extend(analysis.classes.iter().copied()),
+            _ => inferred = None,
+        }
+        matchers.push(Matcher { function, predicate: analysis.predicate });
+    }
+    let mut classes = if meta.classes.is_empty() { inferred.unwrap_or_default() } else { meta.classes.clone() };
+    classes.sort();
+    classes.dedup();
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&(text, library.fingerprint), &mut hasher);
+    Ok(CompiledRule {
+        meta,
+        path: path.to_owned(),
+        fingerprint: std::hash::Hasher::finish(&hasher),
+        classes,
+        matchers,
+        ast,
+    })
+}
+
+fn validate_meta(path: &Path, meta: &RuleMeta) -> Vec<RuleError> {
+    let mut errors = Vec::new();
+    let mut error = |m: String| errors.push(RuleError::new(path, m));
     if !RuleId::is_valid(meta.id.as_str()) {
-        return Err(RuleError::new(
-            path,
-            format!("rule id `{}` must be 1-128 characters of A-Z a-z 0-9 _ . -", meta.id),
-        ));
+        error(format!("rule id `{}` must be 1-128 characters of A-Z a-z 0-9 _ . -", meta.id));
     }
     if meta.title.trim().is_empty() {
-        return Err(RuleError::new(path, "RULE.title must not be empty"));
+        error("RULE.title must not be empty".into());
     }
-    if let Some(WindowSpec::Threshold { count, within }) = &meta.window {
-        if *count == 0 || within.is_zero() {
-            return Err(RuleError::new(path, "RULE.window: count and within must be greater than zero"));
-        }
+    if let Some(window) = &meta.window {
         if meta.group_by.is_empty() {
-            return Err(RuleError::new(path, "RULE.window needs RULE.group_by: the fields that key the window"));
+            error("RULE.window needs RULE.group_by: the fields that key the window (e.g. [\"source.ip\"])".into());
+        }
+        if window.within().is_zero() {
+            error("RULE.window.within must be longer than 0s".into());
+        }
+        match window {
+            WindowSpec::Threshold { count, .. } | WindowSpec::Distinct { count, .. } if *count == 0 => {
+                error("RULE.window.count must be at least 1".into());
+            }
+            WindowSpec::Sequence { steps, .. } if steps.len() < 2 || steps.len() > 16 => {
+                error("RULE.window.steps needs 2 to 16 steps".into());
+            }
+            WindowSpec::Sequence { steps, .. } if steps.iter().any(|s| s.count == 0 || s.count > 1000) => {
+                error("every step's count must be between 1 and 1000".into());
+            }
+            _ => {}
         }
     }
-    let condition = ast.iter_functions().find(|f| f.name == "condition");
-    match condition {
-        Some(f) if f.params.len() == 1 => {}
-        Some(_) => {
-            return Err(RuleError::new(path, "`condition` must take exactly one parameter: fn condition(event)"));
-        }
-        None => {
-            return Err(RuleError::new(path, "the file must define `fn condition(event) { ... }` returning a bool"));
+    if let Some(template) = &meta.dedup {
+        for placeholder in placeholders(template) {
+            if let Err(e) = FieldPath::parse(placeholder) {
+                error(format!("RULE.dedup: {e}"));
+            }
         }
     }
-    Ok(CompiledRule { meta, path: path.to_owned(), ast })
+    errors
+}
+
+/// The `{{field}}` placeholders of a template.
+pub fn placeholders(template: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let Some(end) = rest[start..].find("}}") else { break };
+        out.push(rest[start + 2..start + end].trim());
+        rest = &rest[start + end + 2..];
+    }
+    out
+}
+
+/// Renders a `{{field}}` template from an event; a missing field renders as empty.
+pub fn render(template: &str, event: &SecurityEvent) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let name = rest[start + 2..start + end].trim();
+        if let Some(value) = FieldPath::parse(name).ok().and_then(|p| p.get(event).map(|v| v.to_text().into_owned())) {
+            out.push_str(&value);
+        }
+        rest = &rest[start + end + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::{EventClass, Outcome};
-    use chrono::Utc;
-
-    const GOOD: &str = r#"
-        const RULE = #{
-            id: "ssh_brute_force",
-            title: "SSH brute force",
-            severity: "high",
-            group_by: ["source.ip"],
-            window: #{ type: "threshold", count: 3, within: "5m" },
-        };
-        fn condition(event) { event.class == "authentication" && event.outcome == "failure" }
-    "#;
-
-    fn compile(sources: &[(&str, &str)]) -> Result<RuleSet, Vec<RuleError>> {
-        let sources = sources.iter().map(|(p, t)| (PathBuf::from(p), t.to_string())).collect();
-        RuleSet::compile(sources, &SandboxLimits::default())
-    }
-
-    #[test]
-    fn compiles_metadata_and_condition() {
-        let set = compile(&[("a.rhai", GOOD)]).expect("compiles");
-        let rule = &set.rules()[0];
-        assert_eq!(rule.meta.id.as_str(), "ssh_brute_force");
-        assert_eq!(rule.meta.severity, Severity::High);
-        assert_eq!(rule.meta.window, Some(WindowSpec::Threshold { count: 3, within: Duration::from_secs(300) }));
-        let mut e = SecurityEvent::new(EventClass::Authentication, Utc::now());
-        assert_eq!(set.evaluate_id("ssh_brute_force", &e), Some(Ok(false)));
-        e.outcome = Outcome::Failure;
-        assert_eq!(set.evaluate_id("ssh_brute_force", &e), Some(Ok(true)));
-    }
-
-    #[test]
-    fn reports_every_error_with_location() {
-        let errors = compile(&[
-            ("syntax.rhai", "const RULE = #{ id: \"x\" ;\nfn condition(e) { true }"),
-            ("nometa.rhai", "fn condition(e) { true }"),
-            ("nocond.rhai", "const RULE = #{ id: \"y\", title: \"t\", severity: \"low\" };"),
-            ("badfield.rhai", "const RULE = #{ id: \"z\", title: \"t\", severity: \"low\", group_by: [\"source.ipp\"] };\nfn condition(e) { true }"),
-            ("badsev.rhai", "const RULE = #{ id: \"w\", title: \"t\", severity: \"urgent\" };\nfn condition(e) { true }"),
-        ])
-        .expect_err("all broken");
-        assert_eq!(errors.len(), 5, "{errors:#?}");
-        assert_eq!(errors[0].path, PathBuf::from("syntax.rhai"));
-        assert!(errors[0].line.is_some(), "{}", errors[0]);
-        assert!(errors[1].message.contains("const RULE"), "{}", errors[1]);
-        assert!(errors[2].message.contains("fn condition"), "{}", errors[2]);
-        assert!(errors[3].message.contains("did you mean `source.ip`"), "{}", errors[3]);
-        assert!(errors[4].message.contains("urgent"), "{}", errors[4]);
-    }
-
-    #[test]
-    fn duplicate_ids_are_rejected() {
-        let errors = compile(&[("a.rhai", GOOD), ("b.rhai", GOOD)]).expect_err("duplicate");
-        assert!(errors[0].message.contains("duplicate rule id"), "{}", errors[0]);
-    }
-
-    #[test]
-    fn windows_need_group_fields() {
-        let text = GOOD.replace(r#"group_by: ["source.ip"],"#, "");
-        let errors = compile(&[("a.rhai", &text)]).expect_err("no group_by");
-        assert!(errors[0].message.contains("group_by"), "{}", errors[0]);
-    }
-
-    #[test]
-    fn evaluation_errors_are_typed() {
-        let looping = GOOD.replace("fn condition(event) {", "fn condition(event) { loop {}");
-        let set = compile(&[("a.rhai", &looping)]).expect("compiles");
-        let e = SecurityEvent::new(EventClass::Other, Utc::now());
-        assert_eq!(set.evaluate_id("ssh_brute_force", &e), Some(Err(EvalError::Budget)));
-        let not_bool = GOOD.replace("event.class == \"authentication\" && event.outcome == \"failure\"", "42");
-        let set = compile(&[("a.rhai", &not_bool)]).expect("compiles");
-        assert!(matches!(set.evaluate_id("ssh_brute_force", &e), Some(Err(EvalError::NotBool(_)))));
-    }
-}
+mod tests;

@@ -16,6 +16,7 @@ use rhai::module_resolvers::DummyModuleResolver;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map};
 use serde::{Deserialize, Serialize};
 
+use super::predicate::Lists;
 use crate::event::{Field, FieldPath, FieldValue, SecurityEvent};
 
 /// Limits of the rule sandbox (`[rules.limits]`).
@@ -128,8 +129,25 @@ fn in_cidr(ip: &str, cidr: &str) -> Result<bool, Box<EvalAltResult>> {
     Ok(ip.parse::<IpAddr>().is_ok_and(|ip| net.contains(&ip)))
 }
 
-/// Builds the sandboxed engine.
-pub fn build_engine(limits: &SandboxLimits) -> Engine {
+thread_local! {
+    /// Operations counted by an engine built with `count_operations` (for `rules cost`).
+    static OPERATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Operations used by the last evaluation on this thread (engines built with
+/// `count_operations` only).
+pub fn last_operations() -> u64 {
+    OPERATIONS.with(std::cell::Cell::get)
+}
+
+/// Resets the count before an evaluation (natively evaluated rules leave it at 0).
+pub fn reset_operations() {
+    OPERATIONS.with(|c| c.set(0));
+}
+
+/// Builds the sandboxed engine. `lists` backs `in_list`; `count_operations` records each
+/// evaluation's operation count for [`last_operations`].
+pub fn build_engine(limits: &SandboxLimits, lists: &Lists, count_operations: bool) -> Engine {
     let mut engine = Engine::new();
     engine
         .set_max_operations(limits.max_operations)
@@ -144,8 +162,20 @@ pub fn build_engine(limits: &SandboxLimits) -> Engine {
         .disable_symbol("eval")
         .on_print(|_| {})
         .on_debug(|_, _, _| {});
+    if count_operations {
+        engine.on_progress(|ops| {
+            OPERATIONS.with(|c| c.set(ops));
+            None
+        });
+    }
     register_event_api(&mut engine);
     register_helpers(&mut engine);
+    let lists = Arc::new(lists.clone());
+    engine.register_fn("in_list", move |value: Dynamic, name: &str| -> Result<bool, Box<EvalAltResult>> {
+        let list =
+            lists.get(name).ok_or_else(|| format!("unknown list `{name}` (define it in rules/lib/*.rhai LISTS)"))?;
+        Ok(if value.is_unit() { false } else { list.contains(value.to_string().as_str()) })
+    });
     engine
 }
 
@@ -196,6 +226,12 @@ fn register_helpers(engine: &mut Engine) {
     engine.register_fn("in_cidr", |ip: ImmutableString, cidr: ImmutableString| in_cidr(&ip, &cidr));
     engine.register_fn("in_cidr", |_: (), _: ImmutableString| false);
     engine.register_fn("exists", |v: Dynamic| !v.is_unit());
+    engine.register_fn("iequals", |a: ImmutableString, b: ImmutableString| a.to_lowercase() == b.to_lowercase());
+    engine.register_fn("iequals", |_: (), _: ImmutableString| false);
+    engine.register_fn("icontains", |s: ImmutableString, x: ImmutableString| {
+        s.to_lowercase().contains(&x.to_lowercase())
+    });
+    engine.register_fn("icontains", |_: (), _: ImmutableString| false);
 }
 
 #[cfg(test)]
@@ -217,7 +253,9 @@ mod tests {
     }
 
     fn eval(expr: &str) -> Result<Dynamic, Box<EvalAltResult>> {
-        let engine = build_engine(&SandboxLimits::default());
+        let mut lists = Lists::new();
+        lists.insert("admins".into(), Arc::new(["root".to_owned()].into_iter().collect()));
+        let engine = build_engine(&SandboxLimits::default(), &lists, false);
         let mut scope = Scope::new();
         scope.push("event", event());
         engine.eval_with_scope::<Dynamic>(&mut scope, expr)
@@ -252,6 +290,13 @@ mod tests {
         assert!(truth(r#"regex_match(event.process.name, "^ss[h]d$") && lower("ROOT") == event.user.name"#));
         assert!(eval(r#"in_cidr(event.source.ip, "bogus")"#).is_err());
         assert!(eval(r#"regex_match("x", "(")"#).is_err());
+    }
+
+    #[test]
+    fn lists_and_case_folding() {
+        assert!(truth(r#"in_list(event.user.name, "admins") && !in_list(event.host.name, "admins")"#));
+        assert!(truth(r#"iequals(event.user.name, "ROOT") && icontains(event.process.name, "SSH")"#));
+        assert!(eval(r#"in_list(event.user.name, "nope")"#).is_err());
     }
 
     #[test]

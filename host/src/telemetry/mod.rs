@@ -38,11 +38,18 @@ pub struct TelemetryConfig {
     pub log_level: String,
     /// Log line format.
     pub log_format: LogFormat,
+    /// How often Vigil records its own health (sink backlogs) as `system` events.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: std::time::Duration,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_level: "info".into(), log_format: LogFormat::Auto }
+        Self {
+            log_level: "info".into(),
+            log_format: LogFormat::Auto,
+            health_interval: std::time::Duration::from_secs(30),
+        }
     }
 }
 

@@ -1,0 +1,186 @@
+//! `vigil rules check|test|cost|list|backtest`: tools for rule authors.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+
+use super::RulesCommand;
+use crate::config::VigilConfig;
+use crate::detect::examples;
+use crate::incident::backtest;
+use crate::rules::{CompileOptions, RuleError, RuleSet};
+use crate::store::{Log, Store};
+
+pub fn run(config: &VigilConfig, command: RulesCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        RulesCommand::Check { dir } => check(&dir.unwrap_or_else(|| config.rules.dir.clone()), config),
+        RulesCommand::Test { dir } => test(&dir.unwrap_or_else(|| config.rules.dir.clone()), config),
+        RulesCommand::Cost { dir } => cost(&dir.unwrap_or_else(|| config.rules.dir.clone()), config),
+        RulesCommand::List { dir } => list(&dir.unwrap_or_else(|| config.rules.dir.clone()), config),
+        RulesCommand::Backtest { from, to, rules, json } => {
+            backtest(config, &rules.unwrap_or_else(|| config.rules.dir.clone()), from.as_deref(), to.as_deref(), json)
+        }
+    }
+}
+
+fn load(dir: &Path, options: &CompileOptions) -> Result<RuleSet, ExitCode> {
+    RuleSet::load_dir(dir, options).map_err(|errors| {
+        print_errors(&errors);
+        ExitCode::FAILURE
+    })
+}
+
+fn print_errors(errors: &[RuleError]) {
+    eprintln!("{} error(s):", errors.len());
+    for e in errors {
+        eprintln!("  {e}");
+    }
+}
+
+fn check(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
+    let rules = match load(dir, &config.rules.compile_options()) {
+        Ok(rules) => rules,
+        Err(code) => return Ok(code),
+    };
+    let native = rules.rules().iter().filter(|r| r.is_native()).count();
+    let indexed = rules.rules().iter().filter(|r| !r.classes.is_empty()).count();
+    let examples: usize = rules.rules().iter().map(|r| r.meta.examples.len()).sum();
+    println!(
+        "{}: {} rule(s) OK — {native} compiled to native predicates, {indexed} indexed by event class, {examples} example(s)",
+        dir.display(),
+        rules.rules().len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
+    let rules = match load(dir, &config.rules.compile_options()) {
+        Ok(rules) => rules,
+        Err(code) => return Ok(code),
+    };
+    let results = examples::run(&rules);
+    let mut failed = 0;
+    for r in &results {
+        match &r.failure {
+            None => println!("ok    {} — {}", r.rule, r.example),
+            Some(why) => {
+                failed += 1;
+                println!("FAIL  {} — {}: {why}", r.rule, r.example);
+            }
+        }
+    }
+    let without: Vec<&str> =
+        rules.rules().iter().filter(|r| r.meta.examples.is_empty()).map(|r| r.meta.id.as_str()).collect();
+    if !without.is_empty() {
+        println!("rules without examples: {}", without.join(", "));
+    }
+    println!("{} example(s), {failed} failed", results.len());
+    Ok(if failed == 0 && without.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn cost(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
+    let options = CompileOptions { count_operations: true, ..config.rules.compile_options() };
+    let rules = match load(dir, &options) {
+        Ok(rules) => rules,
+        Err(code) => return Ok(code),
+    };
+    println!("{:<36} {:>7} {:>12} {:>10} {:>7}", "RULE", "NATIVE", "OPS/EVAL", "NS/EVAL", "EVENTS");
+    for c in examples::cost(&rules) {
+        println!(
+            "{:<36} {:>7} {:>12.1} {:>10.0} {:>7}",
+            c.rule,
+            if c.native { "yes" } else { "no" },
+            c.operations,
+            c.nanos,
+            c.events
+        );
+    }
+    println!("(operation budget per evaluation: {})", config.rules.limits.max_operations);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
+    let rules = match load(dir, &config.rules.compile_options()) {
+        Ok(rules) => rules,
+        Err(code) => return Ok(code),
+    };
+    println!("{:<36} {:<4} {:<24} {:<7} TITLE", "RULE", "PRI", "CLASSES", "NATIVE");
+    for r in rules.rules() {
+        let classes: Vec<&str> = r.classes.iter().map(|c| c.as_str()).collect();
+        let classes = if classes.is_empty() { "*".to_owned() } else { classes.join(",") };
+        println!(
+            "{:<36} {:<4} {:<24} {:<7} {}",
+            r.meta.id,
+            r.meta.severity,
+            classes,
+            if r.is_native() { "yes" } else { "no" },
+            r.meta.title
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// RFC 3339, or a duration meaning that long ago (`2h`, `7d`).
+fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let ago = humantime::parse_duration(s)
+        .with_context(|| format!("`{s}` is neither an RFC 3339 time nor a duration like 2h"))?;
+    Ok(Utc::now() - chrono::Duration::from_std(ago)?)
+}
+
+fn backtest(
+    config: &VigilConfig,
+    dir: &Path,
+    from: Option<&str>,
+    to: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let rules = match load(dir, &config.rules.compile_options()) {
+        Ok(rules) => rules,
+        Err(code) => return Ok(code),
+    };
+    let from = from.map(parse_time).transpose()?;
+    let to = to.map(parse_time).transpose()?;
+    let store = Store::open_read_only(&config.store.path)
+        .with_context(|| format!("opening the store in {}", config.store.path.display()))?;
+    let log = Log::read_only(&store)?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let report = backtest::run(&log, rules, config.detect.clone(), from, to, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    if json {
+        for alert in &report.alerts {
+            println!("{}", serde_json::to_string(&serde_json::json!({ "kind": "alert", "record": alert }))?);
+        }
+        for incident in &report.incidents {
+            println!("{}", serde_json::to_string(&serde_json::json!({ "kind": "incident", "record": incident }))?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "replayed {} event(s): {} alert(s), {} incident(s) would have been raised",
+        report.events,
+        report.alerts.len(),
+        report.incidents.len()
+    );
+    for (rule, (alerts, incidents)) in report.by_rule() {
+        println!("  {rule:<36} {alerts:>6} alert(s) {incidents:>6} incident(s)");
+    }
+    if report.undecodable > 0 {
+        println!("  ({} stored record(s) did not decode and were skipped)", report.undecodable);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,136 @@
+use std::collections::BTreeMap;
+
+use super::*;
+
+fn alert(rule: &str, key: &str, secs: i64) -> Alert {
+    let time = DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("time");
+    let mut entities = Entities::default();
+    entities.ips.insert(key.to_owned());
+    Alert {
+        id: AlertId::generate(),
+        rule_id: RuleId::from(rule),
+        title: "Brute force".into(),
+        priority: Priority::P2,
+        category: None,
+        time,
+        first_time: time,
+        group: BTreeMap::from([("source.ip".to_owned(), key.to_owned())]),
+        group_key: key.into(),
+        dedup_key: key.into(),
+        count: 3,
+        event_ids: (0..3).map(|_| EventId::generate()).collect(),
+        entities,
+        affected_users: None,
+        techniques: vec![],
+        tags: vec![],
+        suppress_ms: None,
+    }
+}
+
+#[test]
+fn alerts_with_the_same_key_update_one_incident_across_restarts() {
+    let (_dir, store) = crate::store::testing::temp_store();
+    let mut book = IncidentBook::new(&store);
+    let first = book.apply(&alert("brute", "1.1.1.1", 0), Utc::now()).expect("apply");
+    let second = book.apply(&alert("brute", "1.1.1.1", 5), Utc::now()).expect("apply");
+    let other = book.apply(&alert("brute", "2.2.2.2", 6), Utc::now()).expect("apply");
+    assert_eq!(
+        (first.change, second.change, other.change),
+        (ChangeKind::Opened, ChangeKind::Updated, ChangeKind::Opened)
+    );
+    assert_eq!(first.incident.id, second.incident.id);
+    assert_ne!(first.incident.id, other.incident.id);
+    assert_eq!((second.incident.alert_count, second.incident.event_count), (2, 6));
+    assert_eq!(second.incident.timeline.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["opened", "alert"]);
+    store.write(book.take_ops().expect("ops"), true).expect("write");
+    let mut book = IncidentBook::new(&store);
+    let third = book.apply(&alert("brute", "1.1.1.1", 9), Utc::now()).expect("apply");
+    assert_eq!((third.change, third.incident.id), (ChangeKind::Updated, first.incident.id));
+    store.write(book.take_ops().expect("ops"), true).expect("write");
+    assert_eq!(list(&store, 10, None).expect("list").len(), 2);
+    assert_eq!(get(&store, first.incident.id).expect("get").map(|i| i.alert_count), Some(3));
+}
+
+#[test]
+fn lifecycle_transitions_are_recorded_and_invalid_ones_refused() {
+    let mut book = IncidentBook::in_memory();
+    let id = book.apply(&alert("brute", "1.1.1.1", 0), Utc::now()).expect("apply").incident.id;
+    let change = book.transition(id, IncidentStatus::Acknowledged, "alice", Some("looking"), Utc::now()).expect("ack");
+    assert_eq!(
+        (change.previous_status, change.incident.status),
+        (Some(IncidentStatus::Detected), IncidentStatus::Acknowledged)
+    );
+    let last = change.incident.timeline.last().expect("entry");
+    assert_eq!((last.actor.as_deref(), last.detail.as_str()), (Some("alice"), "detected → acknowledged: looking"));
+    assert!(matches!(
+        book.transition(id, IncidentStatus::Detected, "alice", None, Utc::now()),
+        Err(Error::Transition(_))
+    ));
+    let resolved = book.transition(id, IncidentStatus::Resolved, "alice", None, Utc::now()).expect("resolve");
+    assert!(resolved.incident.resolved_at.is_some());
+    let reopened =
+        book.transition(id, IncidentStatus::Investigating, "bob", Some("it is back"), Utc::now()).expect("reopen");
+    assert_eq!(reopened.incident.resolved_at, None);
+    assert!(matches!(
+        book.transition(IncidentId::generate(), IncidentStatus::Closed, "x", None, Utc::now()),
+        Err(Error::NotFound(_))
+    ));
+    book.assign(id, Some("carol"), "bob", Utc::now()).expect("assign");
+    let commented = book.comment(id, "blocked at the edge", "carol", Utc::now()).expect("comment");
+    assert_eq!(commented.incident.assignee.as_deref(), Some("carol"));
+}
+
+#[test]
+fn resolved_incidents_are_followed_by_new_ones_unless_suppressed() {
+    let mut book = IncidentBook::in_memory();
+    let first = book.apply(&alert("brute", "1.1.1.1", 0), Utc::now()).expect("apply").incident.id;
+    book.transition(first, IncidentStatus::Resolved, "a", None, Utc::now()).expect("resolve");
+    let again = book.apply(&alert("brute", "1.1.1.1", 60), Utc::now()).expect("apply");
+    assert_eq!(again.change, ChangeKind::Opened, "no suppression: a resolved incident is not updated");
+    assert_ne!(again.incident.id, first);
+
+    let mut book = IncidentBook::in_memory();
+    let mut suppressed = alert("brute", "9.9.9.9", 0);
+    suppressed.suppress_ms = Some(3_600_000);
+    let first = book.apply(&suppressed, Utc::now()).expect("apply").incident.id;
+    book.transition(first, IncidentStatus::Resolved, "a", None, Utc::now()).expect("resolve");
+    let mut repeat = alert("brute", "9.9.9.9", 1800);
+    repeat.suppress_ms = Some(3_600_000);
+    let change = book.apply(&repeat, Utc::now()).expect("apply");
+    assert_eq!(
+        (change.change, change.incident.id, change.incident.suppressed_count),
+        (ChangeKind::Suppressed, first, 1)
+    );
+    assert_eq!(change.incident.status, IncidentStatus::Resolved, "suppression does not reopen");
+    let mut later = alert("brute", "9.9.9.9", 3700);
+    later.suppress_ms = Some(3_600_000);
+    assert_eq!(
+        book.apply(&later, Utc::now()).expect("apply").change,
+        ChangeKind::Opened,
+        "after the window: a new incident"
+    );
+}
+
+#[test]
+fn classification_escalates_by_context() {
+    assert_eq!(classify(Priority::P3, None, 0, 0), Priority::P3);
+    assert_eq!(classify(Priority::P3, Some(Category::DataLeak), 0, 0), Priority::P1);
+    assert_eq!(classify(Priority::P3, Some(Category::ComplianceViolation), 0, 0), Priority::P1);
+    assert_eq!(classify(Priority::P3, Some(Category::ServiceOutage), 0, 0), Priority::P3);
+    assert_eq!(classify(Priority::P4, None, 10_001, 0), Priority::P0);
+    assert_eq!(classify(Priority::P3, None, 0, 4), Priority::P2);
+    assert_eq!(classify(Priority::P3, None, 0, 3), Priority::P3);
+
+    // The fifth incident of one rule within 24 h is one step more urgent.
+    let mut book = IncidentBook::in_memory();
+    let priorities: Vec<Priority> = (0..5)
+        .map(|i| {
+            book.apply(&alert("brute", &format!("10.0.0.{i}"), i * 60), Utc::now()).expect("apply").incident.priority
+        })
+        .collect();
+    assert_eq!(priorities, [Priority::P2, Priority::P2, Priority::P2, Priority::P2, Priority::P1]);
+
+    let mut big = alert("leak", "db01", 0);
+    big.affected_users = Some(25_000);
+    assert_eq!(book.apply(&big, Utc::now()).expect("apply").incident.priority, Priority::P0);
+}
