@@ -42,7 +42,7 @@ fn main() {
         let client = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while client.get(format!("{base}/readyz")).send().await.map(|r| r.status().as_u16()) != Ok(200) {
+        while client.get(format!("{base}/readyz")).send().await.map(|r| r.status().as_u16()).ok() != Some(200) {
             assert!(Instant::now() < deadline, "vigil did not become ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -132,7 +132,15 @@ fn demo_prints_each_hidden_attack_as_an_incident() {
         .expect("run demo");
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    for rule in ["ssh_brute_force", "root_login_from_public_address", "new_privileged_account", "web_path_scan"] {
+    let hidden = [
+        "ssh_brute_force",
+        "brute_force_then_success",
+        "root_login_from_public_address",
+        "new_privileged_account",
+        "password_spraying",
+        "web_path_scan",
+    ];
+    for rule in hidden {
         assert_eq!(
             stdout.lines().filter(|l| l.starts_with("INCIDENT") && l.contains(&format!("[{rule}]"))).count(),
             1,
@@ -141,8 +149,8 @@ fn demo_prints_each_hidden_attack_as_an_incident() {
     }
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("INCIDENT")).count(),
-        4,
+        hidden.len(),
         "no false positives in normal traffic:\n{stdout}"
     );
-    assert!(stdout.contains("4 incident(s) opened"), "{stdout}");
+    assert!(stdout.contains("6 incident(s) opened"), "{stdout}");
 }

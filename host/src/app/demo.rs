@@ -39,11 +39,15 @@ pub struct DemoStream {
     pub brute_force_ip: IpAddr,
     /// The web-scanning address.
     pub scanner_ip: IpAddr,
+    /// The password-spraying address.
+    pub sprayer_ip: IpAddr,
 }
 
 const HOSTS: [&str; 4] = ["bastion01", "web02", "db01", "build03"];
 const USERS: [&str; 6] = ["alice", "bob", "carol", "deploy", "backup", "erin"];
 const GUESSES: [&str; 8] = ["root", "admin", "oracle", "test", "ubuntu", "pi", "postgres", "root"];
+const SPRAYED: [&str; 11] =
+    ["alice.w", "bob.k", "carol.m", "dave.p", "erin.s", "frank.t", "grace.h", "heidi.l", "ivan.r", "judy.c", "mike.o"];
 const PATHS: [&str; 6] = ["/", "/login", "/api/orders", "/static/app.js", "/api/cart", "/health"];
 const SCAN_PATHS: [&str; 8] =
     ["/.env", "/wp-login.php", "/.git/config", "/admin", "/phpmyadmin", "/backup.zip", "/config.php", "/server-status"];
@@ -56,7 +60,11 @@ pub fn generate(options: &DemoOptions) -> DemoStream {
     };
     let brute_force_ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, rng.random_range(1..=254)));
     let scanner_ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, rng.random_range(1..=254)));
+    let sprayer_ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, rng.random_range(1..=254)));
     let total = options.events.max(200);
+    // The sprayer tries one account every 50 s or so: never ten failures in five minutes
+    // (no brute-force alert), but more than eight accounts in ten minutes.
+    let spray_every = total / SPRAYED.len();
     let span = Duration::minutes(10);
     let start = Utc::now() - span;
     let step = span / i32::try_from(total).unwrap_or(i32::MAX);
@@ -84,6 +92,14 @@ pub fn generate(options: &DemoOptions) -> DemoStream {
                 pid,
                 "new user: name=sysupdate, UID=0, GID=0, home=/root, shell=/bin/bash",
             )
+        } else if i % spray_every == spray_every / 2 && i / spray_every < SPRAYED.len() {
+            let user = SPRAYED[i / spray_every];
+            ssh(
+                t,
+                "bastion01",
+                pid,
+                &format!("Failed password for invalid user {user} from {sprayer_ip} port 40404 ssh2"),
+            )
         } else if (scan_from..scan_from + 30).contains(&i) {
             http(t, scanner_ip, "GET", SCAN_PATHS[i % SCAN_PATHS.len()], 404, "Mozilla/5.0 zgrab/0.x")
         } else {
@@ -91,7 +107,7 @@ pub fn generate(options: &DemoOptions) -> DemoStream {
         };
         events.push(event);
     }
-    DemoStream { events, brute_force_ip, scanner_ip }
+    DemoStream { events, brute_force_ip, scanner_ip, sprayer_ip }
 }
 
 fn normal(rng: &mut StdRng, t: DateTime<Utc>, host: &str, pid: u32) -> SecurityEvent {

@@ -258,9 +258,10 @@ async fn run_demo(config: VigilConfig, options: demo::DemoOptions, keep_running:
     let pipeline = Pipeline::start(config, Options { api: keep_running, print_incidents: true }).await?;
     let stream = demo::generate(&options);
     println!(
-        "vigil demo: {} events, ten minutes of traffic; hidden in it: an SSH brute force from {} and a web scan from {}",
+        "vigil demo: {} events, ten minutes of traffic; hidden in it: an SSH brute force from {} that succeeds and plants a UID-0 account, password spraying from {}, and a web scan from {}",
         stream.events.len(),
         stream.brute_force_ip,
+        stream.sprayer_ip,
         stream.scanner_ip
     );
     let mut opened = pipeline.subscribe_incidents();

@@ -175,6 +175,24 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_rule_passes_its_examples() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+        let rules = RuleSet::load_dir(&dir, &Default::default())
+            .unwrap_or_else(|e| panic!("the shipped rules compile: {e:#?}"));
+        assert!(rules.rules().len() >= 20, "the pack has {} rules", rules.rules().len());
+        for rule in rules.rules() {
+            let positive = rule.meta.examples.iter().any(|e| e.alerts > 0);
+            let negative = rule.meta.examples.iter().any(|e| e.alerts == 0);
+            assert!(positive && negative, "{} needs an example that alerts and one that does not", rule.meta.id);
+        }
+        let failures: Vec<String> = run(&rules)
+            .into_iter()
+            .filter_map(|r| r.failure.map(|f| format!("{} — {}: {f}", r.rule, r.example)))
+            .collect();
+        assert!(failures.is_empty(), "failing examples:\n{}", failures.join("\n"));
+    }
+
+    #[test]
     fn repeat_spaces_events_in_time() {
         let events = example_events(&[
             serde_json::json!({ "repeat": 3, "every": "10s", "event": { "class": "dns" } }),

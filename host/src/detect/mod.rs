@@ -122,6 +122,7 @@ enum Kind {
     Single,
     Threshold { count: usize, within_ms: i64 },
     Distinct { field: FieldPath, count: usize, within_ms: i64 },
+    Sum { field: FieldPath, at_least: u64, within_ms: i64 },
     Sequence { steps: Vec<(u32, u32)>, within_ms: i64 },
     Absence { first_bit: u32, then_bit: u32, within_ms: i64 },
 }
@@ -138,6 +139,9 @@ impl Kind {
             Some(WindowSpec::Distinct { field, count, within }) => {
                 Self::Distinct { field: field.clone(), count: *count as usize, within_ms: ms(within) }
             }
+            Some(WindowSpec::Sum { field, at_least, within }) => {
+                Self::Sum { field: field.clone(), at_least: *at_least, within_ms: ms(within) }
+            }
             Some(WindowSpec::Sequence { steps, within }) => {
                 Self::Sequence { steps: steps.iter().map(|s| (bit(&s.when), s.count)).collect(), within_ms: ms(within) }
             }
@@ -152,6 +156,7 @@ impl Kind {
             Self::Single => 0,
             Self::Threshold { within_ms, .. }
             | Self::Distinct { within_ms, .. }
+            | Self::Sum { within_ms, .. }
             | Self::Sequence { within_ms, .. }
             | Self::Absence { within_ms, .. } => *within_ms,
         }
@@ -328,7 +333,7 @@ impl Detector {
         }
         let Some((group, key)) = group_of(&self.states[index].rule, event) else { return };
         let value = match &kind {
-            Kind::Distinct { field, .. } => match field.get(event) {
+            Kind::Distinct { field, .. } | Kind::Sum { field, .. } => match field.get(event) {
                 Some(v) => Some(v.to_text().into_owned()),
                 None => return,
             },
@@ -357,6 +362,7 @@ impl Detector {
                 let fired = match &kind {
                     Kind::Threshold { count, within_ms } => window.threshold(at, *count, *within_ms),
                     Kind::Distinct { count, within_ms, .. } => window.distinct(at, *count, *within_ms),
+                    Kind::Sum { at_least, within_ms, .. } => window.sum(at, *at_least, *within_ms),
                     Kind::Sequence { steps, within_ms } => window.sequence(steps, *within_ms),
                     Kind::Single | Kind::Absence { .. } => None,
                 };

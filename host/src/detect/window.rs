@@ -113,62 +113,98 @@ impl Window {
         None
     }
 
+    /// The first index whose entry is at or after `t`.
+    fn first_at(&self, t: i64) -> usize {
+        self.entries.partition_point(|e| e.t < t)
+    }
+
     /// Distinct: `count` different values within `within_ms`, among windows that contain
-    /// the entry at `at`. The first entry of each value is the one reported.
+    /// the entry at `at`. One sweep with two pointers over the windows that start within
+    /// `within_ms` before it; the first entry of each value is the one reported.
     pub fn distinct(&mut self, at: usize, count: usize, within_ms: i64) -> Option<Fired> {
         let t = self.entries[at].t;
-        let start = self.entries.partition_point(|e| e.t < t.saturating_sub(within_ms));
-        for first in start..=at {
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let begin = self.first_at(t.saturating_sub(within_ms));
+        let mut end = begin;
+        for first in begin..=at {
             let end_t = self.entries[first].t.saturating_add(within_ms);
-            if t > end_t {
-                continue;
+            while end < self.entries.len() && self.entries[end].t <= end_t {
+                *seen.entry(self.entries[end].value.as_deref().unwrap_or("")).or_default() += 1;
+                end += 1;
             }
-            let mut seen: Vec<&str> = Vec::new();
-            let mut positions = Vec::new();
-            for (i, e) in self.entries.iter().enumerate().skip(first) {
-                if e.t > end_t {
-                    break;
+            if end > at && seen.len() >= count {
+                let mut values: Vec<&str> = Vec::new();
+                let mut positions = Vec::new();
+                for i in first..end {
+                    let value = self.entries[i].value.as_deref().unwrap_or("");
+                    if !values.contains(&value) {
+                        values.push(value);
+                        positions.push(i);
+                    }
                 }
-                let value = e.value.as_deref().unwrap_or("");
-                if !seen.contains(&value) {
-                    seen.push(value);
-                    positions.push(i);
-                }
-            }
-            if seen.len() >= count {
                 return Some(self.take(&positions));
+            }
+            let leaving = self.entries[first].value.as_deref().unwrap_or("");
+            if let Some(n) = seen.get_mut(leaving) {
+                *n -= 1;
+                if *n == 0 {
+                    seen.remove(leaving);
+                }
             }
         }
         None
     }
 
-    /// Sequence: each step's matcher bit matched `count` times, in event-time order, the
-    /// whole chain within `within_ms` of its first match. Earliest chain fires.
-    pub fn sequence(&mut self, steps: &[(u32, u32)], within_ms: i64) -> Option<Fired> {
-        let (first_bit, _) = steps[0];
-        for start in 0..self.entries.len() {
-            if self.entries[start].bits & first_bit == 0 {
-                continue;
+    /// Sum: the values (numbers) of entries within `within_ms` add up to `at_least`, among
+    /// windows that contain the entry at `at` (one two-pointer sweep).
+    pub fn sum(&mut self, at: usize, at_least: u64, within_ms: i64) -> Option<Fired> {
+        let t = self.entries[at].t;
+        let amount = |e: &Entry| e.value.as_deref().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let begin = self.first_at(t.saturating_sub(within_ms));
+        let mut total = 0u64;
+        let mut end = begin;
+        for first in begin..=at {
+            let end_t = self.entries[first].t.saturating_add(within_ms);
+            while end < self.entries.len() && self.entries[end].t <= end_t {
+                total = total.saturating_add(amount(&self.entries[end]));
+                end += 1;
             }
-            let deadline = self.entries[start].t.saturating_add(within_ms);
+            if end > at && total >= at_least {
+                let positions: Vec<usize> = (first..end).collect();
+                return Some(self.take(&positions));
+            }
+            total = total.saturating_sub(amount(&self.entries[first]));
+        }
+        None
+    }
+
+    /// Sequence: each step's matcher bit matched `count` times, in event-time order, the
+    /// whole chain within `within_ms`. For each entry matching the last step (earliest
+    /// first), a greedy left-to-right pass over the `within_ms` before it finds the chain if
+    /// one exists (greedy matching is optimal for an ordered pattern), so the cost is linear
+    /// in the window per candidate end.
+    pub fn sequence(&mut self, steps: &[(u32, u32)], within_ms: i64) -> Option<Fired> {
+        let (last_bit, _) = steps[steps.len() - 1];
+        let ends: Vec<usize> = (0..self.entries.len()).filter(|&i| self.entries[i].bits & last_bit != 0).collect();
+        for end in ends {
+            let from = self.first_at(self.entries[end].t.saturating_sub(within_ms));
             let mut stage = 0;
             let mut counted = 0;
             let mut positions = Vec::new();
-            for i in start..self.entries.len() {
-                let e = &self.entries[i];
-                if e.t > deadline {
-                    break;
-                }
+            for i in from..=end {
                 let (bit, needed) = steps[stage];
-                if e.bits & bit != 0 {
-                    positions.push(i);
-                    counted += 1;
-                    if counted == needed {
-                        stage += 1;
-                        counted = 0;
-                        if stage == steps.len() {
-                            return Some(self.take(&positions));
-                        }
+                // The chain's final match is this end: earlier last-step matches are skipped.
+                let final_match = stage + 1 == steps.len() && counted + 1 == needed;
+                if self.entries[i].bits & bit == 0 || (final_match && i != end) {
+                    continue;
+                }
+                positions.push(i);
+                counted += 1;
+                if counted == needed {
+                    stage += 1;
+                    counted = 0;
+                    if stage == steps.len() {
+                        return Some(self.take(&positions));
                     }
                 }
             }
@@ -232,6 +268,19 @@ mod tests {
         let fired = w.distinct(at, 3, 1000).expect("three distinct values");
         assert_eq!(fired.ids.len(), 3);
         assert_eq!(w.entries().count(), 1, "the repeated `a` stays");
+    }
+
+    #[test]
+    fn sum_adds_values_within_the_window() {
+        let mut w = Window::default();
+        for (t, v) in [(0, "400"), (10, "500")] {
+            let (at, _) = w.insert(entry(t, 1, Some(v)));
+            assert_eq!(w.sum(at, 1000, 100), None);
+        }
+        let (at, _) = w.insert(entry(200, 1, Some("900")));
+        assert_eq!(w.sum(at, 1000, 100), None, "the first two are too old for the third");
+        let (at, _) = w.insert(entry(250, 1, Some("100")));
+        assert_eq!(w.sum(at, 1000, 100).map(|f| f.ids.len()), Some(2));
     }
 
     #[test]

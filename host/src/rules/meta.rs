@@ -88,6 +88,17 @@ pub enum WindowSpec {
         #[serde(with = "humantime_serde")]
         within: Duration,
     },
+    /// The sum of numeric `field` over matching events within `within` reaches `at_least`
+    /// (data exfiltration: `source.bytes` per `user.name`).
+    Sum {
+        /// The numeric field summed.
+        field: FieldPath,
+        /// The total that fires the window.
+        at_least: u64,
+        /// Window length.
+        #[serde(with = "humantime_serde")]
+        within: Duration,
+    },
     /// The steps matched in order (by event time), all within `within` of the first.
     Sequence {
         /// The steps, in order.
@@ -114,6 +125,7 @@ impl WindowSpec {
         match self {
             Self::Threshold { within, .. }
             | Self::Distinct { within, .. }
+            | Self::Sum { within, .. }
             | Self::Sequence { within, .. }
             | Self::Absence { within, .. } => *within,
         }

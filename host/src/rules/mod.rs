@@ -423,6 +423,7 @@ fn validate_meta(path: &Path, meta: &RuleMeta) -> Vec<RuleError> {
             WindowSpec::Threshold { count, .. } | WindowSpec::Distinct { count, .. } if *count == 0 => {
                 error("RULE.window.count must be at least 1".into());
             }
+            WindowSpec::Sum { at_least: 0, .. } => error("RULE.window.at_least must be at least 1".into()),
             WindowSpec::Sequence { steps, .. } if steps.len() < 2 || steps.len() > 16 => {
                 error("RULE.window.steps needs 2 to 16 steps".into());
             }

@@ -228,7 +228,8 @@ impl Log {
             return Ok(RetentionReport::default());
         }
         let cutoff_ms = Utc::now().timestamp_millis() - i64::try_from(policy.max_age.as_millis()).unwrap_or(i64::MAX);
-        let mut wanted = self.seq_at_time(cutoff_ms)?;
+        // Records at or before the cutoff have reached the maximum age.
+        let mut wanted = self.seq_at_time(cutoff_ms.saturating_add(1))?;
         let size = self.size_bytes();
         let max = policy.max_bytes.as_u64();
         if size > max && size > 0 {
