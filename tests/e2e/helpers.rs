@@ -50,10 +50,12 @@ impl Server {
     pub fn start(dir: &Path, extra: &str) -> Self {
         let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = dir.join("vigil.toml");
+        // The shipped rules unless `extra` brings its own `[rules]`.
+        let rules =
+            if extra.contains("[rules]") { String::new() } else { format!("[rules]\ndir = {:?}\n", rules_dir()) };
         let text = format!(
-            "[api]\nlisten = \"{api}\"\n[store]\npath = {data:?}\n[rules]\ndir = {rules:?}\n[telemetry]\nlog_format = \"json\"\nlog_level = \"info\"\n{extra}\n",
+            "[api]\nlisten = \"{api}\"\n[store]\npath = {data:?}\n{rules}[telemetry]\nlog_format = \"json\"\nlog_level = \"info\"\n{extra}\n",
             data = dir.join("data"),
-            rules = rules_dir(),
         );
         std::fs::write(&config, text).expect("write config");
         let mut server = Self { child: None, dir: dir.to_owned(), api, config };

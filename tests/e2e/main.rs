@@ -2,6 +2,7 @@
 
 mod cli;
 mod crash;
+mod detection;
 mod helpers;
 mod http_ingest;
 mod layering;

@@ -144,20 +144,20 @@ fn normal(rng: &mut StdRng, t: DateTime<Utc>, host: &str, pid: u32) -> SecurityE
         _ => {
             let mut e = SecurityEvent::new(EventClass::Process, t);
             e.action = Some("process_started".into());
-            e.host = Some(crate::event::Host { name: Some(host.into()), ..Default::default() });
-            e.user = Some(User { name: Some(user.into()), ..Default::default() });
+            e.host = Some(Box::new(crate::event::Host { name: Some(host.into()), ..Default::default() }));
+            e.user = Some(Box::new(User { name: Some(user.into()), ..Default::default() }));
             let (name, cmd) = [
                 ("git", "git pull --ff-only"),
                 ("python3", "python3 manage.py migrate"),
                 ("ls", "ls -la"),
                 ("cron", "/usr/sbin/cron -f"),
             ][rng.random_range(0..4)];
-            e.process = Some(Process {
+            e.process = Some(Box::new(Process {
                 pid: Some(pid),
                 name: Some(name.into()),
                 command_line: Some(cmd.into()),
                 ..Default::default()
-            });
+            }));
             e
         }
     }
@@ -180,13 +180,14 @@ fn http(t: DateTime<Utc>, client: IpAddr, method: &str, path: &str, status: u16,
     e.provider = Some("nginx".into());
     e.source = Some(Endpoint { ip: Some(client), ..Default::default() });
     e.destination = Some(Endpoint { domain: Some("shop.example.com".into()), port: Some(443), ..Default::default() });
-    e.url = Some(Url { path: Some(path.into()), domain: Some("shop.example.com".into()), ..Default::default() });
-    e.http = Some(Http {
+    e.url =
+        Some(Box::new(Url { path: Some(path.into()), domain: Some("shop.example.com".into()), ..Default::default() }));
+    e.http = Some(Box::new(Http {
         method: Some(method.into()),
         status_code: Some(status),
         user_agent: Some(agent.into()),
         ..Default::default()
-    });
+    }));
     e.outcome = if status < 400 { Outcome::Success } else { Outcome::Failure };
     e
 }

@@ -16,7 +16,9 @@ mod alert;
 pub mod examples;
 mod window;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -168,7 +170,7 @@ impl Kind {
 struct RuleState {
     rule: Arc<CompiledRule>,
     kind: Kind,
-    windows: HashMap<String, Window>,
+    windows: FxHashMap<String, Window>,
     pending_evaluations: u64,
     evaluations: Counter,
     alerts: Counter,
@@ -184,7 +186,7 @@ impl RuleState {
         let labels = RuleLabels { rule: rule.meta.id.to_string() };
         Self {
             kind: Kind::of(&rule),
-            windows: HashMap::new(),
+            windows: FxHashMap::default(),
             pending_evaluations: 0,
             evaluations: metrics.evaluations.get_or_create(&labels).clone(),
             alerts: metrics.alerts.get_or_create(&labels).clone(),
@@ -205,7 +207,7 @@ pub struct Detector {
     states: Vec<RuleState>,
     config: DetectConfig,
     metrics: DetectMetrics,
-    dirty: HashSet<(usize, String)>,
+    dirty: FxHashSet<(usize, String)>,
     /// Absence deadlines: (deadline ms, rule index, group key).
     deadlines: BTreeSet<(i64, usize, String)>,
     newest_ms: i64,
@@ -221,7 +223,7 @@ impl Detector {
             states,
             config,
             metrics,
-            dirty: HashSet::new(),
+            dirty: FxHashSet::default(),
             deadlines: BTreeSet::new(),
             newest_ms: i64::MIN,
             since_sweep: 0,
@@ -356,15 +358,33 @@ impl Detector {
                 }
                 None
             }
+            Kind::Distinct { count, within_ms, .. } => {
+                // Only the newest match of each value matters for windows that reach the
+                // present, so a distinct window holds at most one entry per value (and
+                // fewer than `count` values, or it would have fired).
+                let value = value.unwrap_or_default();
+                match window.position_of_value(&value) {
+                    Some(p) if window.entry(p).t >= t => None,
+                    existing => {
+                        if let Some(p) = existing {
+                            window.remove(p);
+                        }
+                        let (at, dropped) = window.insert(Entry { t, id: event.id, bits: mask, value: Some(value) });
+                        state.evicted.inc_by(dropped as u64);
+                        let fired = window.distinct(at, *count, *within_ms);
+                        window.expire(cutoff);
+                        fired
+                    }
+                }
+            }
             _ => {
                 let (at, dropped) = window.insert(Entry { t, id: event.id, bits: mask, value });
                 state.evicted.inc_by(dropped as u64);
                 let fired = match &kind {
                     Kind::Threshold { count, within_ms } => window.threshold(at, *count, *within_ms),
-                    Kind::Distinct { count, within_ms, .. } => window.distinct(at, *count, *within_ms),
                     Kind::Sum { at_least, within_ms, .. } => window.sum(at, *at_least, *within_ms),
                     Kind::Sequence { steps, within_ms } => window.sequence(steps, *within_ms),
-                    Kind::Single | Kind::Absence { .. } => None,
+                    Kind::Single | Kind::Absence { .. } | Kind::Distinct { .. } => None,
                 };
                 window.expire(cutoff);
                 fired

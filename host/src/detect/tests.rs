@@ -27,7 +27,7 @@ fn auth(ip: &str, user: &str, outcome: Outcome, secs: i64) -> Arc<SecurityEvent>
     let mut e = SecurityEvent::new(EventClass::Authentication, t);
     e.outcome = outcome;
     e.source = Some(Endpoint { ip: Some(ip.parse().expect("ip")), ..Default::default() });
-    e.user = Some(User { name: Some(user.into()), ..Default::default() });
+    e.user = Some(Box::new(User { name: Some(user.into()), ..Default::default() }));
     Arc::new(e)
 }
 
@@ -268,7 +268,7 @@ fn dedup_templates_and_affected_users() {
     "#;
     let mut d = detector(&[rule]);
     let mut e = SecurityEvent::new(EventClass::File, Utc::now());
-    e.user = Some(User { name: Some("eve".into()), ..Default::default() });
+    e.user = Some(Box::new(User { name: Some("eve".into()), ..Default::default() }));
     e.attributes.insert("affected_users".into(), serde_json::json!(12000));
     let alerts = run(&mut d, &[Arc::new(e)]);
     assert_eq!(alerts[0].dedup_key, "eve@");

@@ -71,6 +71,21 @@ impl Window {
         }
     }
 
+    /// The position of the entry with `value`, if any.
+    pub fn position_of_value(&self, value: &str) -> Option<usize> {
+        self.entries.iter().position(|e| e.value.as_deref() == Some(value))
+    }
+
+    /// The entry at `position`.
+    pub fn entry(&self, position: usize) -> &Entry {
+        &self.entries[position]
+    }
+
+    /// Removes the entry at `position`.
+    pub fn remove(&mut self, position: usize) {
+        self.entries.remove(position);
+    }
+
     /// Event time of the newest entry.
     pub fn newest_ms(&self) -> Option<i64> {
         self.entries.back().map(|e| e.t)

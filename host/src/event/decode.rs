@@ -189,6 +189,10 @@ fn explain(text: &str) -> Vec<Problem> {
 
 /// Rejects input whose arrays and objects nest deeper than `limit`, without parsing it.
 fn check_depth(bytes: &[u8], limit: usize) -> Result<(), DecodeError> {
+    // Fewer opening brackets than the limit cannot nest past it: skip the exact scan.
+    if bytes.iter().filter(|&&b| b == b'{' || b == b'[').count() <= limit {
+        return Ok(());
+    }
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;

@@ -299,7 +299,7 @@ mod tests {
         let mut e = SecurityEvent::new(EventClass::Authentication, Utc::now());
         e.source =
             Some(Endpoint { ip: Some("198.51.100.7".parse().expect("ip")), port: Some(51234), ..Default::default() });
-        e.user = Some(User { name: Some("root".into()), ..Default::default() });
+        e.user = Some(Box::new(User { name: Some("root".into()), ..Default::default() }));
         e.labels.insert("env".into(), "prod".into());
         e.attributes = serde_json::from_str(r#"{"aws":{"region":"eu-west-1","n":3,"list":["a","b"]}}"#).expect("json");
         e

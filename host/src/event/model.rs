@@ -19,7 +19,7 @@ use super::ids::EventId;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One security event: the unit every source produces, the log stores, rules evaluate and
-/// sinks deliver.
+/// sinks deliver. Groups most events lack are boxed, which keeps the struct small to move.
 ///
 /// On input only `class` is required: a missing `id` gets a new time-ordered id, a missing
 /// `observed_time` the time Vigil received the event, and a missing `time` the observed time.
@@ -66,28 +66,28 @@ pub struct SecurityEvent {
     pub destination: Option<Endpoint>,
     /// Network details of the connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<Network>,
+    pub network: Option<Box<Network>>,
     /// The user who performed the activity (and, for account changes, the target account).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<User>,
+    pub user: Option<Box<User>>,
     /// The host the event was recorded on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<Host>,
+    pub host: Option<Box<Host>>,
     /// The process involved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process: Option<Process>,
+    pub process: Option<Box<Process>>,
     /// The file involved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<File>,
+    pub file: Option<Box<File>>,
     /// The URL involved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<Url>,
+    pub url: Option<Box<Url>>,
     /// HTTP request and response details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<Http>,
+    pub http: Option<Box<Http>>,
     /// Cloud provider context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cloud: Option<Cloud>,
+    pub cloud: Option<Box<Cloud>>,
     /// The tenant the event belongs to, for multi-tenant deployments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
@@ -384,7 +384,7 @@ pub struct User {
     pub roles: Vec<String>,
     /// The account acted upon, for account management events (ECS `user.target.*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<TargetUser>,
+    pub target: Option<Box<TargetUser>>,
 }
 
 /// The account an account-management event acts upon.
@@ -438,7 +438,7 @@ pub struct Process {
     pub command_line: Option<String>,
     /// The parent process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<ParentProcess>,
+    pub parent: Option<Box<ParentProcess>>,
 }
 
 /// The parent of a process.
@@ -474,7 +474,7 @@ pub struct File {
     pub size: Option<u64>,
     /// Hashes of the content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hash: Option<Hashes>,
+    pub hash: Option<Box<Hashes>>,
 }
 
 /// Content hashes, lowercase hex.

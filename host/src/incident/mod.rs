@@ -124,6 +124,45 @@ pub struct Incident {
 }
 
 impl Incident {
+    /// The incident without its timeline and with at most 20 event ids: what change records
+    /// in the log carry (the full incident is in the store and the API).
+    pub fn summary(&self) -> Incident {
+        Incident {
+            timeline: Vec::new(),
+            event_ids: self.event_ids.iter().take(20).copied().collect(),
+            entities: self.entities.clone(),
+            ..self.clone_header()
+        }
+    }
+
+    fn clone_header(&self) -> Incident {
+        Incident {
+            id: self.id,
+            rule_id: self.rule_id.clone(),
+            title: self.title.clone(),
+            priority: self.priority,
+            category: self.category,
+            status: self.status,
+            dedup_key: self.dedup_key.clone(),
+            assignee: self.assignee.clone(),
+            opened_at: self.opened_at,
+            updated_at: self.updated_at,
+            resolved_at: self.resolved_at,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            suppress_until: self.suppress_until,
+            alert_count: self.alert_count,
+            suppressed_count: self.suppressed_count,
+            event_count: self.event_count,
+            affected_users: self.affected_users,
+            event_ids: Vec::new(),
+            entities: Entities::default(),
+            techniques: self.techniques.clone(),
+            tags: self.tags.clone(),
+            timeline: Vec::new(),
+        }
+    }
+
     fn note(&mut self, time: DateTime<Utc>, kind: &str, actor: Option<&str>, detail: String) {
         let alerts = self.timeline.iter().filter(|e| e.kind == "alert" || e.kind == "suppressed").count();
         if (kind == "alert" || kind == "suppressed") && alerts >= MAX_ALERT_ENTRIES {
@@ -158,7 +197,7 @@ pub struct IncidentChange {
     /// The status before, for status changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_status: Option<IncidentStatus>,
-    /// The incident after the change.
+    /// The incident after the change, summarised (no timeline, at most 20 event ids).
     pub incident: Incident,
 }
 
@@ -228,7 +267,9 @@ impl IncidentBook {
         }
     }
 
-    fn latest_for_key(&mut self, key: &str) -> Result<Option<Incident>> {
+    /// The latest incident for a dedup key, loaded into the cache: (id, open, suppressed
+    /// until).
+    fn latest_for_key(&mut self, key: &str) -> Result<Option<(IncidentId, bool, Option<DateTime<Utc>>)>> {
         let id = match self.keys.get(key) {
             Some(id) => Some(*id),
             None => match &self.tables {
@@ -236,10 +277,14 @@ impl IncidentBook {
                 None => None,
             },
         };
-        match id {
-            Some(id) => self.get(id),
-            None => Ok(None),
+        let Some(id) = id else { return Ok(None) };
+        if !self.cache.contains_key(&id) {
+            if let Some(incident) = self.tables.as_ref().map(|t| t.incidents.get(id.as_bytes())).transpose()?.flatten()
+            {
+                self.cache.insert(id, incident);
+            }
         }
+        Ok(self.cache.get(&id).map(|i| (i.id, i.status.is_open(), i.suppress_until)))
     }
 
     /// An incident by id, from the cache or the store.
@@ -269,49 +314,33 @@ impl IncidentBook {
     /// Opens, updates or suppresses into the incident for `alert`'s dedup key.
     pub fn apply(&mut self, alert: &Alert, now: DateTime<Utc>) -> Result<IncidentChange> {
         let key = format!("{}:{}", alert.rule_id, alert.dedup_key);
-        let existing = self.latest_for_key(&key)?;
-        let (change, mut incident) = match existing {
-            Some(mut incident) if incident.status.is_open() => {
-                incident.alert_count += 1;
-                incident.note(now, "alert", None, format!("alert {} ({} events)", alert.id, alert.count));
-                (ChangeKind::Updated, incident)
-            }
-            Some(mut incident) if incident.suppress_until.is_some_and(|until| alert.time < until) => {
-                incident.suppressed_count += 1;
-                incident.note(now, "suppressed", None, format!("alert {} absorbed by suppression", alert.id));
-                (ChangeKind::Suppressed, incident)
-            }
-            _ => {
+        let latest = self.latest_for_key(&key)?;
+        let change = match latest {
+            Some((_, true, _)) => ChangeKind::Updated,
+            Some((_, false, Some(until))) if alert.time < until => ChangeKind::Suppressed,
+            _ => ChangeKind::Opened,
+        };
+        let id = match (change, latest) {
+            (ChangeKind::Opened, _) | (_, None) => {
                 let related = self.related_recent(&alert.rule_id, alert.first_time);
                 let incident = self.open(alert, key.clone(), now, related);
                 self.recent.entry(alert.rule_id.clone()).or_default().push_back(alert.first_time.timestamp_millis());
-                (ChangeKind::Opened, incident)
+                let id = incident.id;
+                self.cache.insert(id, incident);
+                id
+            }
+            (_, Some((id, ..))) => {
+                let first_seen = self.cache.get(&id).map_or(alert.first_time, |i| i.first_seen.min(alert.first_time));
+                let related = self.related_recent(&alert.rule_id, first_seen);
+                if let Some(incident) = self.cache.get_mut(&id) {
+                    join(incident, alert, change, related, now);
+                }
+                id
             }
         };
-        if change != ChangeKind::Opened {
-            incident.updated_at = now;
-            incident.first_seen = incident.first_seen.min(alert.first_time);
-            incident.last_seen = incident.last_seen.max(alert.time);
-            incident.event_count += alert.count;
-            let room = MAX_INCIDENT_EVENT_IDS.saturating_sub(incident.event_ids.len());
-            incident.event_ids.extend(alert.event_ids.iter().take(room));
-            incident.entities.merge(&alert.entities, MAX_ENTITIES);
-            incident.affected_users = incident.affected_users.max(alert.affected_users);
-            let affected = incident.affected_users.unwrap_or(0).max(incident.entities.users.len() as u64);
-            let related = self.related_recent(&alert.rule_id, incident.first_seen);
-            let classified = classify(alert.priority, alert.category, affected, related.saturating_sub(1));
-            if classified < incident.priority {
-                incident.note(
-                    now,
-                    "status",
-                    None,
-                    format!("priority raised from {} to {classified}", incident.priority),
-                );
-                incident.priority = classified;
-            }
-        }
-        self.keys.insert(key.clone(), incident.id);
-        self.remember(incident.clone(), key);
+        self.keys.insert(key.clone(), id);
+        self.remember(id, key);
+        let incident = self.cache.get(&id).map(Incident::summary).ok_or(Error::NotFound(id))?;
         Ok(IncidentChange { change, alert_id: Some(alert.id), previous_status: None, incident })
     }
 
@@ -386,9 +415,12 @@ impl IncidentBook {
             None => format!("{} → {}", from.as_str(), to.as_str()),
         };
         incident.note(now, "status", Some(actor), detail);
-        let key = incident.dedup_key.clone();
-        self.remember(incident.clone(), key);
-        Ok(IncidentChange { change: ChangeKind::Changed, alert_id: None, previous_status: Some(from), incident })
+        Ok(IncidentChange {
+            change: ChangeKind::Changed,
+            alert_id: None,
+            previous_status: Some(from),
+            incident: self.store_back(incident),
+        })
     }
 
     /// Assigns an incident (or clears the assignee with `None`).
@@ -408,9 +440,12 @@ impl IncidentBook {
             Some(actor),
             assignee.map_or("unassigned".into(), |a| format!("assigned to {a}")),
         );
-        let key = incident.dedup_key.clone();
-        self.remember(incident.clone(), key);
-        Ok(IncidentChange { change: ChangeKind::Changed, alert_id: None, previous_status: None, incident })
+        Ok(IncidentChange {
+            change: ChangeKind::Changed,
+            alert_id: None,
+            previous_status: None,
+            incident: self.store_back(incident),
+        })
     }
 
     /// Adds a comment to an incident's timeline.
@@ -418,17 +453,29 @@ impl IncidentBook {
         let mut incident = self.get(id)?.ok_or(Error::NotFound(id))?;
         incident.updated_at = now;
         incident.note(now, "note", Some(actor), text.to_owned());
-        let key = incident.dedup_key.clone();
-        self.remember(incident.clone(), key);
-        Ok(IncidentChange { change: ChangeKind::Changed, alert_id: None, previous_status: None, incident })
+        Ok(IncidentChange {
+            change: ChangeKind::Changed,
+            alert_id: None,
+            previous_status: None,
+            incident: self.store_back(incident),
+        })
     }
 
-    fn remember(&mut self, incident: Incident, key: String) {
+    /// Puts a changed incident back and returns its summary for the change record.
+    fn store_back(&mut self, incident: Incident) -> Incident {
+        let (id, key, summary) = (incident.id, incident.dedup_key.clone(), incident.summary());
+        self.cache.insert(id, incident);
+        self.remember(id, key);
+        summary
+    }
+
+    /// Marks an incident changed (to be written at the next `take_ops`).
+    fn remember(&mut self, id: IncidentId, key: String) {
+        self.changed.insert(id, key);
         if self.cache.len() > 10_000 {
-            self.cache.retain(|id, _| self.changed.contains_key(id));
+            let changed = &self.changed;
+            self.cache.retain(|id, _| changed.contains_key(id));
         }
-        self.changed.insert(incident.id, key);
-        self.cache.insert(incident.id, incident);
     }
 
     /// The store writes for every incident changed since the last call.
@@ -461,6 +508,31 @@ impl IncidentBook {
         let mut all: Vec<Incident> = self.cache.values().cloned().collect();
         all.sort_by_key(|i| i.id);
         all
+    }
+}
+
+/// Adds a further alert to an incident (updated while open, absorbed by suppression after).
+fn join(incident: &mut Incident, alert: &Alert, change: ChangeKind, related: usize, now: DateTime<Utc>) {
+    if change == ChangeKind::Suppressed {
+        incident.suppressed_count += 1;
+        incident.note(now, "suppressed", None, format!("alert {} absorbed by suppression", alert.id));
+    } else {
+        incident.alert_count += 1;
+        incident.note(now, "alert", None, format!("alert {} ({} events)", alert.id, alert.count));
+    }
+    incident.updated_at = now;
+    incident.first_seen = incident.first_seen.min(alert.first_time);
+    incident.last_seen = incident.last_seen.max(alert.time);
+    incident.event_count += alert.count;
+    let room = MAX_INCIDENT_EVENT_IDS.saturating_sub(incident.event_ids.len());
+    incident.event_ids.extend(alert.event_ids.iter().take(room));
+    incident.entities.merge(&alert.entities, MAX_ENTITIES);
+    incident.affected_users = incident.affected_users.max(alert.affected_users);
+    let affected = incident.affected_users.unwrap_or(0).max(incident.entities.users.len() as u64);
+    let classified = classify(alert.priority, alert.category, affected, related.saturating_sub(1));
+    if classified < incident.priority {
+        incident.note(now, "status", None, format!("priority raised from {} to {classified}", incident.priority));
+        incident.priority = classified;
     }
 }
 

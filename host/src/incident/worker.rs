@@ -305,7 +305,7 @@ impl DetectionWorker {
 
 fn record<T: serde::Serialize>(kind: RecordKind, value: &T) -> NewRecord {
     // Alerts and incident changes are plain data: encoding cannot fail.
-    NewRecord { kind: kind.tag(), payload: serde_json::to_vec(value).expect("record serializes") }
+    NewRecord::encode(kind.tag(), 1024, |buf| serde_json::to_writer(buf, value).expect("record serializes"))
 }
 
 /// Why a rule reload did not happen.

@@ -94,6 +94,8 @@ pub struct Matcher {
     pub function: String,
     /// Its native form, when it compiled to one.
     pub predicate: Option<Predicate>,
+    /// Otherwise, the native form of its leading conjuncts: false means no match.
+    pub prefilter: Option<Predicate>,
 }
 
 /// A rule compiled once at load: immutable, shareable across threads.
@@ -145,10 +147,11 @@ impl Default for CompileOptions {
     }
 }
 
-/// The rules of one load, their index by class, and the engine that evaluates them.
+/// The rules of one load, their index by class, and the engine that evaluates them. Cheap
+/// to clone: every part is shared.
 #[derive(Clone, Debug)]
 pub struct RuleSet {
-    rules: Vec<Arc<CompiledRule>>,
+    rules: Arc<[Arc<CompiledRule>]>,
     engine: Arc<Engine>,
     by_class: Arc<Vec<Vec<usize>>>,
     native: bool,
@@ -282,7 +285,7 @@ impl RuleSet {
                     .collect()
             })
             .collect();
-        Self { rules, engine: Arc::new(engine), by_class: Arc::new(by_class), native }
+        Self { rules: rules.into(), engine: Arc::new(engine), by_class: Arc::new(by_class), native }
     }
 
     /// The rules, in load order (disabled ones included).
@@ -302,7 +305,13 @@ impl RuleSet {
         let rule = &self.rules[index];
         let mut mask = 0;
         for (bit, matcher) in rule.matchers.iter().enumerate() {
-            let native = if self.native { matcher.predicate.as_ref().and_then(|p| p.eval(&event.0)) } else { None };
+            let native = if !self.native {
+                None
+            } else if let Some(predicate) = &matcher.predicate {
+                predicate.eval(&event.0)
+            } else {
+                matcher.prefilter.as_ref().and_then(|p| p.eval(&event.0)).filter(|pass| !pass)
+            };
             let hit = match native {
                 Some(hit) => hit,
                 None => self.call(rule, &matcher.function, event)?,
@@ -386,7 +395,7 @@ fn compile_rule(engine: &Engine, library: &Library, path: &Path, text: &str) -> 
             (Some(classes), false) => classes.extend(analysis.classes.iter().copied()),
             _ => inferred = None,
         }
-        matchers.push(Matcher { function, predicate: analysis.predicate });
+        matchers.push(Matcher { function, predicate: analysis.predicate, prefilter: analysis.prefilter });
     }
     let mut classes = if meta.classes.is_empty() { inferred.unwrap_or_default() } else { meta.classes.clone() };
     classes.sort();

@@ -235,6 +235,9 @@ fn compare(value: Value<'_>, op: CmpOp, literal: &Literal) -> Option<bool> {
 pub struct Analysis {
     /// The native predicate, when the whole body translates.
     pub predicate: Option<Predicate>,
+    /// When it does not: the leading conjuncts of its top-level `&&` that translate. When
+    /// they are false the condition is false, and Rhai need not run.
+    pub prefilter: Option<Predicate>,
     /// The event classes the condition can match; empty when unconstrained.
     pub classes: Vec<EventClass>,
 }
@@ -264,7 +267,15 @@ pub fn analyse(ast: &AST, name: &str, lists: &Lists) -> Analysis {
         _ => return Analysis::default(),
     };
     let translator = Translator { param: &param, lists };
-    Analysis { predicate: translator.predicate(&expr), classes: translator.classes(&expr) }
+    let predicate = translator.predicate(&expr);
+    let prefilter = match (&predicate, &expr) {
+        (None, Expr::And(items, _)) => {
+            let prefix: Vec<Predicate> = items.iter().map_while(|e| translator.predicate(e)).collect();
+            (!prefix.is_empty()).then_some(Predicate::And(prefix))
+        }
+        _ => None,
+    };
+    Analysis { predicate, prefilter, classes: translator.classes(&expr) }
 }
 
 struct Translator<'a> {

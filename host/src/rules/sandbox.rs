@@ -43,23 +43,32 @@ impl Default for SandboxLimits {
 #[derive(Clone, Debug)]
 pub struct EventRef(pub Arc<SecurityEvent>);
 
-/// A nested object of the event (`event.source`, `event.user.target`).
+/// A nested object of the event (`event.source`, `event.user.target`): an index into
+/// [`GROUPS`].
 #[derive(Clone, Debug)]
 struct Group {
     event: Arc<SecurityEvent>,
-    prefix: &'static str,
+    group: usize,
 }
 
-/// What a property name resolves to under a prefix ("" for the event itself).
+/// What a property name resolves to in one group.
 #[derive(Clone, Copy, Debug)]
 enum Member {
     Leaf(Field),
-    Group(&'static str),
+    Group(usize),
 }
 
-/// (prefix, property) → member, built from the field table.
-static MEMBERS: LazyLock<HashMap<(&'static str, &'static str), Member>> = LazyLock::new(|| {
-    let mut members = HashMap::new();
+/// The groups of the field table (`""` for the event itself, then `source`, `user`,
+/// `user.target`, …), and for each property name, what it means in each group. Built once;
+/// a property read is two array lookups, no hashing.
+struct Members {
+    groups: Vec<&'static str>,
+    by_name: Vec<(&'static str, Vec<Option<Member>>)>,
+}
+
+static GROUPS: LazyLock<Members> = LazyLock::new(|| {
+    let mut groups: Vec<&'static str> = vec![""];
+    let mut pairs: Vec<(&'static str, &'static str, Member)> = Vec::new();
     for field in Field::ALL {
         let name = field.name();
         // `user.target.name`: ("", "user") and ("user", "target") are groups,
@@ -67,13 +76,48 @@ static MEMBERS: LazyLock<HashMap<(&'static str, &'static str), Member>> = LazyLo
         let prefix_of = |start: usize| if start == 0 { "" } else { &name[..start - 1] };
         let mut start = 0;
         for (dot, _) in name.match_indices('.') {
-            members.insert((prefix_of(start), &name[start..dot]), Member::Group(&name[..dot]));
+            let group = &name[..dot];
+            let index = groups.iter().position(|g| *g == group).unwrap_or_else(|| {
+                groups.push(group);
+                groups.len() - 1
+            });
+            pairs.push((prefix_of(start), &name[start..dot], Member::Group(index)));
             start = dot + 1;
         }
-        members.insert((prefix_of(start), &name[start..]), Member::Leaf(*field));
+        pairs.push((prefix_of(start), &name[start..], Member::Leaf(*field)));
     }
-    members
+    let mut by_name: Vec<(&'static str, Vec<Option<Member>>)> = Vec::new();
+    for (prefix, property, member) in pairs {
+        let slot = groups.iter().position(|g| *g == prefix).unwrap_or(0);
+        let row = match by_name.iter().position(|(n, _)| *n == property) {
+            Some(i) => &mut by_name[i].1,
+            None => {
+                by_name.push((property, Vec::new()));
+                &mut by_name.last_mut().expect("just pushed").1
+            }
+        };
+        row.resize(groups.len().max(row.len()), None);
+        row[slot] = Some(member);
+    }
+    Members { groups, by_name }
 });
+
+fn member(
+    event: &Arc<SecurityEvent>,
+    group: usize,
+    name: &str,
+    row: &[Option<Member>],
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    match row.get(group).copied().flatten() {
+        Some(Member::Leaf(field)) => Ok(value_to_dynamic(field.get(event))),
+        Some(Member::Group(group)) => Ok(Dynamic::from(Group { event: event.clone(), group })),
+        None => {
+            let prefix = GROUPS.groups[group];
+            let path = if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") };
+            Err(format!("unknown event field `{path}`").into())
+        }
+    }
+}
 
 fn value_to_dynamic(value: Option<FieldValue<'_>>) -> Dynamic {
     match value {
@@ -83,17 +127,6 @@ fn value_to_dynamic(value: Option<FieldValue<'_>>) -> Dynamic {
         Some(FieldValue::List(items)) => items.iter().map(|s| Dynamic::from(s.clone())).collect::<Array>().into(),
         Some(FieldValue::Json(v)) => rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT),
         Some(other) => other.to_text().into_owned().into(),
-    }
-}
-
-fn member(event: &Arc<SecurityEvent>, prefix: &'static str, name: &str) -> Result<Dynamic, Box<EvalAltResult>> {
-    match MEMBERS.get(&(prefix, name)) {
-        Some(Member::Leaf(field)) => Ok(value_to_dynamic(field.get(event))),
-        Some(Member::Group(group)) => Ok(Dynamic::from(Group { event: event.clone(), prefix: group })),
-        None => {
-            let path = if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") };
-            Err(format!("unknown event field `{path}`").into())
-        }
     }
 }
 
@@ -182,18 +215,16 @@ pub fn build_engine(limits: &SandboxLimits, lists: &Lists, count_operations: boo
 fn register_event_api(engine: &mut Engine) {
     engine.register_type_with_name::<EventRef>("Event");
     engine.register_type_with_name::<Group>("EventGroup");
-    let mut top = Vec::new();
-    let mut nested = Vec::new();
-    for (prefix, name) in MEMBERS.keys() {
-        if prefix.is_empty() { top.push(*name) } else { nested.push(*name) }
-    }
-    nested.sort_unstable();
-    nested.dedup();
-    for name in top {
-        engine.register_get(name, move |e: &mut EventRef| member(&e.0, "", name));
-    }
-    for name in nested {
-        engine.register_get(name, move |g: &mut Group| member(&g.event, g.prefix, name));
+    for (name, row) in &GROUPS.by_name {
+        let name: &'static str = name;
+        let row: Arc<[Option<Member>]> = row.clone().into();
+        if row.first().copied().flatten().is_some() {
+            let top = row.clone();
+            engine.register_get(name, move |e: &mut EventRef| member(&e.0, 0, name, &top));
+        }
+        if row.iter().skip(1).any(Option::is_some) {
+            engine.register_get(name, move |g: &mut Group| member(&g.event, g.group, name, &row));
+        }
     }
     engine.register_get("labels", |e: &mut EventRef| {
         e.0.labels.iter().map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone()))).collect::<Map>()
@@ -245,8 +276,8 @@ mod tests {
         let mut e = SecurityEvent::new(EventClass::Authentication, Utc::now());
         e.source =
             Some(Endpoint { ip: Some("203.0.113.7".parse().expect("ip")), port: Some(22), ..Default::default() });
-        e.user = Some(User { name: Some("root".into()), ..Default::default() });
-        e.process = Some(Process { name: Some("sshd".into()), ..Default::default() });
+        e.user = Some(Box::new(User { name: Some("root".into()), ..Default::default() }));
+        e.process = Some(Box::new(Process { name: Some("sshd".into()), ..Default::default() }));
         e.labels.insert("env".into(), "prod".into());
         e.attributes = serde_json::from_str(r#"{"k":{"n":5}}"#).expect("json");
         EventRef(Arc::new(e))

@@ -135,9 +135,10 @@ fn library_lists_and_functions_are_shared() {
         compile_with(&[("r.rhai", rule), ("l.rhai", listed)], &[("lib/common.rhai", lib)], &CompileOptions::default())
             .expect("compiles");
     assert!(!set.rules()[0].is_native(), "calling a library function needs Rhai");
+    assert!(set.rules()[0].matchers()[0].prefilter.is_some(), "but its list lookup prefilters natively");
     assert!(set.rules()[1].is_native(), "a list lookup compiles natively");
     let mut e = SecurityEvent::new(EventClass::Authentication, Utc::now());
-    e.user = Some(User { name: Some("root".into()), ..Default::default() });
+    e.user = Some(Box::new(User { name: Some("root".into()), ..Default::default() }));
     e.source = Some(Endpoint { ip: Some("203.0.113.1".parse().expect("ip")), ..Default::default() });
     assert_eq!(set.evaluate_id("r", &e), Some(Ok(true)));
     e.source = Some(Endpoint { ip: Some("10.1.1.1".parse().expect("ip")), ..Default::default() });
@@ -215,10 +216,14 @@ fn random_event(rng: &mut StdRng) -> SecurityEvent {
         e.source = Some(Endpoint { ip: Some(ip.parse().expect("ip")), port, ..Default::default() });
     }
     if rng.random_bool(0.8) {
-        e.user = Some(User { name: Some(pick(rng, &["root", "ROOT", "admin", "alice", ""])), ..Default::default() });
+        e.user = Some(Box::new(User {
+            name: Some(pick(rng, &["root", "ROOT", "admin", "alice", ""])),
+            ..Default::default()
+        }));
     }
     if rng.random_bool(0.5) {
-        e.process = Some(Process { name: Some(pick(rng, &["sshd", "bash", "python", "ssh"])), ..Default::default() });
+        e.process =
+            Some(Box::new(Process { name: Some(pick(rng, &["sshd", "bash", "python", "ssh"])), ..Default::default() }));
     }
     if rng.random_bool(0.3) {
         e.tags = vec![pick(rng, &["prod", "dev"])];

@@ -69,11 +69,17 @@ pub fn decode_batch(body: &[u8], limits: &DecodeLimits, now: DateTime<Utc>) -> (
 
 /// Non-blank lines with their 1-based numbers; a trailing `\r` is dropped.
 fn split_lines(body: &[u8]) -> Vec<(usize, &[u8])> {
-    body.split(|&b| b == b'\n')
-        .enumerate()
-        .map(|(i, line)| (i + 1, line.strip_suffix(b"\r").unwrap_or(line)))
-        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-        .collect()
+    let mut lines = Vec::with_capacity(memchr::memchr_iter(b'\n', body).count() + 1);
+    let mut start = 0;
+    for (number, end) in memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len())).enumerate() {
+        let line = &body[start..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            lines.push((number + 1, line));
+        }
+        start = end + 1;
+    }
+    lines
 }
 
 /// The elements of a top-level JSON array, found by tracking strings and nesting only.

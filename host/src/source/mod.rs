@@ -238,10 +238,11 @@ impl Ingestor {
 fn encode(events: &[SecurityEvent]) -> Vec<NewRecord> {
     events
         .iter()
-        .map(|event| NewRecord {
-            kind: RecordKind::Event.tag(),
-            // A SecurityEvent always serializes: its maps have string keys.
-            payload: serde_json::to_vec(event).expect("SecurityEvent serializes to JSON"),
+        .map(|event| {
+            NewRecord::encode(RecordKind::Event.tag(), 512, |buf| {
+                // A SecurityEvent always serializes: its maps have string keys.
+                serde_json::to_writer(buf, event).expect("SecurityEvent serializes to JSON");
+            })
         })
         .collect()
 }

@@ -22,13 +22,37 @@ use super::{Cf, Error, Op, Result, RetentionConfig, Store, StoreConfig, SyncPoli
 
 const HEADER: usize = 9;
 
-/// A record to append.
+/// A record to append: its stored value with the header reserved in front, so the writer
+/// fills in the append time without copying the payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewRecord {
+    value: Vec<u8>,
+}
+
+impl NewRecord {
+    /// A record of `kind` whose payload `write` appends to the buffer it is given.
+    pub fn encode(kind: u8, capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Self {
+        let mut value = Vec::with_capacity(HEADER + capacity);
+        value.push(kind);
+        value.extend_from_slice(&[0; HEADER - 1]);
+        write(&mut value);
+        Self { value }
+    }
+
+    /// A record of `kind` with a copy of `payload`.
+    pub fn new(kind: u8, payload: &[u8]) -> Self {
+        Self::encode(kind, payload.len(), |buf| buf.extend_from_slice(payload))
+    }
+
     /// Kind tag (see `event::RecordKind`).
-    pub kind: u8,
-    /// Encoded record.
-    pub payload: Vec<u8>,
+    pub fn kind(&self) -> u8 {
+        self.value[0]
+    }
+
+    /// The encoded record.
+    pub fn payload(&self) -> &[u8] {
+        &self.value[HEADER..]
+    }
 }
 
 /// A record read back from the log.
@@ -297,22 +321,18 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, group: Vec<Request>) {
+    fn commit(&mut self, mut group: Vec<Request>) {
         // Append times never decrease, even if the wall clock steps back.
         let now_ms = Utc::now().timestamp_millis().max(self.last_time_ms);
         let mut batch = WriteBatch::default();
         let log_cf = self.store.cf(Cf::Log);
         let mut seq = self.next_seq;
         let mut receipts = Vec::with_capacity(group.len());
-        let mut value = Vec::new();
-        for req in &group {
+        for req in &mut group {
             receipts.push(AppendReceipt { first_seq: seq, count: req.records.len() as u64 });
-            for record in &req.records {
-                value.clear();
-                value.push(record.kind);
-                value.extend_from_slice(&now_ms.to_be_bytes());
-                value.extend_from_slice(&record.payload);
-                batch.put_cf(log_cf, seq.to_be_bytes(), &value);
+            for record in &mut req.records {
+                record.value[1..HEADER].copy_from_slice(&now_ms.to_be_bytes());
+                batch.put_cf(log_cf, seq.to_be_bytes(), &record.value);
                 seq += 1;
             }
         }
@@ -395,7 +415,7 @@ mod tests {
     use crate::store::testing::temp_store;
 
     fn rec(n: u8) -> NewRecord {
-        NewRecord { kind: 1, payload: vec![n; 3] }
+        NewRecord::new(1, &[n; 3])
     }
 
     fn start(store: &Store) -> (Log, LogWriter, std::thread::JoinHandle<()>) {

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::event::{Endpoint, EventClass, Network, Outcome, Process, SecurityEvent, TargetUser, User};
+use crate::event::{Endpoint, EventClass, Network, Outcome, SecurityEvent, TargetUser, User};
 
 static SSH_AUTH: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^(Failed|Accepted) (\S+) for (invalid user )?(\S*) from (\S+) port (\d+)").expect("valid regex")
@@ -50,9 +50,10 @@ fn login(event: &mut SecurityEvent, action: &str, outcome: Outcome, user: &str, 
     event.class = EventClass::Authentication;
     event.action = Some(action.to_owned());
     event.outcome = outcome;
-    event.user = Some(User { name: Some(user.to_owned()), ..Default::default() });
+    event.user = Some(Box::new(User { name: Some(user.to_owned()), ..Default::default() }));
     event.source = Some(endpoint(addr, port));
-    event.network = Some(Network { transport: Some("tcp".into()), protocol: Some("ssh".into()), ..Default::default() });
+    event.network =
+        Some(Box::new(Network { transport: Some("tcp".into()), protocol: Some("ssh".into()), ..Default::default() }));
 }
 
 fn sshd(event: &mut SecurityEvent) {
@@ -71,7 +72,7 @@ fn sshd(event: &mut SecurityEvent) {
         event.class = EventClass::Authentication;
         event.action = Some("session_opened".into());
         event.outcome = Outcome::Success;
-        event.user = Some(User { name: Some(c[2].to_owned()), ..Default::default() });
+        event.user = Some(Box::new(User { name: Some(c[2].to_owned()), ..Default::default() }));
     }
 }
 
@@ -82,12 +83,12 @@ fn sudo(event: &mut SecurityEvent) {
     event.class = EventClass::Authorization;
     event.action = Some("sudo".into());
     event.outcome = if failed { Outcome::Failure } else { Outcome::Success };
-    event.user = Some(User {
+    event.user = Some(Box::new(User {
         name: Some(c[1].to_owned()),
-        target: Some(TargetUser { name: Some(c[5].to_owned()), ..Default::default() }),
+        target: Some(Box::new(TargetUser { name: Some(c[5].to_owned()), ..Default::default() })),
         ..Default::default()
-    });
-    let process = event.process.get_or_insert_with(Process::default);
+    }));
+    let process = event.process.get_or_insert_with(Default::default);
     process.command_line = Some(c[6].to_owned());
     process.executable = c[6].split_whitespace().next().map(str::to_owned);
 }
@@ -98,8 +99,9 @@ fn useradd(event: &mut SecurityEvent) {
     event.class = EventClass::Account;
     event.action = Some("user_created".into());
     event.outcome = Outcome::Success;
-    let user = event.user.get_or_insert_with(User::default);
-    user.target = Some(TargetUser { name: Some(c[1].to_owned()), id: Some(c[2].to_owned()), ..Default::default() });
+    let user = event.user.get_or_insert_with(Default::default);
+    user.target =
+        Some(Box::new(TargetUser { name: Some(c[1].to_owned()), id: Some(c[2].to_owned()), ..Default::default() }));
 }
 
 #[cfg(test)]

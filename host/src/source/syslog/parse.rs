@@ -51,7 +51,7 @@ fn fill_from_header(event: &mut SecurityEvent, m: &Message<&str>) {
     let msg = m.msg.trim();
     event.message = (!msg.is_empty()).then(|| msg.to_owned());
     if let Some(host) = m.hostname.filter(|h| *h != "-") {
-        event.host = Some(Host { name: Some(host.to_owned()), ..Default::default() });
+        event.host = Some(Box::new(Host { name: Some(host.to_owned()), ..Default::default() }));
     }
     let app = m.appname.filter(|a| *a != "-");
     if let Some(app) = app {
@@ -63,7 +63,7 @@ fn fill_from_header(event: &mut SecurityEvent, m: &Message<&str>) {
         None => None,
     };
     if app.is_some() || pid.is_some() {
-        event.process = Some(Process { name: app.map(str::to_owned), pid, ..Default::default() });
+        event.process = Some(Box::new(Process { name: app.map(str::to_owned), pid, ..Default::default() }));
     }
     event.severity = m.severity.map(severity).unwrap_or_default();
     let mut syslog = Map::new();
