@@ -69,6 +69,36 @@ fn latency(name: &str, rules: &RuleSet, events: &[Arc<SecurityEvent>]) {
     println!("latency {name}: p50 {} ns, p99 {} ns, max {} ns per event", pct(0.5), pct(0.99), nanos[nanos.len() - 1]);
 }
 
+/// The costliest rules on the stream: time spent evaluating each on its candidate events.
+fn per_rule(rules: &RuleSet, events: &[Arc<SecurityEvent>]) {
+    let refs: Vec<vigil::rules::EventRef> = events.iter().map(|e| vigil::rules::EventRef(e.clone())).collect();
+    let mut costs: Vec<(f64, String, usize)> = rules
+        .rules()
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| {
+            let candidates: Vec<&vigil::rules::EventRef> =
+                refs.iter().filter(|e| rules.candidates(e.0.class).contains(&index)).collect();
+            let started = Instant::now();
+            for e in &candidates {
+                let _ = rules.evaluate(index, e);
+            }
+            let kind = if rule.is_native() { "native" } else { "rhai" };
+            (
+                started.elapsed().as_nanos() as f64 / events.len() as f64,
+                format!("{} [{kind}]", rule.meta.id),
+                candidates.len(),
+            )
+        })
+        .collect();
+    costs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let total: f64 = costs.iter().map(|c| c.0).sum();
+    println!("per-rule cost (ns per stream event, {total:.0} in all):");
+    for (ns, id, n) in costs.iter().take(8) {
+        println!("  {id:<40} {ns:>8.1} ns  ({n} candidate events)");
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let events = events();
     let sets = [
@@ -80,6 +110,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("detect");
     group.sample_size(10);
     group.throughput(Throughput::Elements(events.len() as u64));
+    per_rule(&sets[2].1, &events);
     for (name, rules) in &sets {
         latency(name, rules, &events);
         group.bench_function(*name, |b| {

@@ -66,9 +66,19 @@ fn main() {
         let mut latencies: Vec<Duration> = tasks.join_all().await.into_iter().flatten().collect();
         let elapsed = start.elapsed();
         latencies.sort();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let metrics = client.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+        let lag = metrics
+            .lines()
+            .find(|l| l.starts_with("vigil_consumer_lag_records{consumer=\"detect\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or("?")
+            .to_owned();
+        println!("detection backlog when the load stopped: {lag} records");
         (latencies.len() * batch, latencies, elapsed)
     });
-    let _ = Command::new("kill").arg("-TERM").arg(server.id().to_string()).status();
+    // The measurement is over: no need to wait for detection to drain its backlog.
+    let _ = server.kill();
     let _ = server.wait();
 
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];

@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// Vigil allocates many small objects on one thread and frees them on another (events move
+// from ingest to the log, from parsing to detection); mimalloc handles that far better
+// than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = vigil::cli::Cli::parse();
     match vigil::cli::run(cli) {

@@ -165,6 +165,13 @@ pub enum RulesCommand {
         /// Rule directory to test (default: `rules.dir`).
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Replay this file (`-` for stdin) instead of the stored log, without storing it:
+        /// lines are parsed, detected on and forgotten (like a time-machine replay).
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        input: Option<PathBuf>,
+        /// Format of the `--input` lines.
+        #[arg(long, value_enum, default_value_t = InputFormat::Json)]
+        format: InputFormat,
         /// Print every alert and incident as JSON lines instead of a summary.
         #[arg(long)]
         json: bool,

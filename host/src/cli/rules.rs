@@ -19,8 +19,12 @@ pub fn run(config: &VigilConfig, command: RulesCommand) -> anyhow::Result<ExitCo
         RulesCommand::Test { dir } => test(&dir.unwrap_or_else(|| config.rules.dir.clone()), config),
         RulesCommand::Cost { dir } => cost(&dir.unwrap_or_else(|| config.rules.dir.clone()), config),
         RulesCommand::List { dir } => list(&dir.unwrap_or_else(|| config.rules.dir.clone()), config),
-        RulesCommand::Backtest { from, to, rules, json } => {
-            backtest(config, &rules.unwrap_or_else(|| config.rules.dir.clone()), from.as_deref(), to.as_deref(), json)
+        RulesCommand::Backtest { from, to, rules, input, format, json } => {
+            let dir = rules.unwrap_or_else(|| config.rules.dir.clone());
+            match input {
+                Some(input) => replay_file(config, &dir, &input, format, json),
+                None => backtest(config, &dir, from.as_deref(), to.as_deref(), json),
+            }
         }
     }
 }
@@ -161,6 +165,75 @@ fn backtest(
         bar.set_position(done);
     })?;
     bar.finish_and_clear();
+    print_report(&report, json)
+}
+
+/// Parses a file line by line and replays it through the rules, storing nothing.
+fn replay_file(
+    config: &VigilConfig,
+    dir: &Path,
+    input: &Path,
+    format: super::InputFormat,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use std::io::BufRead;
+    let rules = match load(dir, &config.rules.compile_options()) {
+        Ok(rules) => rules,
+        Err(code) => return Ok(code),
+    };
+    let reader: Box<dyn std::io::Read + Send> = if input == Path::new("-") {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?)
+    };
+    let limits = config.ingest.limits();
+    let started = std::time::Instant::now();
+    let mut replay = backtest::Replay::new(rules, config.detect.clone());
+    // Parsing runs on its own thread, detection on this one: a bounded channel of batches
+    // keeps both busy without holding more than a few thousand events in memory.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Option<crate::event::SecurityEvent>>>(2);
+    let parser = std::thread::spawn(move || -> std::io::Result<u64> {
+        let now = Utc::now();
+        let mut lines = 0u64;
+        let mut batch = Vec::with_capacity(1024);
+        for line in std::io::BufReader::with_capacity(1 << 20, reader).split(b'\n') {
+            let line = line?;
+            let line = line.strip_suffix(b"\r").unwrap_or(&line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            lines += 1;
+            batch.push(match format {
+                super::InputFormat::Syslog => {
+                    std::str::from_utf8(line).ok().map(|text| crate::source::syslog::parse_syslog(text, now, false))
+                }
+                super::InputFormat::Json => crate::event::decode_event(line, &limits, now).ok(),
+            });
+            if batch.len() == 1024 && tx.send(std::mem::replace(&mut batch, Vec::with_capacity(1024))).is_err() {
+                return Ok(lines);
+            }
+        }
+        let _ = tx.send(batch);
+        Ok(lines)
+    });
+    for batch in rx {
+        for event in batch {
+            match event {
+                Some(event) => replay.push(event),
+                None => replay.skip(),
+            }
+        }
+    }
+    let lines = parser.join().map_err(|_| anyhow::anyhow!("the parser thread panicked"))??;
+    let report = replay.finish();
+    let elapsed = started.elapsed().as_secs_f64();
+    if !json {
+        println!("{lines} line(s) in {elapsed:.2} s: {:.0} lines/s", lines as f64 / elapsed.max(1e-9));
+    }
+    print_report(&report, json)
+}
+
+fn print_report(report: &backtest::BacktestReport, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         for alert in &report.alerts {
             println!("{}", serde_json::to_string(&serde_json::json!({ "kind": "alert", "record": alert }))?);

@@ -60,11 +60,8 @@ pub fn run(
         None => log.head() + 1,
     };
     let total = end.saturating_sub(start);
-    let mut detector = Detector::new(rules, config, DetectMetrics::default());
-    let mut book = IncidentBook::in_memory();
-    let mut report = BacktestReport::default();
+    let mut replay = Replay::new(rules, config);
     let mut next = start;
-    let now = Utc::now();
     while next < end {
         let entries = log.read(next, 4096, 16 << 20)?;
         let Some(last) = entries.last().map(|e| e.seq) else { break };
@@ -73,24 +70,56 @@ pub fn run(
                 continue;
             }
             match serde_json::from_slice::<SecurityEvent>(&entry.payload) {
-                Ok(event) => {
-                    report.events += 1;
-                    let before = report.alerts.len();
-                    detector.process(&Arc::new(event), &mut report.alerts);
-                    for alert in &report.alerts[before..] {
-                        book.apply(alert, now).map_err(|e| store::Error::Corrupt {
-                            cf: "incidents",
-                            key: String::new(),
-                            reason: e.to_string(),
-                        })?;
-                    }
-                }
-                Err(_) => report.undecodable += 1,
+                Ok(event) => replay.push(event),
+                Err(_) => replay.report.undecodable += 1,
             }
         }
         next = last + 1;
         progress(next.min(end) - start, total);
     }
-    report.incidents = book.cached();
-    Ok(report)
+    Ok(replay.finish())
+}
+
+/// Replays events from anywhere (a file being read, a generator) through `rules`, in the
+/// order given, with no side effects.
+#[derive(Debug)]
+pub struct Replay {
+    detector: Detector,
+    book: IncidentBook,
+    report: BacktestReport,
+    now: DateTime<Utc>,
+}
+
+impl Replay {
+    /// A replay through `rules` with fresh windows and no incidents.
+    pub fn new(rules: RuleSet, config: DetectConfig) -> Self {
+        Self {
+            detector: Detector::new(rules, config, DetectMetrics::default()),
+            book: IncidentBook::in_memory(),
+            report: BacktestReport::default(),
+            now: Utc::now(),
+        }
+    }
+
+    /// Feeds one event.
+    pub fn push(&mut self, event: SecurityEvent) {
+        self.report.events += 1;
+        let before = self.report.alerts.len();
+        self.detector.process(&Arc::new(event), &mut self.report.alerts);
+        for alert in &self.report.alerts[before..] {
+            // An in-memory book has no store to fail.
+            let _ = self.book.apply(alert, self.now);
+        }
+    }
+
+    /// Counts a record that could not be read.
+    pub fn skip(&mut self) {
+        self.report.undecodable += 1;
+    }
+
+    /// The alerts and incidents raised.
+    pub fn finish(mut self) -> BacktestReport {
+        self.report.incidents = self.book.cached();
+        self.report
+    }
 }

@@ -387,19 +387,31 @@ fn compile_rule(engine: &Engine, library: &Library, path: &Path, text: &str) -> 
     if !errors.is_empty() {
         return Err(errors);
     }
-    let mut matchers = Vec::new();
+    let mut analyses = Vec::new();
     let mut inferred: Option<Vec<EventClass>> = Some(Vec::new());
     for function in functions {
-        let analysis = predicate::analyse(&ast, &function, &library.lists);
+        let mut analysis = predicate::analyse(&ast, &function, &library.lists);
+        analysis.classes.sort();
+        analysis.classes.dedup();
         match (&mut inferred, analysis.classes.is_empty()) {
             (Some(classes), false) => classes.extend(analysis.classes.iter().copied()),
             _ => inferred = None,
         }
-        matchers.push(Matcher { function, predicate: analysis.predicate, prefilter: analysis.prefilter });
+        analyses.push((function, analysis));
     }
     let mut classes = if meta.classes.is_empty() { inferred.unwrap_or_default() } else { meta.classes.clone() };
     classes.sort();
     classes.dedup();
+    let matchers = analyses
+        .into_iter()
+        .map(|(function, analysis)| {
+            // The class index already ensures a class test that allows exactly the rule's
+            // classes: the native form need not repeat it.
+            let indexed = !classes.is_empty() && analysis.classes == classes;
+            let strip = |p: Predicate| if indexed { p.without_class_tests() } else { p };
+            Matcher { function, predicate: analysis.predicate.map(strip), prefilter: analysis.prefilter.map(strip) }
+        })
+        .collect();
     let mut hasher = std::hash::DefaultHasher::new();
     std::hash::Hash::hash(&(text, library.fingerprint), &mut hasher);
     Ok(CompiledRule {

@@ -136,6 +136,29 @@ fn read<'e>(field: &FieldRef, event: &'e SecurityEvent) -> Value<'e> {
 }
 
 impl Predicate {
+    /// The predicate without its top-level `event.class` tests. Only for a rule whose
+    /// class index already guarantees them (its classes are exactly what the tests allow).
+    pub fn without_class_tests(self) -> Predicate {
+        let is_class_test = |p: &Predicate| match p {
+            Predicate::Cmp(f, CmpOp::Eq, _) | Predicate::InSet(f, _) => {
+                f.path == FieldPath::Known(Field::Class) && !f.lower
+            }
+            _ => false,
+        };
+        match self {
+            Predicate::And(items) => {
+                let rest: Vec<Predicate> = items.into_iter().filter(|p| !is_class_test(p)).collect();
+                match rest.len() {
+                    0 => Predicate::Const(true),
+                    1 => rest.into_iter().next().unwrap_or(Predicate::Const(true)),
+                    _ => Predicate::And(rest),
+                }
+            }
+            single if is_class_test(&single) => Predicate::Const(true),
+            other => other,
+        }
+    }
+
     /// Evaluates on `event`: `Some(verdict)`, or `None` when only Rhai can tell.
     pub fn eval(&self, event: &SecurityEvent) -> Option<bool> {
         match self {

@@ -29,7 +29,10 @@ pub fn parse_syslog(line: &str, now: DateTime<Utc>, keep_raw: bool) -> SecurityE
     let mut event = SecurityEvent::new(EventClass::System, now);
     event.observed_time = now;
     match syslog_loose::parse_message_with_year_exact_tz(line, year, utc, Variant::Either) {
-        Ok(message) if message.facility.is_some() => fill_from_header(&mut event, &message),
+        // A PRI, or (as in files written by syslog daemons, which drop it) an app name.
+        Ok(message) if message.facility.is_some() || message.appname.is_some() => {
+            fill_from_header(&mut event, &message)
+        }
         _ => {
             event.message = Some(line.trim().to_owned());
             event.tags.push("syslog_no_header".into());
@@ -147,6 +150,19 @@ mod tests {
     fn a_year_old_timestamp_is_not_placed_in_the_future() {
         let e = parse_syslog("<38>Dec 31 23:00:00 h sshd[1]: x", now(), false);
         assert_eq!(e.time.to_rfc3339(), "2025-12-31T23:00:00+00:00");
+    }
+
+    #[test]
+    fn auth_log_lines_without_pri_are_read() {
+        let e = parse_syslog(
+            "Mar  2 00:00:06 bastion01 sshd[20015]: Failed password for oracle from 18.139.47.51 port 50561 ssh2",
+            now(),
+            false,
+        );
+        assert_eq!((e.class, e.outcome), (EventClass::Authentication, Outcome::Failure));
+        assert_eq!(get(&e, "source.ip").as_deref(), Some("18.139.47.51"));
+        assert_eq!(get(&e, "host.name").as_deref(), Some("bastion01"));
+        assert_eq!(e.time.to_rfc3339(), "2026-03-02T00:00:06+00:00");
     }
 
     #[test]
