@@ -5,13 +5,19 @@
 #   libclang-dev   bindgen, for the rocksdb crate's bundled RocksDB
 #   g++ make       RocksDB's C++ build
 #   bsdutils       `logger`, the real syslog sender the tests use
+#   rsyslog        a real syslog receiver the syslog sink is tested against
+#   syslog-ng      a second one (TLS, CEF parsing); it conflicts with rsyslog in apt, so
+#                  its packages are unpacked under ~/.cache/vigil-peers/syslog-ng
+#   openssl        test certificates for TLS peers
+#   python3-venv   a venv (~/.cache/vigil-venv) with the OCSF JSON Schemas and ECS
+#                  validators that check the transforms' output
 #
 # usage: scripts/setup.sh [--build-only]   (--build-only: just what building needs)
 set -euo pipefail
 
 packages=(libclang-dev g++ make pkg-config)
 if [ "${1:-}" != "--build-only" ]; then
-  packages+=(bsdutils)
+  packages+=(bsdutils rsyslog openssl python3-venv libivykis0 libnet1 libpcre3 libwrap0 libjson-c5 libglib2.0-0)
 fi
 
 missing=()
@@ -28,3 +34,24 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust with rustup first" >&2; exit 1; }
+
+[ "${1:-}" = "--build-only" ] && exit 0
+
+# syslog-ng, unpacked beside rsyslog (the two packages conflict).
+peers="${VIGIL_PEERS:-$HOME/.cache/vigil-peers}"
+if [ ! -x "$peers/syslog-ng/usr/sbin/syslog-ng" ]; then
+  echo "setup: unpacking syslog-ng into $peers/syslog-ng" >&2
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && apt-get download syslog-ng-core syslog-ng-scl >/dev/null)
+  mkdir -p "$peers/syslog-ng"
+  for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$peers/syslog-ng"; done
+  rm -rf "$tmp"
+fi
+
+# Python validators for the transforms' golden files.
+venv="${VIGIL_VENV:-$HOME/.cache/vigil-venv}"
+if ! "$venv/bin/python" -c 'import ocsf_json_schema, jsonschema, yaml' 2>/dev/null; then
+  echo "setup: creating the validator venv in $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q ocsf-json-schema==1.2.0 jsonschema==4.23.0 pyyaml==6.0.2
+fi

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use crate::helpers::{Server, blocking, sink_lines, wait_for};
 
-const SINK: &str =
-    "[sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\nrecords = [\"event\"]\nbatch_max_records = 300\n";
+const SINK: &str = "[sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\nroute = { records = [\"event\"] }\nbatch = { max_records = 300 }\n";
 
 fn batch(start: usize, n: usize) -> (Vec<String>, String) {
     let ids: Vec<String> = (start..start + n).map(|i| format!("0190a000-0000-7000-8000-{i:012}")).collect();
@@ -100,7 +99,7 @@ fn sigterm_drains_detection_and_flushes_sinks_before_exiting() {
     // incident detection derived from them, are in the sink.
     let lines = sink_lines(&dir.path().join("out.jsonl"));
     let count = |kind: &str| lines.iter().filter(|l| l["kind"] == kind).count();
-    assert_eq!(count("event"), 1000);
+    assert_eq!(count("event"), 1000, "log:\n{}", server.log());
     assert!(count("alert") >= 1, "the shipped brute-force rule fired");
     assert!(count("incident") >= 1);
     let log = server.log();

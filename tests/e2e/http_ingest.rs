@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::helpers::{Server, blocking, sink_lines, wait_for};
 
-const SINK: &str = "[sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\nrecords = [\"event\"]\n";
+const SINK: &str = "[sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\nroute = { records = [\"event\"] }\n";
 const LIMITS: &str = "[ingest]\nmax_body_bytes = \"64KiB\"\nmax_event_bytes = \"4KiB\"\n";
 
 fn post(server: &Server, body: Vec<u8>, gzip: bool) -> (u16, Value) {

@@ -6,4 +6,6 @@ mod detection;
 mod helpers;
 mod http_ingest;
 mod layering;
+mod mock;
+mod sinks;
 mod syslog;

@@ -17,7 +17,7 @@ fn start(extra: &str) -> (tempfile::TempDir, Server, u16, u16) {
     let (tcp, udp) = (free_port(), free_port());
     let config = format!(
         "[sources.syslog]\ntcp = \"127.0.0.1:{tcp}\"\nudp = \"127.0.0.1:{udp}\"\nmax_frame_bytes = \"1KiB\"\n{extra}\n\
-         [sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\nrecords = [\"event\"]\n"
+         [sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\nroute = {{ records = [\"event\"] }}\n"
     );
     let server = Server::start(dir.path(), &config);
     (dir, server, tcp, udp)

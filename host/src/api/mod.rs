@@ -3,7 +3,9 @@
 //! Errors leave in one JSON shape, `{"error": {"code": "...", "message": "..."}}`, with a
 //! stable machine-readable code; internal details go to the log, not to the client.
 //!
-//! Layer 8: uses `event`, `store`, `telemetry`, `source`, `incident`.
+//! Layer 8: uses `event`, `store`, `telemetry`, `source`, `incident`, `export`.
+
+mod sinks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::IncidentId;
+use crate::export::ExporterHandle;
 use crate::incident::worker::{Action, LiveRules, ReloadError, WorkerHandle};
 use crate::incident::{self, IncidentStatus};
 use crate::source::{self, Ingestor};
@@ -70,6 +73,8 @@ pub struct ApiState {
     pub rules: LiveRules,
     /// The detection worker, which owns incidents.
     pub worker: WorkerHandle,
+    /// The running sinks.
+    pub sinks: Arc<[ExporterHandle]>,
 }
 
 /// An API error: status, stable code, message for the client.
@@ -124,6 +129,11 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
         .route("/v1/incidents/{id}/comment", post(comment_incident))
         .route("/v1/rules", get(list_rules))
         .route("/v1/rules/reload", post(reload_rules))
+        .route("/v1/sinks", get(sinks::list))
+        .route("/v1/dlq", get(sinks::list_dlq))
+        .route("/v1/dlq/{sink}/{seq}", get(sinks::get_dlq))
+        .route("/v1/dlq/replay", post(sinks::replay))
+        .route("/v1/dlq/purge", post(sinks::purge))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

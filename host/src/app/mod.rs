@@ -22,8 +22,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
 use crate::config::VigilConfig;
+use crate::export::sinks::datadog::DatadogSink;
+use crate::export::sinks::elasticsearch::ElasticsearchSink;
 use crate::export::sinks::file::FileSink;
-use crate::export::{Exporter, ExporterMetrics, Sink, SinkConfig, SinkKind};
+use crate::export::sinks::http::HttpSink;
+use crate::export::sinks::splunk_hec::SplunkHecSink;
+use crate::export::sinks::sumo_logic::SumoLogicSink;
+use crate::export::sinks::syslog::SyslogSink;
+use crate::export::{Encoder, Exporter, ExporterHandle, ExporterMetrics, Route, Sink, SinkConfig, SinkError, SinkKind};
 use crate::incident::worker::{DetectionWorker, LiveRules, WorkerHandle};
 use crate::incident::{ChangeKind, IncidentChange};
 use crate::rules::RuleSet;
@@ -32,6 +38,7 @@ use crate::source::file::FileSource;
 use crate::source::syslog::SyslogSource;
 use crate::store::{Log, LogWriter, Store};
 use crate::telemetry::{MetricsRegistry, names};
+use crate::transform::{Format, Redaction};
 
 /// What to run besides the configured pipeline.
 #[derive(Clone, Debug, Default)]
@@ -68,6 +75,7 @@ pub struct Pipeline {
     drain_sinks: CancellationToken,
     stop_sinks: CancellationToken,
     sink_tasks: TaskTracker,
+    sinks: Vec<ExporterHandle>,
     background: CancellationToken,
     api_addr: Option<SocketAddr>,
     syslog_addrs: (Option<SocketAddr>, Option<SocketAddr>, Option<SocketAddr>),
@@ -117,6 +125,7 @@ impl Pipeline {
             drain_sinks: CancellationToken::new(),
             stop_sinks: CancellationToken::new(),
             sink_tasks: TaskTracker::new(),
+            sinks: Vec::new(),
             background: CancellationToken::new(),
             api_addr: None,
             syslog_addrs: (None, None, None),
@@ -134,10 +143,37 @@ impl Pipeline {
 
     async fn start_sinks(&mut self) -> anyhow::Result<()> {
         let metrics = ExporterMetrics::register(&self.metrics);
-        for (name, sink_config) in self.config.sinks.clone() {
-            match &sink_config.kind {
-                SinkKind::File(file) => {
-                    self.spawn_sink(&name, FileSink::new(file), sink_config.clone(), metrics.clone()).await?
+        for (name, config) in self.config.sinks.clone() {
+            let built = |e: SinkError| anyhow::anyhow!("sink {name} cannot start: {e}");
+            match &config.kind {
+                SinkKind::File(c) => {
+                    // Plain JSON lines carry their kind and sequence number.
+                    let sink = FileSink::new(c, config.format == Format::Json);
+                    self.spawn_sink(&name, sink, config, &metrics).await?
+                }
+                SinkKind::SplunkHec(c) => {
+                    let sink = SplunkHecSink::new(c.clone()).map_err(built)?;
+                    self.spawn_sink(&name, sink, config, &metrics).await?
+                }
+                SinkKind::Elasticsearch(c) => {
+                    let sink = ElasticsearchSink::new(c.clone()).map_err(built)?;
+                    self.spawn_sink(&name, sink, config, &metrics).await?
+                }
+                SinkKind::Datadog(c) => {
+                    let sink = DatadogSink::new(c.clone()).map_err(built)?;
+                    self.spawn_sink(&name, sink, config, &metrics).await?
+                }
+                SinkKind::SumoLogic(c) => {
+                    let sink = SumoLogicSink::new(c.clone()).map_err(built)?;
+                    self.spawn_sink(&name, sink, config, &metrics).await?
+                }
+                SinkKind::Syslog(c) => {
+                    let sink = SyslogSink::new(c.clone()).map_err(built)?;
+                    self.spawn_sink(&name, sink, config, &metrics).await?
+                }
+                SinkKind::Http(c) => {
+                    let sink = HttpSink::new(c.clone()).map_err(built)?;
+                    self.spawn_sink(&name, sink, config, &metrics).await?
                 }
             }
         }
@@ -149,14 +185,28 @@ impl Pipeline {
         name: &str,
         sink: S,
         config: SinkConfig,
-        metrics: ExporterMetrics,
+        metrics: &ExporterMetrics,
     ) -> anyhow::Result<()> {
-        let exporter = Exporter::start(name, sink, config, self.log.clone(), metrics)
-            .await
-            .with_context(|| format!("starting sink {name}"))?
-            .map_err(|e| anyhow::anyhow!("sink {name} cannot open: {e}"))?;
-        self.sink_tasks.spawn(exporter.run(self.drain_sinks.clone(), self.stop_sinks.clone()));
+        let route = Route::new(config.route.clone()).map_err(|e| anyhow::anyhow!("sinks.{name}.route: {e}"))?;
+        let redaction = if config.redact.is_empty() {
+            None
+        } else {
+            Some(Redaction::new(config.redact.clone()).map_err(|e| anyhow::anyhow!("sinks.{name}.redact: {e}"))?)
+        };
+        let encoder = Encoder::new(route, redaction, &config.format);
+        let (exporter, handle) =
+            Exporter::start(name, sink, config, encoder, self.log.clone(), metrics, self.stop_sinks.clone())
+                .await
+                .with_context(|| format!("starting sink {name}"))?
+                .map_err(|e| anyhow::anyhow!("sink {name} cannot open: {e}"))?;
+        self.sinks.push(handle);
+        self.sink_tasks.spawn(exporter.run(self.drain_sinks.clone()));
         Ok(())
+    }
+
+    /// The running sinks.
+    pub fn sinks(&self) -> &[ExporterHandle] {
+        &self.sinks
     }
 
     async fn start_sources(&mut self, options: &Options) -> anyhow::Result<()> {
@@ -185,6 +235,7 @@ impl Pipeline {
                 ready: self.ready.clone(),
                 rules: self.rules.clone(),
                 worker: self.worker.clone(),
+                sinks: self.sinks.clone().into(),
             };
             let router = api::router(state, &self.config.api);
             let token = self.intake.clone();

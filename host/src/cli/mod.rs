@@ -8,6 +8,7 @@
 mod incidents;
 mod ingest;
 mod rules;
+mod sinks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,18 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: RulesCommand,
+    },
+    /// Sink status (through the running server).
+    Sinks {
+        /// What to show.
+        #[command(subcommand)]
+        command: SinksCommand,
+    },
+    /// The dead-letter queue: records sinks refused permanently.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        command: DlqCommand,
     },
     /// Configuration tools.
     Config {
@@ -178,6 +191,80 @@ pub enum RulesCommand {
     },
 }
 
+/// `vigil sinks …`
+#[derive(Debug, Subcommand)]
+pub enum SinksCommand {
+    /// State, breaker, backlog (records, bytes, age of the oldest) and DLQ size per sink.
+    Status {
+        /// The server (default: the configured `api.listen`).
+        #[arg(long)]
+        url: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which dead letters (every option given must match).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DlqSelect {
+    /// Only this sink's letters.
+    #[arg(long)]
+    pub sink: Option<String>,
+    /// Only letters whose reason contains this text.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Dead-lettered at or after: RFC 3339 time, or a duration ago (`24h`).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Dead-lettered before, same forms.
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+/// `vigil dlq …`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters (reads the store; works with or without a running server).
+    List {
+        /// Which letters.
+        #[command(flatten)]
+        select: DlqSelect,
+        /// Most letters to show.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter with the stored record, as JSON.
+    Show {
+        /// The sink.
+        sink: String,
+        /// The record's sequence number.
+        seq: u64,
+    },
+    /// Send matching letters again (after fixing the cause); delivered letters leave the
+    /// queue, so replaying twice is safe. Goes through the running server.
+    Replay {
+        /// Which letters.
+        #[command(flatten)]
+        select: DlqSelect,
+        /// The server (default: the configured `api.listen`).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Delete matching letters. Goes through the running server.
+    Purge {
+        /// Which letters.
+        #[command(flatten)]
+        select: DlqSelect,
+        /// The server (default: the configured `api.listen`).
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
 /// `vigil config …`
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -212,6 +299,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest { input, format, url } => block_on(ingest::run(config, input, format, url)),
         Command::Incidents { command } => incidents::run(&config, command),
         Command::Rules { command } => rules::run(&config, command),
+        Command::Sinks { command: SinksCommand::Status { url, json } } => sinks::status(&config, url, json),
+        Command::Dlq { command } => sinks::dlq(&config, command),
     }
 }
 
@@ -224,6 +313,11 @@ fn load_config(cli: &Cli) -> Result<VigilConfig, Vec<config::ConfigError>> {
         config.store.path = dir.clone();
     }
     Ok(config)
+}
+
+/// Runs a future that returns a value on a fresh runtime.
+pub(crate) fn block_on_value<T, F: Future<Output = anyhow::Result<T>>>(future: F) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(future)
 }
 
 pub(crate) fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(future: F) -> anyhow::Result<ExitCode> {

@@ -127,7 +127,7 @@ fn list(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
 }
 
 /// RFC 3339, or a duration meaning that long ago (`2h`, `7d`).
-fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
+pub(super) fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }

@@ -1,44 +1,114 @@
 //! The exporter framework: every sink tails the log with its own durable cursor.
 //!
-//! The framework owns the cursor, the route (which record kinds a sink takes), batching,
-//! retries with exponential backoff and full jitter, and the dead-letter queue; a sink only
-//! implements [`Sink::send`] and says, per item, what was delivered and what failed
-//! retryably or permanently. A sink that falls behind reads from disk; memory does not grow.
+//! The framework owns everything but the wire format: the cursor, the route (which records
+//! a sink takes), redaction and the transform, batching by count, bytes and time,
+//! concurrency with in-order commits, retries with exponential backoff and full jitter
+//! (honouring `Retry-After`, through the rate limiter, bounded by a retry budget), the
+//! circuit breaker, per-item accounting and the dead-letter queue. A sink implements
+//! [`Sink::send`] and says, per item, what was delivered and what failed retryably or
+//! permanently. A sink that falls behind reads from disk; memory does not grow.
 //!
-//! Layer 6: uses `event`, `store`, `telemetry`.
+//! Accounting, per sink: every record read is *accepted*; it ends *filtered* (the route
+//! skipped it), *delivered* or *dead-lettered*, or is still *in flight*, so
+//! `accepted = delivered + dead_lettered + in_flight + filtered` at all times.
+//!
+//! Layer 6: uses `event`, `store`, `telemetry`, `transform`, `rules`, `detect`, `incident`.
 
+mod breaker;
+pub mod dlq;
+mod encode;
 mod exporter;
+pub mod http;
+mod retry;
+mod route;
 pub mod sinks;
 
 use std::future::Future;
 use std::time::Duration;
 
+use bytesize::ByteSize;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use exporter::{Exporter, ExporterMetrics};
+pub use breaker::{BreakerState, CircuitBreaker};
+pub use dlq::{DeadLetter, DlqFilter};
+pub use encode::Encoder;
+pub use exporter::{Exporter, ExporterHandle, ExporterMetrics, SinkStatus};
+pub use retry::{Backoff, RetryBudget, parse_retry_after};
+pub use route::{Route, RouteConfig};
 
 use crate::event::RecordKind;
+use crate::transform::{Format, RedactionConfig};
 
-/// A record handed to a sink: its place in the log, its kind, and its JSON.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExportRecord {
-    /// Sequence number in the log; sinks may use it for idempotency.
+/// A record ready for a sink: its place in the log, its kind, a stable id, and its body in
+/// the sink's format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    /// Sequence number in the log.
     pub seq: u64,
     /// What the record is.
     pub kind: RecordKind,
-    /// The record as JSON (a `SecurityEvent`, an `Alert` or an `IncidentChange`).
-    pub payload: Vec<u8>,
+    /// A stable id for idempotency (event id, alert id, incident id + change).
+    pub id: String,
+    /// Event time of the record.
+    pub time: DateTime<Utc>,
+    /// Host the record concerns, when known (HEC `host`, Datadog `hostname`).
+    pub host: Option<String>,
+    /// Severity on the 0–10 scale CEF uses (syslog severity, Datadog status).
+    pub severity: u8,
+    /// The body, encoded by the sink's transform (JSON or a text line).
+    pub body: Vec<u8>,
+    /// Whether `body` is JSON.
+    pub json: bool,
 }
 
-/// How a failed delivery should be handled.
+/// How a failed delivery should be handled; decided by the sink, in the type.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
-    /// Worth trying again (network, timeout, 429, 5xx).
-    #[error("retryable: {0}")]
-    Retryable(String),
+    /// Worth trying again (network, timeout, 408, 429, 5xx, platform busy codes), after
+    /// `retry_after` when the destination said so.
+    #[error("retryable: {reason}")]
+    Retryable {
+        /// What happened.
+        reason: String,
+        /// The destination's `Retry-After`, if it gave one.
+        retry_after: Option<Duration>,
+    },
+    /// The request as a whole was refused for its size or for an item the destination did
+    /// not name (HTTP 413, HEC code 6 without `invalid-event-number`): the framework sends
+    /// the batch again in halves, and dead-letters a single item refused this way.
+    #[error("split: {reason}")]
+    Split {
+        /// What happened.
+        reason: String,
+    },
     /// Will fail again the same way (4xx, schema); goes to the dead-letter queue.
-    #[error("permanent: {0}")]
-    Permanent(String),
+    #[error("permanent: {reason}")]
+    Permanent {
+        /// What happened.
+        reason: String,
+        /// HTTP status (or platform code), when there was one.
+        status: Option<u16>,
+        /// The start of the response body.
+        excerpt: Option<String>,
+    },
+}
+
+impl SinkError {
+    /// A retryable error without a server-given delay.
+    pub fn retryable(reason: impl Into<String>) -> Self {
+        Self::Retryable { reason: reason.into(), retry_after: None }
+    }
+
+    /// A permanent error without status or excerpt.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self::Permanent { reason: reason.into(), status: None, excerpt: None }
+    }
+
+    /// Whether retrying may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable { .. })
+    }
 }
 
 /// The outcome of one `send`: which items failed, by their index in the batch. Items not
@@ -49,18 +119,48 @@ pub struct SendReport {
     pub failed: Vec<(usize, SinkError)>,
 }
 
+/// Limits a platform puts on one request; the framework splits batches to respect them
+/// (never truncates).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlatformLimits {
+    /// Most items per request.
+    pub max_items: Option<usize>,
+    /// Most body bytes per request (before compression).
+    pub max_bytes: Option<usize>,
+    /// Largest single item; larger ones are dead-lettered.
+    pub max_item_bytes: Option<usize>,
+}
+
 /// A destination. Implementations deliver; the framework does everything else.
-pub trait Sink: Send + 'static {
+pub trait Sink: Send + Sync + 'static {
     /// Restores the sink from the state saved with its cursor (and repairs its output if
     /// it wrote past that point before a crash).
-    fn open(&mut self, state: &serde_json::Value) -> impl Future<Output = Result<(), SinkError>> + Send;
+    fn open(&mut self, state: &serde_json::Value) -> impl Future<Output = Result<(), SinkError>> + Send {
+        let _ = state;
+        async { Ok(()) }
+    }
 
     /// Delivers a batch. `Err` fails the whole batch; `Ok` lists failed items.
-    fn send(&mut self, batch: &[ExportRecord]) -> impl Future<Output = Result<SendReport, SinkError>> + Send;
+    fn send(&self, batch: &[Item]) -> impl Future<Output = Result<SendReport, SinkError>> + Send;
 
-    /// State to commit with the cursor after a successful send.
+    /// State to commit with the cursor after a batch (the file sink's offset).
     fn state(&self) -> serde_json::Value {
         serde_json::Value::Null
+    }
+
+    /// Checks that the destination is reachable and accepts our credentials.
+    fn healthcheck(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Most batches in flight at once (1 for sinks that must write in order).
+    fn max_concurrency(&self) -> usize {
+        64
+    }
+
+    /// The platform's per-request limits.
+    fn limits(&self) -> PlatformLimits {
+        PlatformLimits::default()
     }
 }
 
@@ -68,8 +168,123 @@ pub trait Sink: Send + 'static {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SinkKind {
-    /// JSON lines in a local file.
+    /// JSON lines (or CEF/LEEF lines) in a local file, with rotation.
     File(sinks::file::FileSinkConfig),
+    /// Splunk HTTP Event Collector.
+    SplunkHec(sinks::splunk_hec::SplunkHecConfig),
+    /// Elasticsearch or OpenSearch `_bulk`.
+    Elasticsearch(sinks::elasticsearch::ElasticsearchConfig),
+    /// Datadog Logs API v2.
+    Datadog(sinks::datadog::DatadogConfig),
+    /// Sumo Logic HTTP Source.
+    SumoLogic(sinks::sumo_logic::SumoLogicConfig),
+    /// Syslog (RFC 5424) over UDP, TCP or TLS.
+    Syslog(sinks::syslog::SyslogSinkConfig),
+    /// Any HTTP endpoint: templated body, auth, HMAC signing.
+    Http(sinks::http::HttpSinkConfig),
+}
+
+impl SinkKind {
+    /// The `type` tag.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::File(_) => "file",
+            Self::SplunkHec(_) => "splunk_hec",
+            Self::Elasticsearch(_) => "elasticsearch",
+            Self::Datadog(_) => "datadog",
+            Self::SumoLogic(_) => "sumo_logic",
+            Self::Syslog(_) => "syslog",
+            Self::Http(_) => "http",
+        }
+    }
+
+    /// The format a sink type writes when none is configured.
+    pub fn default_format(&self) -> Format {
+        match self {
+            Self::Elasticsearch(_) => Format::Ecs,
+            _ => Format::Json,
+        }
+    }
+}
+
+/// Batching (`batch = { ... }`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Most records per request.
+    pub max_records: usize,
+    /// Most bytes per request (before compression).
+    pub max_bytes: ByteSize,
+    /// How long to wait for a batch to fill before sending what there is.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self { max_records: 1000, max_bytes: ByteSize::mib(4), timeout: Duration::from_millis(10) }
+    }
+}
+
+/// Retries (`retry = { ... }`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First backoff.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts (full jitter below it).
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Retries allowed per first attempt, over time (0.2 = 20 %); past it, retries wait.
+    pub budget_ratio: f64,
+    /// After this long failing retryably, a record goes to the dead-letter queue; without
+    /// it (the default) records wait in the log for as long as retention keeps them.
+    #[serde(default, with = "humantime_serde")]
+    pub give_up_after: Option<Duration>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+            budget_ratio: 0.2,
+            give_up_after: None,
+        }
+    }
+}
+
+/// The circuit breaker (`breaker = { ... }`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failed attempts that open it.
+    pub failures: u32,
+    /// How long it stays open before one probe is let through.
+    #[serde(with = "humantime_serde")]
+    pub open_for: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self { failures: 5, open_for: Duration::from_secs(10) }
+    }
+}
+
+/// Request rate limit toward the destination (`rate_limit = { ... }`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per second, sustained.
+    pub requests_per_second: f64,
+    /// Requests allowed in a burst.
+    #[serde(default = "one")]
+    pub burst: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// One sink (`[sinks.NAME]`): its type and settings plus the framework's options.
@@ -78,16 +293,29 @@ pub struct SinkConfig {
     /// Type and type-specific settings.
     #[serde(flatten)]
     pub kind: SinkKind,
-    /// Record kinds delivered (`["event", "alert", "incident"]`, the default).
-    pub records: Vec<RecordKind>,
-    /// Most records per send.
-    pub batch_max_records: usize,
-    /// Longest wait between retries.
+    /// Which records the sink takes.
+    pub route: RouteConfig,
+    /// Output format; default `json` (`ecs` for Elasticsearch).
+    pub format: Format,
+    /// Redaction applied before the format.
+    pub redact: RedactionConfig,
+    /// Batching.
+    pub batch: BatchConfig,
+    /// Batches in flight at once (the sink type may allow fewer).
+    pub concurrency: usize,
+    /// Retries.
+    pub retry: RetryConfig,
+    /// Circuit breaker.
+    pub breaker: BreakerConfig,
+    /// Request rate limit, if any.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// How often the destination's health is checked.
     #[serde(with = "humantime_serde")]
-    pub retry_max_backoff: Duration,
+    pub healthcheck_interval: Duration,
 }
 
-const COMMON: [&str; 3] = ["records", "batch_max_records", "retry_max_backoff"];
+const COMMON: [&str; 9] =
+    ["route", "format", "redact", "batch", "concurrency", "retry", "breaker", "rate_limit", "healthcheck_interval"];
 
 impl<'de> Deserialize<'de> for SinkConfig {
     // The framework's options sit beside the type's own; serde's `flatten` would lose
@@ -95,43 +323,110 @@ impl<'de> Deserialize<'de> for SinkConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let mut table = toml::Table::deserialize(deserializer)?;
-        let take = |table: &mut toml::Table, key: &str| table.remove(key);
-        let records = match take(&mut table, COMMON[0]) {
-            Some(v) => v.try_into().map_err(|e| D::Error::custom(format!("records: {e}")))?,
-            None => vec![RecordKind::Event, RecordKind::Alert, RecordKind::Incident],
-        };
-        let batch_max_records = match take(&mut table, COMMON[1]) {
-            Some(v) => v.try_into().map_err(|e| D::Error::custom(format!("batch_max_records: {e}")))?,
-            None => 1000,
-        };
-        let retry_max_backoff = match take(&mut table, COMMON[2]) {
+        fn take<T: serde::de::DeserializeOwned + Default, E: Error>(
+            table: &mut toml::Table,
+            key: &str,
+        ) -> Result<T, E> {
+            match table.remove(key) {
+                Some(v) => v.try_into().map_err(|e| E::custom(format!("{key}: {e}"))),
+                None => Ok(T::default()),
+            }
+        }
+        let route: RouteConfig = take(&mut table, COMMON[0])?;
+        let format: Option<Format> = take(&mut table, COMMON[1])?;
+        let redact: RedactionConfig = take(&mut table, COMMON[2])?;
+        let batch: BatchConfig = take(&mut table, COMMON[3])?;
+        let concurrency: Option<usize> = take(&mut table, COMMON[4])?;
+        let retry: RetryConfig = take(&mut table, COMMON[5])?;
+        let breaker: BreakerConfig = take(&mut table, COMMON[6])?;
+        let rate_limit: Option<RateLimitConfig> = take(&mut table, COMMON[7])?;
+        let healthcheck_interval = match table.remove(COMMON[8]) {
             Some(toml::Value::String(s)) => {
-                humantime::parse_duration(&s).map_err(|e| D::Error::custom(format!("retry_max_backoff: {e}")))?
+                humantime::parse_duration(&s).map_err(|e| D::Error::custom(format!("healthcheck_interval: {e}")))?
             }
             Some(other) => {
                 return Err(D::Error::custom(format!(
-                    "retry_max_backoff: expected a duration like \"30s\", got {other}"
+                    "healthcheck_interval: expected a duration like \"30s\", got {other}"
                 )));
             }
             None => Duration::from_secs(30),
         };
         let kind = SinkKind::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
-        Ok(Self { kind, records, batch_max_records, retry_max_backoff })
+        let format = format.unwrap_or_else(|| kind.default_format());
+        Ok(Self {
+            kind,
+            route,
+            format,
+            redact,
+            batch,
+            concurrency: concurrency.unwrap_or(4),
+            retry,
+            breaker,
+            rate_limit,
+            healthcheck_interval,
+        })
     }
 }
 
 impl SinkConfig {
+    /// A sink of `kind` with every framework option at its default.
+    pub fn new(kind: SinkKind) -> Self {
+        let format = kind.default_format();
+        Self {
+            kind,
+            route: RouteConfig::default(),
+            format,
+            redact: RedactionConfig::default(),
+            batch: BatchConfig::default(),
+            concurrency: 4,
+            retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
+            rate_limit: None,
+            healthcheck_interval: Duration::from_secs(30),
+        }
+    }
+
     /// Every problem with the settings, with its path under `sinks.NAME`.
     pub fn validate(&self, name: &str) -> Vec<(String, String)> {
+        let p = format!("sinks.{name}");
         let mut errors = Vec::new();
-        if self.records.is_empty() {
-            errors.push((format!("sinks.{name}.records"), "must name at least one record kind".into()));
+        errors.extend(self.route.validate(&format!("{p}.route")));
+        errors.extend(self.redact.validate(&format!("{p}.redact")));
+        if self.batch.max_records == 0 {
+            errors.push((format!("{p}.batch.max_records"), "must be at least 1".into()));
         }
-        if self.batch_max_records == 0 {
-            errors.push((format!("sinks.{name}.batch_max_records"), "must be at least 1".into()));
+        if self.batch.max_bytes.as_u64() < 1024 {
+            errors.push((format!("{p}.batch.max_bytes"), "must be at least 1KiB".into()));
         }
+        if self.concurrency == 0 {
+            errors.push((format!("{p}.concurrency"), "must be at least 1".into()));
+        }
+        if !(0.0..=10.0).contains(&self.retry.budget_ratio) {
+            errors.push((format!("{p}.retry.budget_ratio"), "must be between 0 and 10".into()));
+        }
+        if self.breaker.failures == 0 {
+            errors.push((format!("{p}.breaker.failures"), "must be at least 1".into()));
+        }
+        if let Some(rl) = &self.rate_limit {
+            if !(rl.requests_per_second > 0.0) || rl.burst == 0 {
+                errors.push((format!("{p}.rate_limit"), "requests_per_second and burst must be greater than 0".into()));
+            }
+        }
+        let text_only = matches!(self.format, Format::Cef | Format::Leef);
         match &self.kind {
-            SinkKind::File(file) => errors.extend(file.validate(name)),
+            SinkKind::File(c) => errors.extend(c.validate(&p)),
+            SinkKind::SplunkHec(c) => errors.extend(c.validate(&p)),
+            SinkKind::Elasticsearch(c) => {
+                errors.extend(c.validate(&p));
+                if text_only {
+                    errors
+                        .push((format!("{p}.format"), "Elasticsearch needs a JSON format (ecs, ocsf or json)".into()));
+                }
+            }
+            SinkKind::Datadog(c) => errors.extend(c.validate(&p)),
+            SinkKind::SumoLogic(c) => errors.extend(c.validate(&p)),
+            SinkKind::Syslog(c) => errors.extend(c.validate(&p)),
+            SinkKind::Http(c) => errors.extend(c.validate(&p)),
         }
         errors
     }
@@ -144,13 +439,14 @@ mod tests {
     #[test]
     fn sink_config_splits_common_and_type_options() {
         let config: SinkConfig = toml::from_str(
-            "type = \"file\"\npath = \"out.jsonl\"\nrecords = [\"incident\"]\nretry_max_backoff = \"5s\"",
+            "type = \"file\"\npath = \"out.jsonl\"\nformat = \"cef\"\nroute = { records = [\"incident\"] }\nretry = { max_backoff = \"5s\" }",
         )
         .expect("parse");
-        assert_eq!(config.records, vec![RecordKind::Incident]);
-        assert_eq!(config.retry_max_backoff, Duration::from_secs(5));
-        assert_eq!(config.batch_max_records, 1000);
-        let SinkKind::File(file) = &config.kind;
+        assert_eq!(config.route.records, vec![RecordKind::Incident]);
+        assert_eq!(config.retry.max_backoff, Duration::from_secs(5));
+        assert_eq!(config.batch.max_records, 1000);
+        assert_eq!(config.format, Format::Cef);
+        let SinkKind::File(file) = &config.kind else { panic!("file sink") };
         assert_eq!(file.path, std::path::PathBuf::from("out.jsonl"));
     }
 
@@ -160,8 +456,19 @@ mod tests {
         assert!(err.to_string().contains("bogus"), "{err}");
         let err = toml::from_str::<SinkConfig>("type = \"kafka\"").expect_err("unknown type");
         assert!(err.to_string().contains("kafka"), "{err}");
-        let err =
-            toml::from_str::<SinkConfig>("type = \"file\"\npath = \"x\"\nrecords = [\"nope\"]").expect_err("bad kind");
-        assert!(err.to_string().contains("records"), "{err}");
+        let err = toml::from_str::<SinkConfig>("type = \"file\"\npath = \"x\"\nroute = { records = [\"nope\"] }")
+            .expect_err("bad kind");
+        assert!(err.to_string().contains("route"), "{err}");
+    }
+
+    #[test]
+    fn elasticsearch_defaults_to_ecs_and_refuses_text_formats() {
+        let config: SinkConfig =
+            toml::from_str("type = \"elasticsearch\"\nendpoint = \"http://127.0.0.1:9200\"").expect("parse");
+        assert_eq!(config.format, Format::Ecs);
+        let config: SinkConfig =
+            toml::from_str("type = \"elasticsearch\"\nendpoint = \"http://127.0.0.1:9200\"\nformat = \"cef\"")
+                .expect("parse");
+        assert!(config.validate("es").iter().any(|(p, _)| p == "sinks.es.format"));
     }
 }

@@ -229,6 +229,18 @@ impl Log {
         prop("rocksdb.total-sst-files-size") + prop("rocksdb.cur-size-all-mem-tables")
     }
 
+    /// Approximate bytes of the records after `seq`: the log's size shared out evenly.
+    pub fn bytes_after(&self, seq: u64) -> u64 {
+        let head = self.head();
+        let Ok(tail) = self.tail() else { return 0 };
+        let total = (head + 1).saturating_sub(tail);
+        let after = head.saturating_sub(seq.max(tail.saturating_sub(1)));
+        if total == 0 {
+            return 0;
+        }
+        (self.size_bytes() as u128 * u128::from(after) / u128::from(total)) as u64
+    }
+
     /// The first sequence number at or after `time_ms` (head + 1 when none is), by binary
     /// search over the append times.
     pub fn seq_at_time(&self, time_ms: i64) -> Result<u64> {

@@ -1,3 +1,11 @@
-//! Sink implementations, one folder or file per `type`.
+//! Sink implementations, one folder per `type`, each split by concern (settings, request
+//! building, the platform's answers). They only deliver: cursors, batching, retries, rate
+//! limits, the breaker and the dead-letter queue belong to the framework.
 
+pub mod datadog;
+pub mod elasticsearch;
 pub mod file;
+pub mod http;
+pub mod splunk_hec;
+pub mod sumo_logic;
+pub mod syslog;
