@@ -7,5 +7,7 @@ mod helpers;
 mod http_ingest;
 mod layering;
 mod mock;
+mod schemas;
 mod sinks;
 mod syslog;
+mod syslog_sink;

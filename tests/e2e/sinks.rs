@@ -105,7 +105,7 @@ fn splunk_hec_with_acks_busy_answers_and_a_bad_event() {
         dir.path(),
         &format!(
             "[sinks.hec]\ntype = \"splunk_hec\"\nendpoint = \"{}\"\ntoken = \"{token}\"\nindex = \"security\"\n\
-             acknowledgements = {{ enabled = true, poll_interval = \"100ms\" }}\nroute = {{ records = [\"event\"] }}\n\
+             acknowledgements = {{ enabled = true, poll_interval = \"100ms\" }}\nroute = {{ records = [\"event\"], classes = [\"authentication\"] }}\n\
              batch = {{ max_records = 40 }}\nretry = {{ initial_backoff = \"50ms\", max_backoff = \"500ms\" }}\n",
             mock.url()
         ),
@@ -224,7 +224,7 @@ fn elasticsearch_bulk_with_mixed_item_statuses() {
         dir.path(),
         &format!(
             "[sinks.es]\ntype = \"elasticsearch\"\nendpoint = \"{}\"\nauth = {{ type = \"api_key\", key = \"ZXMta2V5LTkxMg==\" }}\n\
-             template = {{ install = true }}\nroute = {{ records = [\"event\"] }}\nretry = {{ initial_backoff = \"50ms\" }}\n",
+             template = {{ install = true }}\nroute = {{ records = [\"event\"], classes = [\"authentication\"] }}\nretry = {{ initial_backoff = \"50ms\" }}\n",
             mock.url()
         ),
     );
@@ -291,13 +291,13 @@ fn datadog_sumo_and_a_signed_webhook() {
     let server = Server::start(
         dir.path(),
         &format!(
-            "[sinks.dd]\ntype = \"datadog\"\napi_key = \"dd-key-77aa\"\nendpoint = \"{url}\"\ntags = [\"env:test\"]\nroute = {{ records = [\"event\"] }}\n\
+            "[sinks.dd]\ntype = \"datadog\"\napi_key = \"dd-key-77aa\"\nendpoint = \"{url}\"\ntags = [\"env:test\"]\nroute = {{ records = [\"event\"], classes = [\"authentication\"] }}\n\
              [sinks.sumo]\ntype = \"sumo_logic\"\nendpoint = \"{url}/receiver/v1/http/sumo-code-31ce\"\ncategory = \"security/vigil\"\n\
-             fields = {{ team = \"soc\" }}\nroute = {{ records = [\"event\"] }}\n\
+             fields = {{ team = \"soc\" }}\nroute = {{ records = [\"event\"], classes = [\"authentication\"] }}\n\
              [sinks.hook]\ntype = \"http\"\nurl = \"{url}/hook\"\nencoding = \"template\"\n\
              body_template = '{{\"text\": \"{{{{ kind }}}} on {{{{ host }}}}\", \"record\": {{{{ record }}}}}}'\n\
              headers = {{ X-Vigil-Kind = \"{{{{ kind }}}}\" }}\nauth = {{ type = \"bearer\", token = \"hook-token-0c0c\" }}\n\
-             signing = {{ secret = \"hook-signing-9e9e\" }}\nroute = {{ records = [\"event\"] }}\nbatch = {{ max_records = 1 }}\n"
+             signing = {{ secret = \"hook-signing-9e9e\" }}\nroute = {{ records = [\"event\"], classes = [\"authentication\"] }}\nbatch = {{ max_records = 1 }}\n"
         ),
     );
     let (ids, body) = events(3, 30, |i| format!("login {i}"));
@@ -391,10 +391,10 @@ fn retry_after_storms_and_an_open_breaker_do_not_stall_other_sinks() {
     let server = Server::start(
         dir.path(),
         &format!(
-            "[sinks.storm]\ntype = \"http\"\nurl = \"{}/in\"\nencoding = \"ndjson\"\nroute = {{ records = [\"event\"] }}\n\
-             [sinks.down]\ntype = \"http\"\nurl = \"{}/in\"\nroute = {{ records = [\"event\"] }}\nhealthcheck_interval = \"1s\"\n\
+            "[sinks.storm]\ntype = \"http\"\nurl = \"{}/in\"\nencoding = \"ndjson\"\nroute = {{ records = [\"event\"], classes = [\"authentication\"] }}\n\
+             [sinks.down]\ntype = \"http\"\nurl = \"{}/in\"\nroute = {{ records = [\"event\"], classes = [\"authentication\"] }}\nhealthcheck_interval = \"1s\"\n\
              breaker = {{ failures = 3, open_for = \"2s\" }}\nretry = {{ initial_backoff = \"20ms\", max_backoff = \"200ms\" }}\n\
-             [sinks.archive]\ntype = \"file\"\npath = \"out.jsonl\"\nroute = {{ records = [\"event\"] }}\n",
+             [sinks.archive]\ntype = \"file\"\npath = \"out.jsonl\"\nroute = {{ records = [\"event\"], classes = [\"authentication\"] }}\n",
             storm.url(),
             down.url()
         ),
@@ -465,7 +465,7 @@ fn kill_9_mid_delivery_loses_nothing_and_repeats_only_same_ids() {
         dir.path(),
         &format!(
             "[sinks.es]\ntype = \"elasticsearch\"\nendpoint = \"{}\"\nauth = {{ type = \"api_key\", key = \"ZXMta2V5LTkxMg==\" }}\n\
-             route = {{ records = [\"event\"] }}\nbatch = {{ max_records = 50 }}\nconcurrency = 4\n",
+             route = {{ records = [\"event\"], classes = [\"authentication\"] }}\nbatch = {{ max_records = 50 }}\nconcurrency = 4\n",
             mock.url()
         ),
     );

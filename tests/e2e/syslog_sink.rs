@@ -1,0 +1,267 @@
+//! The syslog sink against real receivers: rsyslog and syslog-ng parse our RFC 5424
+//! frames (and syslog-ng our CEF payloads) over UDP, TCP with octet counting, and TLS with
+//! a client certificate. `scripts/setup.sh` installs both.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{Server, blocking, free_port, wait_for};
+
+const PROBE: &str = "udp-ready-probe";
+
+/// A receiver process, stopped by PID when dropped.
+struct Peer {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Peer {
+    fn lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("out.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.contains(PROBE))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("receiver wrote non-JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// What was received once there are `n` messages, or at the deadline (for the
+    /// assertions to say what is missing).
+    fn lines_when(&self, timeout: Duration, n: usize) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let lines = self.lines();
+            if lines.len() >= n || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the UDP input is up too: probes until one is written.
+    fn wait_udp(&self, port: u16) {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        wait_for(Duration::from_secs(20), "the receiver's UDP input", || {
+            let _ = socket.send_to(format!("<14>1 - - probe - - - {PROBE}").as_bytes(), ("127.0.0.1", port));
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::read_to_string(self.dir.join("out.jsonl")).unwrap_or_default().contains(PROBE).then_some(())
+        });
+    }
+
+    fn wait_listening(&mut self, port: u16) {
+        wait_for(Duration::from_secs(20), "the receiver to listen", || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "receiver exited with {status}: {}",
+                    std::fs::read_to_string(self.dir.join("peer.log")).unwrap_or_default()
+                );
+            }
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
+        });
+    }
+}
+
+fn config(template: &str, dir: &Path, port: u16, tls_port: u16) -> PathBuf {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers").join(template))
+        .expect("peer config");
+    let text = text
+        .replace("@DIR@", &dir.display().to_string())
+        .replace("@PORT@", &port.to_string())
+        .replace("@TLSPORT@", &tls_port.to_string());
+    let path = dir.join(template.trim_end_matches(".in"));
+    std::fs::write(&path, text).expect("write peer config");
+    path
+}
+
+fn rsyslog(dir: &Path, port: u16) -> Peer {
+    let bin = Path::new("/usr/sbin/rsyslogd");
+    assert!(bin.exists(), "rsyslogd is missing: run scripts/setup.sh");
+    std::fs::create_dir_all(dir.join("work")).expect("work dir");
+    let conf = config("rsyslog.conf.in", dir, port, 0);
+    let log = std::fs::File::create(dir.join("peer.log")).expect("log");
+    let child = Command::new(bin)
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-i")
+        .arg(dir.join("pid"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start rsyslogd");
+    let mut peer = Peer { child, dir: dir.to_owned() };
+    peer.wait_listening(port);
+    peer.wait_udp(port);
+    peer
+}
+
+fn syslog_ng(dir: &Path, port: u16, tls_port: u16) -> Peer {
+    let root = std::env::var_os("VIGIL_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/vigil-peers"))
+        .join("syslog-ng");
+    let bin = root.join("usr/sbin/syslog-ng");
+    assert!(bin.exists(), "syslog-ng is missing under {}: run scripts/setup.sh", root.display());
+    let server = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
+    std::fs::write(dir.join("server.pem"), server.cert.pem()).expect("cert");
+    std::fs::write(dir.join("server.key"), server.signing_key.serialize_pem()).expect("key");
+    let client = rcgen::generate_simple_self_signed(vec!["vigil-client".into()]).expect("client certificate");
+    std::fs::write(dir.join("client.pem"), client.cert.pem()).expect("cert");
+    std::fs::write(dir.join("client.key"), client.signing_key.serialize_pem()).expect("key");
+    let conf = config("syslog-ng.conf.in", dir, port, tls_port);
+    let log = std::fs::File::create(dir.join("peer.log")).expect("log");
+    let child = Command::new(&bin)
+        .env("LD_LIBRARY_PATH", root.join("usr/lib/syslog-ng"))
+        .arg("-F")
+        .arg("--no-caps")
+        .arg(format!("--module-path={}", root.join("usr/lib/syslog-ng/3.38").display()))
+        .arg("-f")
+        .arg(&conf)
+        .arg("-R")
+        .arg(dir.join("persist"))
+        .arg("-c")
+        .arg(dir.join("ctl"))
+        .arg("-p")
+        .arg(dir.join("pid"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start syslog-ng");
+    let mut peer = Peer { child, dir: dir.to_owned() };
+    peer.wait_listening(port);
+    peer.wait_listening(tls_port);
+    peer.wait_udp(port);
+    peer
+}
+
+/// `n` events with distinct ids and a message with spaces, `=` and a backslash.
+fn ingest(server: &Server, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..n).map(|i| format!("0190c000-0000-7000-8000-{i:012}")).collect();
+    let body = ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({"id": id, "class": "authentication", "action": "ssh_login", "outcome": "failure",
+                "severity": "high", "source": {"ip": "203.0.113.7", "port": 52311}, "user": {"name": "admin"},
+                "host": {"name": "bastion01"}, "message": "Failed password for admin a=b c\\d"})
+            .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let status = blocking(async {
+        reqwest::Client::new().post(server.url("/v1/events")).body(body).send().await.map(|r| r.status().as_u16())
+    });
+    assert_eq!(status.ok(), Some(202));
+    ids
+}
+
+#[test]
+fn rsyslog_parses_our_rfc5424_over_udp_and_tcp() {
+    let peer_dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let peer = rsyslog(peer_dir.path(), port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = |name: &str, protocol: &str| {
+        format!(
+            "[sinks.{name}]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\nhostname = \"vigil-test\"\n\
+             route = {{ records = [\"event\"], classes = [\"authentication\"] }}\n"
+        )
+    };
+    let server = Server::start(dir.path(), &format!("{}{}", sink("tcp", "tcp"), sink("udp", "udp")));
+    let ids = ingest(&server, 200);
+    let lines = peer.lines_when(Duration::from_secs(30), 400);
+    for input in ["imtcp", "imudp"] {
+        let got: HashSet<String> = lines
+            .iter()
+            .filter(|l| l["inputname"] == input)
+            .map(|l| {
+                l["rfc5424-sd"]["vigil@32473"]["id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("structured data parsed: {l}"))
+                    .to_owned()
+            })
+            .collect();
+        let count = lines.iter().filter(|l| l["inputname"] == input).count();
+        assert_eq!(
+            got,
+            ids.iter().cloned().collect::<HashSet<_>>(),
+            "every event over {input} ({count} messages, {} distinct); log:\n{}",
+            got.len(),
+            server.log()
+        );
+    }
+    for l in &lines {
+        assert_eq!(l["msgid"], "EVENT");
+        assert_eq!(l["app_name"], "vigil");
+        assert_eq!(l["hostname"], "vigil-test");
+        assert_eq!(l["rfc5424-sd"]["vigil@32473"]["kind"], "event");
+        // local4 (20) × 8 + error (3) for a high-severity event.
+        assert_eq!(l["pri"], "163", "{l}");
+        let record: serde_json::Value = serde_json::from_str(l["msg"].as_str().expect("msg")).expect("JSON payload");
+        assert_eq!(record["message"], "Failed password for admin a=b c\\d");
+    }
+}
+
+#[test]
+fn syslog_ng_parses_our_cef_over_tcp_udp_and_tls_with_a_client_certificate() {
+    let peer_dir = tempfile::tempdir().expect("tempdir");
+    let (port, tls_port) = (free_port(), free_port());
+    let peer = syslog_ng(peer_dir.path(), port, tls_port);
+    let p = peer_dir.path();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = |name: &str, protocol: &str, port: u16, extra: &str| {
+        format!(
+            "[sinks.{name}]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\nformat = \"cef\"\n\
+             route = {{ records = [\"event\"], classes = [\"authentication\"] }}\n{extra}"
+        )
+    };
+    let tls = format!(
+        "tls = {{ ca_file = {:?}, server_name = \"localhost\", client_cert_file = {:?}, client_key_file = {:?} }}\n",
+        p.join("server.pem"),
+        p.join("client.pem"),
+        p.join("client.key")
+    );
+    let server = Server::start(
+        dir.path(),
+        &format!(
+            "{}{}{}",
+            sink("tcp", "tcp", port, ""),
+            sink("udp", "udp", port, ""),
+            sink("tls", "tls", tls_port, &tls)
+        ),
+    );
+    let ids = ingest(&server, 150);
+    let lines = peer.lines_when(Duration::from_secs(30), 450);
+    let want: HashSet<String> = ids.iter().cloned().collect();
+    for source in ["s_tcp", "s_udp", "s_tls"] {
+        let got: HashSet<String> = lines
+            .iter()
+            .filter(|l| l["SOURCE"] == source)
+            .map(|l| {
+                l["cef"]["ext"]["externalId"].as_str().unwrap_or_else(|| panic!("CEF extension parsed: {l}")).to_owned()
+            })
+            .collect();
+        assert_eq!(got, want, "every event once through {source}");
+    }
+    for l in &lines {
+        let cef = &l["cef"];
+        assert_eq!(cef["version"], "CEF:0");
+        assert_eq!(cef["vendor"], "Vigil");
+        assert_eq!(cef["signature_id"], "authentication:ssh_login");
+        assert_eq!(cef["severity"], "7", "high maps to CEF 7");
+        assert_eq!(cef["ext"]["src"], "203.0.113.7");
+        assert_eq!(cef["ext"]["suser"], "admin");
+        // `=` and `\` in a value are escaped in CEF and come back intact.
+        assert_eq!(cef["ext"]["msg"], "Failed password for admin a\\=b c\\\\d", "{l}");
+        assert_eq!(l["_SDATA"]["vigil@32473"]["kind"], "event");
+        assert_eq!(l["MSGID"], "EVENT");
+    }
+}
