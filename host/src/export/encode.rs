@@ -119,6 +119,14 @@ pub struct Encoder {
     redaction: Option<Redaction>,
     transform: Box<dyn Transform>,
     json: bool,
+    /// The format is Vigil's JSON, which events are stored in.
+    passthrough: bool,
+}
+
+/// A record's body: JSON bytes as stored, or a transform's output.
+enum Body {
+    Json(Vec<u8>),
+    Output(Output),
 }
 
 impl std::fmt::Debug for Encoder {
@@ -130,7 +138,13 @@ impl std::fmt::Debug for Encoder {
 impl Encoder {
     /// An encoder with the sink's route, redaction and format.
     pub fn new(route: Route, redaction: Option<Redaction>, format: &Format) -> Self {
-        Self { route, redaction, transform: builtin(format), json: format.is_json() }
+        Self {
+            route,
+            redaction,
+            transform: builtin(format),
+            json: format.is_json(),
+            passthrough: *format == Format::Json,
+        }
     }
 
     /// Whether records of `kind` may be taken at all.
@@ -151,11 +165,18 @@ impl Encoder {
         if !self.route.accepts(&decoded) {
             return Encoded::Filtered;
         }
-        self.to_item(entry.seq, kind, &decoded)
+        // Vigil's JSON of an unredacted event is what the log stores: send those bytes
+        // rather than serializing the event again.
+        let stored = (self.passthrough && self.redaction.is_none()).then_some(&entry.payload[..]);
+        self.item(entry.seq, kind, &decoded, stored)
     }
 
     /// Encodes an already decoded record (dead-letter replays).
     pub fn to_item(&self, seq: u64, kind: RecordKind, decoded: &Decoded) -> Encoded {
+        self.item(seq, kind, decoded, None)
+    }
+
+    fn item(&self, seq: u64, kind: RecordKind, decoded: &Decoded, stored: Option<&[u8]>) -> Encoded {
         let (id, time, host, severity, output) = match decoded {
             Decoded::Event(e) => {
                 let redacted;
@@ -175,7 +196,10 @@ impl Encoder {
                     event.time,
                     host,
                     severity_10(Input::Event(event)),
-                    self.transform.apply(Input::Event(event)),
+                    match stored {
+                        Some(bytes) => Ok(Body::Json(bytes.to_vec())),
+                        None => self.transform.apply(Input::Event(event)).map(Body::Output),
+                    },
                 )
             }
             Decoded::Finding(f) => {
@@ -197,12 +221,13 @@ impl Encoder {
                     finding.time,
                     host,
                     severity_10(Input::Finding(finding)),
-                    self.transform.apply(Input::Finding(finding)),
+                    self.transform.apply(Input::Finding(finding)).map(Body::Output),
                 )
             }
         };
         match output {
-            Ok(output) => Encoded::Item(Item {
+            Ok(Body::Json(body)) => Encoded::Item(Item { seq, kind, id, time, host, severity, json: true, body }),
+            Ok(Body::Output(output)) => Encoded::Item(Item {
                 seq,
                 kind,
                 id,
@@ -214,5 +239,43 @@ impl Encoder {
             }),
             Err(e) => Encoded::Refused(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::RouteConfig;
+    use crate::transform::RedactionConfig;
+
+    fn entry() -> LogEntry {
+        let mut event = SecurityEvent::new(crate::event::EventClass::Authentication, chrono::Utc::now());
+        event.message = Some("login by alice@example.com".into());
+        LogEntry {
+            seq: 7,
+            kind: RecordKind::Event.tag(),
+            time_ms: 0,
+            payload: serde_json::to_vec(&event).expect("encode"),
+        }
+    }
+
+    fn body(encoded: Encoded) -> serde_json::Value {
+        let Encoded::Item(item) = encoded else { panic!("an item") };
+        assert!(item.json);
+        serde_json::from_slice(&item.body).expect("JSON body")
+    }
+
+    #[test]
+    fn json_events_go_out_as_stored_unless_redacted() {
+        let entry = entry();
+        let route = || Route::new(RouteConfig::default()).expect("route");
+        let plain = Encoder::new(route(), None, &Format::Json).encode(&entry);
+        let Encoded::Item(item) = &plain else { panic!("an item") };
+        assert_eq!(item.body, entry.payload, "the stored bytes, not a re-encoding");
+        let redaction: RedactionConfig = toml::from_str("mask = [{ preset = \"email\" }]").expect("redaction");
+        let redacted =
+            Encoder::new(route(), Some(Redaction::new(redaction).expect("redaction")), &Format::Json).encode(&entry);
+        assert_eq!(body(redacted)["message"], "login by [REDACTED]");
+        assert_eq!(body(plain)["message"], "login by alice@example.com");
     }
 }

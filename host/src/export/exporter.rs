@@ -441,7 +441,7 @@ impl<S: Sink> Exporter<S> {
                     pending.push_back((id, batch, None));
                 }
             }
-            if let Err(e) = self.commit_ready(&mut pending) {
+            if let Err(e) = self.commit_ready(&mut pending).await {
                 tracing::error!(sink = %self.shared.name, error = %e, "Sink cannot commit its cursor; retrying.");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
@@ -566,7 +566,7 @@ impl<S: Sink> Exporter<S> {
     }
 
     /// Commits every finished batch at the front of the pipeline, in order.
-    fn commit_ready(&mut self, pending: &mut VecDeque<(u64, Batch, Option<Outcome>)>) -> store::Result<()> {
+    async fn commit_ready(&mut self, pending: &mut VecDeque<(u64, Batch, Option<Outcome>)>) -> store::Result<()> {
         while let Some((_, batch, Some(outcome))) = pending.front() {
             let (delivered, dead) = match outcome {
                 Outcome::Done { delivered, dead } => (*delivered, dead),
@@ -601,7 +601,13 @@ impl<S: Sink> Exporter<S> {
                 self.cursors
                     .put_op(&cursor_key(&self.shared.name), &Cursor { seq: last, state: self.shared.sink.state() })?,
             );
-            self.log.store().write(ops, true)?;
+            // Not fsynced: a process crash keeps the write (RocksDB's WAL), and an OS
+            // crash that lost it only means the batch is delivered again (the file sink's
+            // offset travels in the same write, so it stays exactly once).
+            let store = self.log.store().clone();
+            tokio::task::spawn_blocking(move || store.write(ops, false))
+                .await
+                .map_err(|e| store::Error::Corrupt { cf: "cursor", key: String::new(), reason: e.to_string() })??;
             let m = &self.shared.metrics;
             m.delivered.inc_by(delivered as u64);
             m.dead_lettered.inc_by(dead.len() as u64);

@@ -1,0 +1,361 @@
+//! Delivery from the log to a SIEM, in one process on loopback:
+//!
+//! - `throughput`: a log pre-filled with ~300-byte events is delivered by a fresh sink
+//!   (cursor at the start) to a local Splunk HEC endpoint and to a local Elasticsearch
+//!   `_bulk` endpoint, gzip on; events/s and MiB/s (uncompressed body) per run, median of
+//!   the runs. The endpoints gunzip and parse every request on the same two cores, so the
+//!   figures are conservative.
+//! - `latency`: events appended at a steady rate while the HEC sink runs with a 10 ms
+//!   batch timeout; the endpoint computes, for every event, its arrival time minus the
+//!   time it was appended (the event's `time`, set just before the append). p50/p99.
+//! - `outage`: the HEC endpoint answers 503 for `--outage-minutes` while events arrive at
+//!   `--rate`; the process RSS is sampled every 10 s, then the endpoint recovers and the
+//!   backlog drains.
+//!
+//! `cargo bench --bench export -- [throughput|latency|outage] [--events N] [--runs R]
+//!  [--rate EPS] [--seconds S] [--outage-minutes M]`
+//! Without `--bench` (as `cargo test` runs it) it does a small smoke run of each.
+
+#[path = "fixtures.rs"]
+mod fixtures;
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use tokio_util::sync::CancellationToken;
+use vigil::event::{DecodeLimits, SecurityEvent};
+use vigil::export::sinks::elasticsearch::{ElasticsearchConfig, ElasticsearchSink};
+use vigil::export::sinks::splunk_hec::{SplunkHecConfig, SplunkHecSink};
+use vigil::export::{Encoder, Exporter, ExporterMetrics, Route, Sink, SinkConfig, SinkKind};
+use vigil::source::{IngestConfig, Ingestor};
+use vigil::store::{Log, Store, StoreConfig, SyncPolicy};
+use vigil::telemetry::MetricsRegistry;
+
+// The allocator of the `vigil` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// What the local endpoint saw.
+#[derive(Default)]
+struct Seen {
+    requests: AtomicU64,
+    events: AtomicU64,
+    bytes: AtomicU64,
+    down: AtomicBool,
+    /// Arrival minus event time, in µs (latency mode).
+    latencies: Mutex<Vec<i64>>,
+    measure: AtomicBool,
+}
+
+async fn endpoint(seen: Arc<Seen>, uri: Uri, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    if seen.down.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, r#"{"text":"Server is busy","code":9}"#.into());
+    }
+    let mut plain = Vec::new();
+    if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+        flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut plain).expect("gzip");
+    } else {
+        plain = body.to_vec();
+    }
+    seen.requests.fetch_add(1, Ordering::Relaxed);
+    seen.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+    let now = chrono::Utc::now();
+    if uri.path() == "/_bulk" {
+        let mut items = Vec::new();
+        #[derive(serde::Deserialize)]
+        struct Action<'a> {
+            #[serde(borrow)]
+            create: Create<'a>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Create<'a> {
+            _id: &'a str,
+        }
+        for (i, line) in plain.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+            if i % 2 == 0 {
+                let action: Action = serde_json::from_slice(line).expect("action");
+                items.push(serde_json::json!({"create": {"_id": action.create._id, "status": 201}}));
+            } else {
+                serde_json::from_slice::<serde::de::IgnoredAny>(line).expect("document");
+            }
+        }
+        seen.events.fetch_add(items.len() as u64, Ordering::Relaxed);
+        return (StatusCode::OK, serde_json::json!({"took": 1, "errors": false, "items": items}).to_string());
+    }
+    #[derive(serde::Deserialize)]
+    struct Object {
+        time: f64,
+    }
+    let mut count = 0;
+    let mut latencies = Vec::new();
+    for object in serde_json::Deserializer::from_slice(&plain).into_iter::<Object>() {
+        let object = object.expect("HEC object");
+        count += 1;
+        latencies.push((now.timestamp_micros() as f64 - object.time * 1e6) as i64);
+    }
+    seen.events.fetch_add(count, Ordering::Relaxed);
+    if seen.measure.load(Ordering::Relaxed) {
+        seen.latencies.lock().expect("lock").extend(latencies);
+    }
+    (StatusCode::OK, r#"{"text":"Success","code":0}"#.into())
+}
+
+/// Starts the endpoint on its own runtime thread; returns its URL.
+fn start_endpoint(seen: Arc<Seen>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let app = axum::Router::new()
+                .fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| endpoint(seen.clone(), uri, headers, body));
+            axum::serve(tokio::net::TcpListener::from_std(listener).expect("listener"), app).await.expect("serve");
+        });
+    });
+    url
+}
+
+struct Pipeline {
+    log: Log,
+    ingestor: Ingestor,
+    metrics: ExporterMetrics,
+}
+
+fn pipeline(dir: &std::path::Path) -> Pipeline {
+    let config = StoreConfig { path: dir.to_owned(), sync: SyncPolicy::Os, ..StoreConfig::default() };
+    let store = Store::open(&config).expect("store");
+    let (log, writer, _thread) = Log::start(&store, &config).expect("log");
+    let registry = MetricsRegistry::default();
+    Pipeline {
+        log,
+        ingestor: Ingestor::new(writer, IngestConfig::default(), &registry),
+        metrics: ExporterMetrics::register(&registry),
+    }
+}
+
+fn events(n: usize) -> Vec<SecurityEvent> {
+    let (events, report) = vigil::source::batch::decode_batch(
+        fixtures::ndjson_body(n).as_bytes(),
+        &DecodeLimits::default(),
+        chrono::Utc::now(),
+    );
+    assert!(report.rejected.is_empty());
+    events
+}
+
+fn hec(url: &str, batch_timeout: Duration) -> (SplunkHecSink, SinkConfig) {
+    let config: SplunkHecConfig =
+        toml::from_str(&format!("endpoint = \"{url}\"\ntoken = \"bench\"")).expect("hec config");
+    let sink = SplunkHecSink::new(config.clone()).expect("hec");
+    let mut sink_config = SinkConfig::new(SinkKind::SplunkHec(config));
+    sink_config.batch.timeout = batch_timeout;
+    (sink, sink_config)
+}
+
+fn bulk(url: &str) -> (ElasticsearchSink, SinkConfig) {
+    let config: ElasticsearchConfig = toml::from_str(&format!("endpoint = \"{url}\"")).expect("es config");
+    let sink = ElasticsearchSink::new(config.clone()).expect("es");
+    (sink, SinkConfig::new(SinkKind::Elasticsearch(config)))
+}
+
+async fn start<S: Sink>(p: &Pipeline, name: &str, sink: S, config: SinkConfig, stop: CancellationToken) -> Exporter<S> {
+    let encoder = Encoder::new(Route::new(config.route.clone()).expect("route"), None, &config.format);
+    let (exporter, _handle) = Exporter::start(name, sink, config, encoder, p.log.clone(), &p.metrics, stop)
+        .await
+        .expect("store")
+        .expect("open");
+    exporter
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn throughput(rt: &tokio::runtime::Runtime, events_total: usize, runs: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = pipeline(dir.path());
+    let batch = events(1000);
+    rt.block_on(async {
+        for _ in 0..events_total / 1000 {
+            p.ingestor.append("bench", &batch, Vec::new()).await.expect("append");
+        }
+    });
+    for target in ["splunk_hec", "elasticsearch"] {
+        let (mut eps, mut mibs) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            let seen = Arc::new(Seen::default());
+            let url = start_endpoint(seen.clone());
+            let started = Instant::now();
+            rt.block_on(async {
+                let drain = CancellationToken::new();
+                drain.cancel();
+                let name = format!("{target}-{run}");
+                match target {
+                    "splunk_hec" => {
+                        let (sink, config) = hec(&url, Duration::from_millis(10));
+                        start(&p, &name, sink, config, CancellationToken::new()).await.run(drain).await
+                    }
+                    _ => {
+                        let (sink, config) = bulk(&url);
+                        start(&p, &name, sink, config, CancellationToken::new()).await.run(drain).await
+                    }
+                }
+            });
+            let secs = started.elapsed().as_secs_f64();
+            let delivered = seen.events.load(Ordering::Relaxed);
+            assert_eq!(delivered as usize, events_total, "every event delivered");
+            eps.push(delivered as f64 / secs);
+            mibs.push(seen.bytes.load(Ordering::Relaxed) as f64 / secs / (1 << 20) as f64);
+            println!(
+                "{target} run {run}: {delivered} events in {secs:.2} s = {:.0} events/s, {:.1} MiB/s, {} requests",
+                eps[run],
+                mibs[run],
+                seen.requests.load(Ordering::Relaxed)
+            );
+        }
+        println!(
+            "{target}: median {:.0} events/s, {:.1} MiB/s (uncompressed) over {runs} runs",
+            median(eps),
+            median(mibs)
+        );
+    }
+}
+
+/// Appends `rate` events/s in 10 ms ticks, each event's time set just before its append.
+async fn feed(ingestor: &Ingestor, rate: u64, duration: Duration) {
+    let per_tick = (rate / 100).max(1) as usize;
+    let template = events(per_tick);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        tick.tick().await;
+        let now = chrono::Utc::now();
+        let mut batch = template.clone();
+        for e in &mut batch {
+            e.time = now;
+            e.id = vigil::event::EventId::generate();
+        }
+        ingestor.append("bench", &batch, Vec::new()).await.expect("append");
+    }
+}
+
+fn latency(rt: &tokio::runtime::Runtime, rate: u64, seconds: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = pipeline(dir.path());
+    let seen = Arc::new(Seen::default());
+    let url = start_endpoint(seen.clone());
+    rt.block_on(async {
+        let (sink, config) = hec(&url, Duration::from_millis(10));
+        let stop = CancellationToken::new();
+        let drain = CancellationToken::new();
+        let exporter = start(&p, "latency", sink, config, stop.clone()).await;
+        let task = tokio::spawn(exporter.run(drain.clone()));
+        feed(&p.ingestor, rate, Duration::from_secs(2)).await;
+        seen.measure.store(true, Ordering::Relaxed);
+        feed(&p.ingestor, rate, Duration::from_secs(seconds)).await;
+        drain.cancel();
+        task.await.expect("exporter");
+    });
+    let mut l = seen.latencies.lock().expect("lock").clone();
+    l.sort_unstable();
+    let pct = |q: f64| l[((l.len() as f64 * q) as usize).min(l.len() - 1)] as f64 / 1000.0;
+    println!(
+        "latency at {rate} events/s for {seconds} s, batch timeout 10 ms: {} events, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        l.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn outage(rt: &tokio::runtime::Runtime, rate: u64, minutes: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = pipeline(dir.path());
+    let seen = Arc::new(Seen::default());
+    seen.down.store(true, Ordering::Relaxed);
+    let url = start_endpoint(seen.clone());
+    rt.block_on(async {
+        let (sink, config) = hec(&url, Duration::from_millis(10));
+        let drain = CancellationToken::new();
+        let exporter = start(&p, "outage", sink, config, CancellationToken::new()).await;
+        let task = tokio::spawn(exporter.run(drain.clone()));
+        let feeder = {
+            let ingestor = p.ingestor.clone();
+            tokio::spawn(async move { feed(&ingestor, rate, Duration::from_secs(minutes * 60)).await })
+        };
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        while !feeder.is_finished() {
+            samples.push(rss_mib());
+            println!(
+                "outage {:>4} s: RSS {:.1} MiB, log head {}",
+                started.elapsed().as_secs(),
+                rss_mib(),
+                p.log.head()
+            );
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        let (first, last) = (samples.first().copied().unwrap_or(0.0), samples.last().copied().unwrap_or(0.0));
+        let max = samples.iter().copied().fold(0.0, f64::max);
+        println!(
+            "outage of {minutes} min at {rate} events/s: RSS first {first:.1} MiB, last {last:.1} MiB, max {max:.1} MiB"
+        );
+        seen.down.store(false, Ordering::Relaxed);
+        let recovered = Instant::now();
+        drain.cancel();
+        task.await.expect("exporter");
+        println!(
+            "recovered: {} events delivered in {:.1} s after the endpoint came back",
+            seen.events.load(Ordering::Relaxed),
+            recovered.elapsed().as_secs_f64()
+        );
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let only = ["throughput", "latency", "outage"].into_iter().find(|m| args.iter().any(|a| a == m));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    if only.is_none_or(|m| m == "throughput") {
+        throughput(
+            &rt,
+            arg(&args, "--events", if full { 200_000 } else { 2_000 }) as usize,
+            arg(&args, "--runs", if full { 5 } else { 1 }) as usize,
+        );
+    }
+    if only.is_none_or(|m| m == "latency") {
+        latency(
+            &rt,
+            arg(&args, "--rate", if full { 50_000 } else { 1_000 }),
+            arg(&args, "--seconds", if full { 20 } else { 1 }),
+        );
+    }
+    if only.is_some_and(|m| m == "outage") || !full {
+        outage(
+            &rt,
+            arg(&args, "--rate", if full { 5_000 } else { 1_000 }),
+            arg(&args, "--outage-minutes", if full { 10 } else { 0 }),
+        );
+    }
+}
