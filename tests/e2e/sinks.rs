@@ -83,9 +83,13 @@ fn assert_no_secret(server: &Server, secret: &str) {
 fn splunk_hec_with_acks_busy_answers_and_a_bad_event() {
     let token = "hec-token-5f1e2d3c";
     let busy = Arc::new(AtomicUsize::new(2));
+    let fixed = Arc::new(AtomicBool::new(false));
     let hec = Hec::new(token, {
-        let busy = busy.clone();
+        let (busy, fixed) = (busy.clone(), fixed.clone());
         move |objects| {
+            if fixed.load(Ordering::SeqCst) {
+                return None;
+            }
             if busy.load(Ordering::SeqCst) > 0 {
                 busy.fetch_sub(1, Ordering::SeqCst);
                 return Some(HecFault::Answer(
@@ -149,6 +153,21 @@ fn splunk_hec_with_acks_busy_answers_and_a_bad_event() {
     assert_eq!(status["sinks"][0]["dlq_records"], 1, "{status}");
     assert_eq!(status["sinks"][0]["type"], "splunk_hec");
     assert_no_secret(&server, token);
+
+    // The index is fixed: replaying delivers the letter and empties the queue; replaying
+    // again sends nothing.
+    fixed.store(true, Ordering::SeqCst);
+    let replayed = api_json(&server, reqwest::Method::POST, "/v1/dlq/replay", Some(serde_json::json!({"sink": "hec"})));
+    assert_eq!(replayed["replayed"], 1, "{replayed}");
+    wait_for(Duration::from_secs(10), "the replayed event indexed", || {
+        hec.indexed().iter().any(|o| o["event"]["id"] == ids[123].as_str()).then_some(())
+    });
+    let left =
+        api_json(&server, reqwest::Method::GET, "/v1/dlq?sink=hec", None)["dead_letters"].as_array().map(Vec::len);
+    assert_eq!(left, Some(0));
+    let again = api_json(&server, reqwest::Method::POST, "/v1/dlq/replay", Some(serde_json::json!({"sink": "hec"})));
+    assert_eq!(again["replayed"], 0);
+    assert_eq!(hec.indexed().iter().filter(|o| o["event"]["id"] == ids[123].as_str()).count(), 1, "replayed once");
 }
 
 /// An Elasticsearch `_bulk` endpoint: `bad` documents get 400, `dup` ones 409 (already
@@ -273,8 +292,32 @@ fn elasticsearch_bulk_with_mixed_item_statuses() {
         .as_array()
         .map(Vec::len);
     assert_eq!(after, Some(50));
-    let purged = api_json(&server, reqwest::Method::POST, "/v1/dlq/purge", Some(serde_json::json!({"sink": "es"})));
-    assert_eq!(purged["purged"], 50);
+    // The same through the CLI: listing reads the store beside the running server; status
+    // and purge go through it.
+    let vigil = |args: &[&str]| {
+        let out = std::process::Command::new(crate::helpers::vigil_bin())
+            .arg("--config")
+            .arg(server.dir.join("vigil.toml"))
+            .args(args)
+            .output()
+            .expect("run vigil");
+        assert!(out.status.success(), "vigil {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8")
+    };
+    let listed = vigil(&["dlq", "list", "--sink", "es", "--reason", "HTTP 400", "--json", "--limit", "1000"]);
+    assert_eq!(listed.lines().count(), 50);
+    let first: serde_json::Value = serde_json::from_str(listed.lines().next().expect("a letter")).expect("JSON");
+    let shown = vigil(&["dlq", "show", "es", &first["seq"].to_string()]);
+    assert!(shown.contains("mapper_parsing"), "{shown}");
+    let status = vigil(&["sinks", "status", "--json"]);
+    let es: serde_json::Value = serde_json::from_str(status.lines().next().expect("a sink")).expect("JSON");
+    assert_eq!(
+        (es["name"].as_str(), es["dlq_records"].as_u64(), es["breaker"].as_str()),
+        (Some("es"), Some(50), Some("closed"))
+    );
+    assert!(vigil(&["sinks", "status"]).contains("elasticsearch"));
+    assert_eq!(vigil(&["dlq", "purge", "--sink", "es"]).trim(), "purged 50");
+    assert!(vigil(&["dlq", "list"]).contains("(no dead letters)"));
     assert_no_secret(&server, "ZXMta2V5LTkxMg==");
 }
 
