@@ -12,7 +12,11 @@
 //!   `--rate`; the process RSS is sampled every 10 s, then the endpoint recovers and the
 //!   backlog drains.
 //!
-//! `cargo bench --bench export -- [throughput|latency|outage] [--events N] [--runs R]
+//! - `channels`: incidents delivered to local PagerDuty, Opsgenie, Slack and Teams
+//!   endpoints with the platforms' rate limits off (alerts/s), then Slack with its default
+//!   limit on (the send rate equals the limit, nothing dropped).
+//!
+//! `cargo bench --bench export -- [throughput|latency|outage|channels] [--alerts N] [--events N] [--runs R]
 //!  [--rate EPS] [--seconds S] [--outage-minutes M]`
 //! Without `--bench` (as `cargo test` runs it) it does a small smoke run of each.
 
@@ -32,7 +36,7 @@ use vigil::export::sinks::elasticsearch::{ElasticsearchConfig, ElasticsearchSink
 use vigil::export::sinks::splunk_hec::{SplunkHecConfig, SplunkHecSink};
 use vigil::export::{Encoder, Exporter, ExporterMetrics, Route, Sink, SinkConfig, SinkKind};
 use vigil::source::{IngestConfig, Ingestor};
-use vigil::store::{Log, Store, StoreConfig, SyncPolicy};
+use vigil::store::{Log, LogWriter, NewRecord, Store, StoreConfig, SyncPolicy};
 use vigil::telemetry::MetricsRegistry;
 
 // The allocator of the `vigil` binary.
@@ -68,6 +72,15 @@ async fn endpoint(seen: Arc<Seen>, uri: Uri, headers: HeaderMap, body: Bytes) ->
     seen.requests.fetch_add(1, Ordering::Relaxed);
     seen.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
     let now = chrono::Utc::now();
+    if uri.path() == "/" || uri.path() == "/services/collector/health" {
+        // Health checks.
+        return (StatusCode::OK, r#"{"text":"HEC is healthy","code":17}"#.into());
+    }
+    if uri.path() != "/services/collector/event" && uri.path() != "/_bulk" {
+        // A paging or chat channel: one alert per request.
+        seen.events.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::ACCEPTED, r#"{"status":"success"}"#.into());
+    }
     if uri.path() == "/_bulk" {
         let mut items = Vec::new();
         #[derive(serde::Deserialize)]
@@ -126,6 +139,7 @@ fn start_endpoint(seen: Arc<Seen>) -> String {
 
 struct Pipeline {
     log: Log,
+    writer: LogWriter,
     ingestor: Ingestor,
     metrics: ExporterMetrics,
 }
@@ -137,7 +151,8 @@ fn pipeline(dir: &std::path::Path) -> Pipeline {
     let registry = MetricsRegistry::default();
     Pipeline {
         log,
-        ingestor: Ingestor::new(writer, IngestConfig::default(), &registry),
+        ingestor: Ingestor::new(writer.clone(), IngestConfig::default(), &registry),
+        writer,
         metrics: ExporterMetrics::register(&registry),
     }
 }
@@ -332,10 +347,123 @@ fn outage(rt: &tokio::runtime::Runtime, rate: u64, minutes: u64) {
     });
 }
 
+/// `n` incidents opened, as detection writes them to the log.
+async fn incidents(p: &Pipeline, n: usize) {
+    let records = (0..n)
+        .map(|i| {
+            let change = serde_json::json!({
+                "change": "opened",
+                "incident": {
+                    "id": format!("0190f000-0000-7000-8000-{i:012}"), "rule_id": "ssh_brute_force", "title": "SSH brute force",
+                    "priority": "P1", "status": "detected", "dedup_key": format!("ssh_brute_force|203.0.113.{}", i % 250),
+                    "opened_at": "2026-11-22T08:00:00Z", "updated_at": "2026-11-22T08:00:00Z",
+                    "first_seen": "2026-11-22T07:59:00Z", "last_seen": "2026-11-22T08:00:00Z",
+                    "alert_count": 1, "suppressed_count": 0, "event_count": 12, "event_ids": [],
+                    "entities": {"ips": [format!("203.0.113.{}", i % 250)], "users": ["root"], "hosts": ["bastion01"]}
+                }
+            });
+            NewRecord::encode(vigil::event::RecordKind::Incident.tag(), 1024, |buf| serde_json::to_writer(buf, &change).expect("encode"))
+        })
+        .collect();
+    p.writer.append(records, Vec::new()).await.expect("append");
+}
+
+/// Alerts/s per paging and chat channel with the platforms' rate limits off, then one
+/// channel with its limit on: the send rate equals the limit and nothing is dropped.
+fn channels(rt: &tokio::runtime::Runtime, alerts: usize, limited: usize) {
+    use vigil::export::sinks::{opsgenie, pagerduty, slack, teams};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = pipeline(dir.path());
+    rt.block_on(incidents(&p, alerts));
+    for channel in ["pagerduty", "opsgenie", "slack", "teams"] {
+        let seen = Arc::new(Seen::default());
+        let url = start_endpoint(seen.clone());
+        let kind: SinkKind = toml::from_str(&match channel {
+            "pagerduty" => format!(
+                "type = \"pagerduty\"\nrouting_key = \"0123456789abcdef0123456789abcdef\"\nendpoint = \"{url}\""
+            ),
+            "opsgenie" => format!("type = \"opsgenie\"\napi_key = \"k\"\nendpoint = \"{url}\""),
+            "slack" => format!("type = \"slack\"\nwebhook_url = \"{url}/slack\""),
+            _ => format!("type = \"teams\"\nwebhook_url = \"{url}/teams\""),
+        })
+        .expect("channel config");
+        let mut config = SinkConfig::new(kind.clone());
+        config.rate_limit = None;
+        config.concurrency = 16;
+        let started = Instant::now();
+        rt.block_on(async {
+            let drain = CancellationToken::new();
+            drain.cancel();
+            match kind {
+                SinkKind::Pagerduty(c) => {
+                    start(
+                        &p,
+                        channel,
+                        pagerduty::PagerDutySink::new(c).expect("sink"),
+                        config,
+                        CancellationToken::new(),
+                    )
+                    .await
+                    .run(drain)
+                    .await
+                }
+                SinkKind::Opsgenie(c) => {
+                    start(&p, channel, opsgenie::OpsgenieSink::new(c).expect("sink"), config, CancellationToken::new())
+                        .await
+                        .run(drain)
+                        .await
+                }
+                SinkKind::Slack(c) => {
+                    start(&p, channel, slack::SlackSink::new(c).expect("sink"), config, CancellationToken::new())
+                        .await
+                        .run(drain)
+                        .await
+                }
+                SinkKind::Teams(c) => {
+                    start(&p, channel, teams::TeamsSink::new(c).expect("sink"), config, CancellationToken::new())
+                        .await
+                        .run(drain)
+                        .await
+                }
+                _ => unreachable!("a channel"),
+            }
+        });
+        let secs = started.elapsed().as_secs_f64();
+        let sent = seen.events.load(Ordering::Relaxed);
+        assert_eq!(sent as usize, alerts, "every alert sent");
+        println!("{channel}, limits off: {sent} alerts in {secs:.2} s = {:.0} alerts/s", sent as f64 / secs);
+    }
+    // Slack's default limit (1/s, burst 1) on a fresh log of `limited` incidents.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = pipeline(dir.path());
+    rt.block_on(incidents(&p, limited));
+    let seen = Arc::new(Seen::default());
+    let url = start_endpoint(seen.clone());
+    let config: slack::SlackConfig = toml::from_str(&format!("webhook_url = \"{url}/slack\"")).expect("slack");
+    let sink_config = SinkConfig::new(SinkKind::Slack(config.clone()));
+    let started = Instant::now();
+    rt.block_on(async {
+        let drain = CancellationToken::new();
+        drain.cancel();
+        start(&p, "slack-limited", slack::SlackSink::new(config).expect("sink"), sink_config, CancellationToken::new())
+            .await
+            .run(drain)
+            .await
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let sent = seen.events.load(Ordering::Relaxed);
+    assert_eq!(sent as usize, limited, "nothing dropped under the limit");
+    // The first message goes at once; the rest one per second.
+    println!(
+        "slack, default limit 1/s: {sent} messages in {secs:.2} s = {:.2} messages/s after the first, 0 dropped",
+        (sent - 1) as f64 / secs
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--bench");
-    let only = ["throughput", "latency", "outage"].into_iter().find(|m| args.iter().any(|a| a == m));
+    let only = ["throughput", "latency", "outage", "channels"].into_iter().find(|m| args.iter().any(|a| a == m));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     if only.is_none_or(|m| m == "throughput") {
         throughput(
@@ -350,6 +478,9 @@ fn main() {
             arg(&args, "--rate", if full { 50_000 } else { 1_000 }),
             arg(&args, "--seconds", if full { 20 } else { 1 }),
         );
+    }
+    if only.is_none_or(|m| m == "channels") {
+        channels(&rt, arg(&args, "--alerts", if full { 20_000 } else { 200 }) as usize, if full { 11 } else { 2 });
     }
     if only.is_some_and(|m| m == "outage") || !full {
         outage(

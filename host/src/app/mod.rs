@@ -26,9 +26,13 @@ use crate::export::sinks::datadog::DatadogSink;
 use crate::export::sinks::elasticsearch::ElasticsearchSink;
 use crate::export::sinks::file::FileSink;
 use crate::export::sinks::http::HttpSink;
+use crate::export::sinks::opsgenie::OpsgenieSink;
+use crate::export::sinks::pagerduty::PagerDutySink;
+use crate::export::sinks::slack::SlackSink;
 use crate::export::sinks::splunk_hec::SplunkHecSink;
 use crate::export::sinks::sumo_logic::SumoLogicSink;
 use crate::export::sinks::syslog::SyslogSink;
+use crate::export::sinks::teams::TeamsSink;
 use crate::export::{Encoder, Exporter, ExporterHandle, ExporterMetrics, Route, Sink, SinkConfig, SinkError, SinkKind};
 use crate::incident::worker::{DetectionWorker, LiveRules, WorkerHandle};
 use crate::incident::{ChangeKind, IncidentChange};
@@ -173,6 +177,22 @@ impl Pipeline {
                 }
                 SinkKind::Http(c) => {
                     let sink = HttpSink::new(c.clone()).map_err(built)?;
+                    self.spawn_sink(&name, sink, config, &metrics).await?
+                }
+                SinkKind::Pagerduty(c) => {
+                    let sink = PagerDutySink::new(c.clone()).map_err(built)?;
+                    self.spawn_sink(&name, sink, config, &metrics).await?
+                }
+                SinkKind::Opsgenie(c) => {
+                    let sink = OpsgenieSink::new(c.clone()).map_err(built)?;
+                    self.spawn_sink(&name, sink, config, &metrics).await?
+                }
+                SinkKind::Slack(c) => {
+                    let sink = SlackSink::new(c.clone()).map_err(built)?;
+                    self.spawn_sink(&name, sink, config, &metrics).await?
+                }
+                SinkKind::Teams(c) => {
+                    let sink = TeamsSink::new(c.clone()).map_err(built)?;
                     self.spawn_sink(&name, sink, config, &metrics).await?
                 }
             }

@@ -365,6 +365,9 @@ impl<S: Sink> Exporter<S> {
         let concurrency = config.concurrency.min(sink.max_concurrency()).max(1);
         let mut limits = sink.limits();
         limits.max_items = Some(limits.max_items.map_or(config.batch.max_records, |m| m.min(config.batch.max_records)));
+        if config.rate_limit.is_some() && sink.request_per_item() {
+            limits.max_items = Some(1);
+        }
         let configured_bytes = config.batch.max_bytes.as_u64() as usize;
         limits.max_bytes = Some(limits.max_bytes.map_or(configured_bytes, |m| m.min(configured_bytes)));
         let shared = Arc::new(Shared {

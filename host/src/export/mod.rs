@@ -162,6 +162,12 @@ pub trait Sink: Send + Sync + 'static {
     fn limits(&self) -> PlatformLimits {
         PlatformLimits::default()
     }
+
+    /// Whether `send` makes one request per item (paging and chat channels). Such a sink
+    /// gets single-item batches when it has a rate limit, so that the limit counts requests.
+    fn request_per_item(&self) -> bool {
+        false
+    }
 }
 
 /// The sink types (`type = "..."` in `[sinks.NAME]`).
@@ -182,6 +188,14 @@ pub enum SinkKind {
     Syslog(sinks::syslog::SyslogSinkConfig),
     /// Any HTTP endpoint: templated body, auth, HMAC signing.
     Http(sinks::http::HttpSinkConfig),
+    /// PagerDuty Events API v2 (incidents).
+    Pagerduty(sinks::pagerduty::PagerDutyConfig),
+    /// Opsgenie Alert API (incidents).
+    Opsgenie(sinks::opsgenie::OpsgenieConfig),
+    /// Slack incoming webhook (incidents).
+    Slack(sinks::slack::SlackConfig),
+    /// Microsoft Teams Workflows webhook (incidents).
+    Teams(sinks::teams::TeamsConfig),
 }
 
 impl SinkKind {
@@ -195,6 +209,34 @@ impl SinkKind {
             Self::SumoLogic(_) => "sumo_logic",
             Self::Syslog(_) => "syslog",
             Self::Http(_) => "http",
+            Self::Pagerduty(_) => "pagerduty",
+            Self::Opsgenie(_) => "opsgenie",
+            Self::Slack(_) => "slack",
+            Self::Teams(_) => "teams",
+        }
+    }
+
+    /// Whether this is a paging or chat channel, which takes incident changes only.
+    pub fn is_channel(&self) -> bool {
+        matches!(self, Self::Pagerduty(_) | Self::Opsgenie(_) | Self::Slack(_) | Self::Teams(_))
+    }
+
+    /// The route a sink type takes when none is configured.
+    pub fn default_route(&self) -> RouteConfig {
+        if self.is_channel() {
+            RouteConfig { records: vec![RecordKind::Incident], ..RouteConfig::default() }
+        } else {
+            RouteConfig::default()
+        }
+    }
+
+    /// The platform's documented rate, applied unless `rate_limit` is configured:
+    /// PagerDuty 120 events a minute per routing key, a Slack webhook about one a second.
+    pub fn default_rate_limit(&self) -> Option<RateLimitConfig> {
+        match self {
+            Self::Pagerduty(_) => Some(RateLimitConfig { requests_per_second: 2.0, burst: 20 }),
+            Self::Slack(_) => Some(RateLimitConfig { requests_per_second: 1.0, burst: 1 }),
+            _ => None,
         }
     }
 
@@ -332,7 +374,7 @@ impl<'de> Deserialize<'de> for SinkConfig {
                 None => Ok(T::default()),
             }
         }
-        let route: RouteConfig = take(&mut table, COMMON[0])?;
+        let route: Option<RouteConfig> = take(&mut table, COMMON[0])?;
         let format: Option<Format> = take(&mut table, COMMON[1])?;
         let redact: RedactionConfig = take(&mut table, COMMON[2])?;
         let batch: BatchConfig = take(&mut table, COMMON[3])?;
@@ -353,6 +395,8 @@ impl<'de> Deserialize<'de> for SinkConfig {
         };
         let kind = SinkKind::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
         let format = format.unwrap_or_else(|| kind.default_format());
+        let route = route.unwrap_or_else(|| kind.default_route());
+        let rate_limit = rate_limit.or_else(|| kind.default_rate_limit());
         Ok(Self {
             kind,
             route,
@@ -373,15 +417,15 @@ impl SinkConfig {
     pub fn new(kind: SinkKind) -> Self {
         let format = kind.default_format();
         Self {
+            route: kind.default_route(),
+            rate_limit: kind.default_rate_limit(),
             kind,
-            route: RouteConfig::default(),
             format,
             redact: RedactionConfig::default(),
             batch: BatchConfig::default(),
             concurrency: 4,
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
-            rate_limit: None,
             healthcheck_interval: Duration::from_secs(30),
         }
     }
@@ -427,6 +471,13 @@ impl SinkConfig {
             SinkKind::SumoLogic(c) => errors.extend(c.validate(&p)),
             SinkKind::Syslog(c) => errors.extend(c.validate(&p)),
             SinkKind::Http(c) => errors.extend(c.validate(&p)),
+            SinkKind::Pagerduty(c) => errors.extend(c.validate(&p)),
+            SinkKind::Opsgenie(c) => errors.extend(c.validate(&p)),
+            SinkKind::Slack(c) => errors.extend(c.validate(&p)),
+            SinkKind::Teams(c) => errors.extend(c.validate(&p)),
+        }
+        if self.kind.is_channel() {
+            errors.extend(sinks::incident::validate_records(&p, &self.route, &self.format));
         }
         errors
     }

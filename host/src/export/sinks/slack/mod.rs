@@ -1,0 +1,165 @@
+//! The `slack` sink: Slack incoming webhooks with Block Kit.
+//!
+//! One message per state change of an incident (opened, acknowledged, resolved…): a header,
+//! the fields (priority, status, rule, entities, counts), a context line, and `text` as
+//! the notification fallback. Slack's limits are kept: at most 50 blocks, 3,000 characters
+//! per section text, 150 per header. A webhook takes about one message a second: the
+//! sink's default rate limit; a 429 with `Retry-After` is honoured by the framework.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::incident::{self, Step};
+use crate::export::http::{self, HttpClientConfig, validate_url};
+use crate::export::{Item, SendReport, Sink, SinkError};
+use crate::incident::IncidentChange;
+use crate::telemetry::Secret;
+
+/// Settings of a `slack` sink.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The incoming webhook URL (a secret: it is the credential).
+    pub webhook_url: Secret,
+    /// Link to an incident; `{id}` becomes the incident id.
+    #[serde(default)]
+    pub incident_url: Option<String>,
+    /// Connection settings.
+    #[serde(default)]
+    pub http: HttpClientConfig,
+}
+
+impl SlackConfig {
+    /// Every problem with the settings, with its path under `prefix`.
+    pub fn validate(&self, prefix: &str) -> Vec<(String, String)> {
+        validate_url(self.webhook_url.expose(), format!("{prefix}.webhook_url")).into_iter().collect()
+    }
+}
+
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+/// Escapes Slack's control characters in mrkdwn text.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// What a change says in a message, or `None` when it says nothing.
+pub fn headline(change: &IncidentChange) -> Option<String> {
+    let i = &change.incident;
+    let what = match incident::step(change) {
+        Step::Trigger if change.previous_status.is_some() => "reopened",
+        Step::Trigger => "opened",
+        Step::Acknowledge | Step::Resolve | Step::Status => i.status.as_str(),
+        Step::Skip => return None,
+    };
+    Some(format!("{} incident {what}: {}", i.priority, i.title))
+}
+
+/// The Block Kit message for a change.
+pub fn message(change: &IncidentChange, incident_url: Option<&str>) -> Option<serde_json::Value> {
+    let headline = headline(change)?;
+    let i = &change.incident;
+    let list = |set: &std::collections::BTreeSet<String>| {
+        if set.is_empty() {
+            "—".to_owned()
+        } else {
+            escape(&set.iter().take(10).cloned().collect::<Vec<_>>().join(", "))
+        }
+    };
+    let fields = [
+        format!("*Priority*\n{}", i.priority),
+        format!("*Status*\n{}", i.status.as_str()),
+        format!("*Rule*\n`{}`", escape(i.rule_id.as_str())),
+        format!("*Events / alerts*\n{} / {}", i.event_count, i.alert_count),
+        format!("*IPs*\n{}", list(&i.entities.ips)),
+        format!("*Users*\n{}", list(&i.entities.users)),
+        format!("*Hosts*\n{}", list(&i.entities.hosts)),
+        format!("*Assignee*\n{}", i.assignee.as_deref().map_or("—".to_owned(), escape)),
+    ];
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": clip(&headline, 150)}}),
+        json!({"type": "section", "fields": fields.iter().map(|f| json!({"type": "mrkdwn", "text": clip(f, 2000)})).collect::<Vec<_>>()}),
+    ];
+    if !i.techniques.is_empty() {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&format!("*ATT&amp;CK* {}", escape(&i.techniques.join(", "))), 3000)}}));
+    }
+    let mut context = format!("Vigil · incident `{}` · first seen {}", i.id, i.first_seen.format("%Y-%m-%d %H:%M:%SZ"));
+    if let Some(link) = incident::link(incident_url, change) {
+        context.push_str(&format!(" · <{link}|open>"));
+    }
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": clip(&context, 3000)}]}));
+    blocks.truncate(50);
+    Some(json!({ "text": headline, "blocks": blocks }))
+}
+
+/// The Slack sink.
+#[derive(Debug)]
+pub struct SlackSink {
+    config: SlackConfig,
+    client: reqwest::Client,
+}
+
+impl SlackSink {
+    /// A sink for `config`; fails if its TLS files cannot be read.
+    pub fn new(config: SlackConfig) -> Result<Self, SinkError> {
+        Ok(Self { client: config.http.build()?, config })
+    }
+}
+
+impl Sink for SlackSink {
+    async fn send(&self, batch: &[Item]) -> Result<SendReport, SinkError> {
+        Ok(incident::send_in_order(batch, incident::CONCURRENCY, |change| async move {
+            match message(&change, self.config.incident_url.as_deref()) {
+                Some(body) => {
+                    http::send(self.client.post(self.config.webhook_url.expose()).json(&body)).await.map(drop)
+                }
+                None => Ok(()),
+            }
+        })
+        .await)
+    }
+
+    fn max_concurrency(&self) -> usize {
+        // Batches go one at a time, so an incident's changes stay in order.
+        1
+    }
+
+    fn request_per_item(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::sinks::incident::tests::change;
+    use crate::incident::{ChangeKind, IncidentStatus};
+
+    #[test]
+    fn block_kit_message_within_limits() {
+        let mut c = change(ChangeKind::Opened, None, IncidentStatus::Detected);
+        c.incident.title = "x".repeat(400);
+        c.incident.entities.users.insert("<script>".into());
+        let m = message(&c, Some("https://vigil.example/i/{id}")).expect("message");
+        assert!(m["text"].as_str().expect("fallback").starts_with("P1 incident opened: xxx"));
+        let blocks = m["blocks"].as_array().expect("blocks");
+        assert!(blocks.len() <= 50);
+        assert_eq!(blocks[0]["type"], "header");
+        assert_eq!(blocks[0]["text"]["text"].as_str().map(|t| t.chars().count()), Some(150));
+        let text = m.to_string();
+        assert!(text.contains("&lt;script&gt;") && !text.contains("<script>"));
+        assert!(text.contains("<https://vigil.example/i/0190d000-0000-7000-8000-000000000001|open>"));
+        let resolved =
+            message(&change(ChangeKind::Changed, Some(IncidentStatus::Acknowledged), IncidentStatus::Resolved), None)
+                .expect("resolved");
+        assert_eq!(resolved["text"], format!("P1 incident resolved: SSH brute force"));
+        assert!(message(&change(ChangeKind::Updated, None, IncidentStatus::Detected), None).is_none());
+    }
+}
