@@ -77,6 +77,8 @@ fn one_incident_pages_once_and_follows_its_lifecycle_on_every_channel() {
         dir.path(),
         &format!(
             "[rules]\ndir = {rules:?}\n\
+             [incidents.escalation]\npriorities = [\"P2\"]\np2 = \"2s\"\ncheck_every = \"200ms\"\nmax_level = 1\n\
+             [sinks.pd_escalation]\ntype = \"pagerduty\"\nrouting_key = \"{ROUTING_KEY}\"\nendpoint = \"{url}/esc\"\nescalation_level = 1\n\
              [sinks.pd]\ntype = \"pagerduty\"\nrouting_key = \"{ROUTING_KEY}\"\nendpoint = \"{url}\"\nincident_url = \"https://vigil.example/incidents/{{id}}\"\n\
              [sinks.og]\ntype = \"opsgenie\"\napi_key = \"{GENIE_KEY}\"\nendpoint = \"{url}/og\"\nteams = [\"soc\"]\n\
              [sinks.slack]\ntype = \"slack\"\nwebhook_url = \"{url}{SLACK_PATH}\"\n\
@@ -98,6 +100,17 @@ fn one_incident_pages_once_and_follows_its_lifecycle_on_every_channel() {
         })?;
         (incidents["incidents"][0]["alert_count"].as_u64()? >= 2).then_some(())
     });
+    // Nobody acknowledged within the (shortened) P2 response time: the escalation channel
+    // is paged for the same incident.
+    let escalated = wait_for(Duration::from_secs(30), "the escalation page", || {
+        mock.requests_to("/esc/v2/enqueue")
+            .first()
+            .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).expect("PD event"))
+    });
+    assert_eq!(
+        (escalated["event_action"].as_str(), escalated["dedup_key"].as_str()),
+        (Some("trigger"), Some(id.as_str()))
+    );
     transition(&server, &id, "acknowledged");
     transition(&server, &id, "resolved");
 
@@ -112,6 +125,13 @@ fn one_incident_pages_once_and_follows_its_lifecycle_on_every_channel() {
     assert_eq!(pd[0]["payload"]["severity"], "error", "P2 maps to error");
     assert!(pd[0]["payload"]["summary"].as_str().expect("summary").contains("203.0.113.50"));
     assert_eq!(pd[0]["links"][0]["href"], format!("https://vigil.example/incidents/{id}"));
+    let esc = wait_for(Duration::from_secs(30), "the escalation channel follows", || {
+        let events: Vec<serde_json::Value> =
+            mock.requests_to("/esc/").iter().map(|r| serde_json::from_slice(&r.body).expect("event")).collect();
+        (events.len() >= 3).then_some(events)
+    });
+    let actions: Vec<&str> = esc.iter().map(|e| e["event_action"].as_str().expect("action")).collect();
+    assert_eq!(actions, ["trigger", "acknowledge", "resolve"]);
 
     let og = wait_for(Duration::from_secs(30), "Opsgenie's three requests", || {
         let requests = mock.requests_to("/og/");

@@ -101,6 +101,7 @@ impl Pipeline {
             writer.clone(),
             rules.clone(),
             config.detect.clone(),
+            config.incidents.escalation.clone(),
             &metrics,
             incidents.clone(),
         )

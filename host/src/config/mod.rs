@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::ApiConfig;
 use crate::detect::DetectConfig;
 use crate::export::SinkConfig;
+use crate::incident::escalation::IncidentsConfig;
 use crate::rules::RulesConfig;
 use crate::source::IngestConfig;
 use crate::source::file::FileSourceConfig;
@@ -84,13 +85,16 @@ pub struct VigilConfig {
     pub rules: RulesConfig,
     /// `[detect]`: windows, lateness, memory bounds.
     pub detect: DetectConfig,
+    /// `[incidents]`: escalation.
+    pub incidents: IncidentsConfig,
     /// `[sinks.NAME]`: destinations.
     pub sinks: BTreeMap<String, SinkConfig>,
     /// `[shutdown]`.
     pub shutdown: ShutdownConfig,
 }
 
-const SECTIONS: [&str; 9] = ["store", "ingest", "telemetry", "api", "sources", "rules", "detect", "sinks", "shutdown"];
+const SECTIONS: [&str; 10] =
+    ["store", "ingest", "telemetry", "api", "sources", "rules", "detect", "incidents", "sinks", "shutdown"];
 
 /// Reads and checks a config file; every error is reported.
 pub fn load(path: &Path) -> Result<VigilConfig, Vec<ConfigError>> {
@@ -122,6 +126,7 @@ pub fn parse(text: &str) -> Result<VigilConfig, Vec<ConfigError>> {
         sources: section(&mut table, "sources", &mut errors),
         rules: section(&mut table, "rules", &mut errors),
         detect: section(&mut table, "detect", &mut errors),
+        incidents: section(&mut table, "incidents", &mut errors),
         sinks: BTreeMap::new(),
         shutdown: section(&mut table, "shutdown", &mut errors),
     };
@@ -152,6 +157,7 @@ pub fn validate(config: &VigilConfig) -> Vec<ConfigError> {
     problems.extend(config.sources.syslog.validate());
     problems.extend(config.rules.validate());
     problems.extend(config.detect.validate());
+    problems.extend(config.incidents.escalation.validate());
     for (i, file) in config.sources.file.iter().enumerate() {
         if file.path.as_os_str().is_empty() {
             problems.push((format!("sources.file.{i}.path"), "must not be empty".into()));

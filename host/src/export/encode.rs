@@ -61,6 +61,7 @@ pub fn incident_finding(change: &IncidentChange, raw: serde_json::Value) -> Find
         ChangeKind::Updated => "updated",
         ChangeKind::Suppressed => "suppressed",
         ChangeKind::Changed => "changed",
+        ChangeKind::Escalated => "escalated",
     };
     Finding {
         kind: FindingKind::Incident { change: change_name.into(), status: i.status.as_str().into() },

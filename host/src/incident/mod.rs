@@ -10,6 +10,7 @@
 //! Layer 5: uses `event`, `store`, `telemetry`, `rules`, `detect`.
 
 pub mod backtest;
+pub mod escalation;
 mod lifecycle;
 pub mod worker;
 
@@ -118,9 +119,16 @@ pub struct Incident {
     /// Tags of the rule.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Escalations so far (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub escalation: u8,
     /// History.
     #[serde(default)]
     pub timeline: Vec<TimelineEntry>,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 impl Incident {
@@ -159,6 +167,7 @@ impl Incident {
             entities: Entities::default(),
             techniques: self.techniques.clone(),
             tags: self.tags.clone(),
+            escalation: self.escalation,
             timeline: Vec::new(),
         }
     }
@@ -184,6 +193,9 @@ pub enum ChangeKind {
     Suppressed,
     /// Its status changed (or it was assigned or annotated).
     Changed,
+    /// Nobody acknowledged it within its response time: `incident.escalation` is the new
+    /// level.
+    Escalated,
 }
 
 /// An incident after a change, as written to the log for sinks.
@@ -375,6 +387,7 @@ impl IncidentBook {
             entities,
             techniques: alert.techniques.clone(),
             tags: alert.tags.clone(),
+            escalation: 0,
             timeline: Vec::new(),
         };
         let why = if priority < alert.priority {
@@ -442,6 +455,25 @@ impl IncidentBook {
         );
         Ok(IncidentChange {
             change: ChangeKind::Changed,
+            alert_id: None,
+            previous_status: None,
+            incident: self.store_back(incident),
+        })
+    }
+
+    /// Raises an incident's escalation level.
+    pub fn escalate(&mut self, id: IncidentId, level: u8, now: DateTime<Utc>) -> Result<IncidentChange> {
+        let mut incident = self.get(id)?.ok_or(Error::NotFound(id))?;
+        incident.escalation = level;
+        incident.updated_at = now;
+        incident.note(
+            now,
+            "escalated",
+            None,
+            format!("not acknowledged within its response time; escalation level {level}"),
+        );
+        Ok(IncidentChange {
+            change: ChangeKind::Escalated,
             alert_id: None,
             previous_status: None,
             incident: self.store_back(incident),

@@ -137,3 +137,32 @@ fn classification_escalates_by_context() {
     big.affected_users = Some(25_000);
     assert_eq!(book.apply(&big, Utc::now()).expect("apply").incident.priority, Priority::P0);
 }
+
+#[test]
+fn unacknowledged_incidents_escalate_once_per_response_time_on_a_simulated_clock() {
+    use super::escalation::EscalationConfig;
+    let config = EscalationConfig { priorities: vec![Priority::P2], ..EscalationConfig::default() };
+    let mut book = IncidentBook::in_memory();
+    let opened = DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+    let at = |minutes: i64| opened + Duration::minutes(minutes);
+    let id = book.apply(&alert("brute", "1.1.1.1", 0), opened).expect("apply").incident.id;
+    let current = |book: &mut IncidentBook| book.get(id).expect("get").expect("present");
+    // P2 answers within 4 hours.
+    assert_eq!(config.due(&current(&mut book), at(239)), None);
+    assert_eq!(config.due(&current(&mut book), at(240)), Some(1));
+    let change = book.escalate(id, 1, at(240)).expect("escalate");
+    assert_eq!((change.change, change.incident.escalation), (ChangeKind::Escalated, 1));
+    assert_eq!(config.due(&current(&mut book), at(300)), None, "once per level");
+    assert_eq!(config.due(&current(&mut book), at(480)), Some(2));
+    book.escalate(id, 2, at(480)).expect("escalate");
+    assert_eq!(config.due(&current(&mut book), at(10_000)), None, "max_level reached");
+    assert!(current(&mut book).timeline.iter().any(|e| e.kind == "escalated"));
+
+    // Acknowledged in time: never escalates; P3 is not among the escalating priorities.
+    let acked = book.apply(&alert("brute", "2.2.2.2", 0), opened).expect("apply").incident.id;
+    book.transition(acked, IncidentStatus::Acknowledged, "alice", None, at(10)).expect("ack");
+    assert_eq!(config.due(&book.get(acked).expect("get").expect("present"), at(10_000)), None);
+    let mut low = current(&mut book);
+    (low.priority, low.escalation, low.status) = (Priority::P3, 0, IncidentStatus::Detected);
+    assert_eq!(config.due(&low, at(10_000)), None);
+}

@@ -14,13 +14,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::escalation::EscalationConfig;
 use super::{ChangeKind, Error, IncidentBook, IncidentChange, IncidentStatus};
 use crate::detect::{Alert, DetectConfig, DetectMetrics, Detector};
 use crate::event::{IncidentId, RecordKind, SecurityEvent};
@@ -108,6 +109,7 @@ pub struct DetectionWorker {
     cursors: Table<String, Cursor>,
     detector: Detector,
     config: DetectConfig,
+    escalation: EscalationConfig,
     detect_metrics: DetectMetrics,
     book: IncidentBook,
     consumer: ConsumerHandle,
@@ -125,6 +127,7 @@ impl DetectionWorker {
         writer: LogWriter,
         rules: RuleSet,
         config: DetectConfig,
+        escalation: EscalationConfig,
         registry: &MetricsRegistry,
         changes: broadcast::Sender<IncidentChange>,
     ) -> store::Result<(Self, WorkerHandle)> {
@@ -147,6 +150,7 @@ impl DetectionWorker {
             cursors,
             detector,
             config,
+            escalation,
             detect_metrics,
             consumer,
             cursor,
@@ -161,6 +165,8 @@ impl DetectionWorker {
     /// has stopped), it finishes every record up to the head and returns.
     pub async fn run(mut self, drain: CancellationToken) {
         let mut head = self.log.subscribe();
+        let mut escalation = tokio::time::interval(self.escalation.check_every);
+        escalation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             while let Ok(command) = self.commands.try_recv() {
                 self = self.blocking(move |w| w.command(command)).await;
@@ -175,6 +181,14 @@ impl DetectionWorker {
             tokio::select! {
                 changed = head.changed() => if changed.is_err() { return },
                 Some(command) = self.commands.recv() => self = self.blocking(move |w| w.command(command)).await,
+                _ = escalation.tick(), if self.escalation.max_level > 0 => {
+                    self = self.blocking(|w| {
+                        if let Err(e) = w.escalate(Utc::now()) {
+                            w.book.discard();
+                            tracing::error!(error = %e, "Escalation check failed; retrying at the next check.");
+                        }
+                    }).await;
+                }
                 () = drain.cancelled() => {}
             }
         }
@@ -285,6 +299,32 @@ impl DetectionWorker {
             let _ = self.changes.send(change);
         }
         Ok(entries.len())
+    }
+
+    /// Escalates every unacknowledged incident past its response time (as of `now`);
+    /// returns how many.
+    pub fn escalate(&mut self, now: DateTime<Utc>) -> Result<usize, Error> {
+        let mut records = Vec::new();
+        let mut changes = Vec::new();
+        for listed in super::list(&self.store, usize::MAX, Some(super::IncidentStatus::Detected))? {
+            // The book may hold a newer state than the store's.
+            let Some(incident) = self.book.get(listed.id)? else { continue };
+            let Some(level) = self.escalation.due(&incident, now) else { continue };
+            let change = self.book.escalate(incident.id, level, now)?;
+            tracing::warn!(incident = %incident.id, level, priority = %incident.priority, "Incident not acknowledged within its response time; escalated.");
+            records.push(record(RecordKind::Incident, &change));
+            changes.push(change);
+        }
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let ops = self.book.take_ops()?;
+        self.writer.append_blocking(records, ops)?;
+        let count = changes.len();
+        for change in changes {
+            let _ = self.changes.send(change);
+        }
+        Ok(count)
     }
 
     /// Rebuilds in-memory state from the store after a failed commit.

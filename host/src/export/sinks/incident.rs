@@ -86,11 +86,13 @@ where
     SendReport { failed }
 }
 
-/// What `change` means.
-pub fn step(change: &IncidentChange) -> Step {
+/// What `change` means to a channel at escalation `level` (0: the first channel paged;
+/// n: a channel paged when nobody acknowledged within n response times).
+pub fn step(change: &IncidentChange, level: u8) -> Step {
     let status = change.incident.status;
-    match (change.change, change.previous_status) {
+    let step = match (change.change, change.previous_status) {
         (ChangeKind::Opened, _) => Step::Trigger,
+        (ChangeKind::Escalated, _) if level > 0 && change.incident.escalation == level => return Step::Trigger,
         (ChangeKind::Changed, Some(before)) if before != status => {
             let done = |s: IncidentStatus| matches!(s, IncidentStatus::Resolved | IncidentStatus::Closed);
             if done(status) && !done(before) {
@@ -104,6 +106,13 @@ pub fn step(change: &IncidentChange) -> Step {
             }
         }
         _ => Step::Skip,
+    };
+    match step {
+        // An escalation channel is not paged when an incident opens, and follows only the
+        // incidents that reached its level.
+        Step::Trigger if level > 0 && change.change == ChangeKind::Opened => Step::Skip,
+        _ if level > 0 && change.incident.escalation < level => Step::Skip,
+        step => step,
     }
 }
 
@@ -180,19 +189,42 @@ pub(crate) mod tests {
         change
     }
 
+    fn step_0(change: &IncidentChange) -> Step {
+        step(change, 0)
+    }
+
+    #[test]
+    fn escalation_channels_page_only_at_their_level() {
+        use IncidentStatus::*;
+        let mut escalated = change(ChangeKind::Escalated, None, Detected);
+        escalated.incident.escalation = 1;
+        assert_eq!(step(&escalated, 0), Step::Skip, "the first channel was paged already");
+        assert_eq!(step(&escalated, 1), Step::Trigger);
+        assert_eq!(step(&escalated, 2), Step::Skip);
+        assert_eq!(step(&change(ChangeKind::Opened, None, Detected), 1), Step::Skip);
+        let mut ack = change(ChangeKind::Changed, Some(Detected), Acknowledged);
+        assert_eq!(step(&ack, 1), Step::Skip, "never escalated: nothing was paged at level 1");
+        ack.incident.escalation = 1;
+        assert_eq!((step(&ack, 0), step(&ack, 1)), (Step::Acknowledge, Step::Acknowledge));
+    }
+
     #[test]
     fn one_incident_pages_once_and_follows_its_status() {
         use IncidentStatus::*;
-        assert_eq!(step(&change(ChangeKind::Opened, None, Detected)), Step::Trigger);
-        assert_eq!(step(&change(ChangeKind::Updated, None, Detected)), Step::Skip);
-        assert_eq!(step(&change(ChangeKind::Suppressed, None, Detected)), Step::Skip);
-        assert_eq!(step(&change(ChangeKind::Changed, None, Detected)), Step::Skip, "assigned or commented");
-        assert_eq!(step(&change(ChangeKind::Changed, Some(Detected), Acknowledged)), Step::Acknowledge);
-        assert_eq!(step(&change(ChangeKind::Changed, Some(Detected), Contained)), Step::Acknowledge);
-        assert_eq!(step(&change(ChangeKind::Changed, Some(Acknowledged), Investigating)), Step::Status);
-        assert_eq!(step(&change(ChangeKind::Changed, Some(Investigating), Resolved)), Step::Resolve);
-        assert_eq!(step(&change(ChangeKind::Changed, Some(Resolved), Closed)), Step::Status);
-        assert_eq!(step(&change(ChangeKind::Changed, Some(Resolved), Detected)), Step::Trigger, "a reopen pages again");
+        assert_eq!(step_0(&change(ChangeKind::Opened, None, Detected)), Step::Trigger);
+        assert_eq!(step_0(&change(ChangeKind::Updated, None, Detected)), Step::Skip);
+        assert_eq!(step_0(&change(ChangeKind::Suppressed, None, Detected)), Step::Skip);
+        assert_eq!(step_0(&change(ChangeKind::Changed, None, Detected)), Step::Skip, "assigned or commented");
+        assert_eq!(step_0(&change(ChangeKind::Changed, Some(Detected), Acknowledged)), Step::Acknowledge);
+        assert_eq!(step_0(&change(ChangeKind::Changed, Some(Detected), Contained)), Step::Acknowledge);
+        assert_eq!(step_0(&change(ChangeKind::Changed, Some(Acknowledged), Investigating)), Step::Status);
+        assert_eq!(step_0(&change(ChangeKind::Changed, Some(Investigating), Resolved)), Step::Resolve);
+        assert_eq!(step_0(&change(ChangeKind::Changed, Some(Resolved), Closed)), Step::Status);
+        assert_eq!(
+            step_0(&change(ChangeKind::Changed, Some(Resolved), Detected)),
+            Step::Trigger,
+            "a reopen pages again"
+        );
         let c = change(ChangeKind::Opened, None, Detected);
         assert_eq!(summary(&c), "[P1] SSH brute force (203.0.113.7, admin, bastion01)");
         assert_eq!(

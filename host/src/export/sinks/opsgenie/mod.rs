@@ -35,6 +35,10 @@ pub struct OpsgenieConfig {
     /// Link to an incident; `{id}` becomes the incident id.
     #[serde(default)]
     pub incident_url: Option<String>,
+    /// 0: paged when an incident opens; n: paged when nobody acknowledged it within n
+    /// response times (`[incidents.escalation]`).
+    #[serde(default)]
+    pub escalation_level: u8,
     /// Connection settings.
     #[serde(default)]
     pub http: HttpClientConfig,
@@ -90,7 +94,7 @@ impl OpsgenieSink {
         let i = &change.incident;
         let alias = i.id.to_string();
         let note = format!("Vigil: incident is {}", i.status.as_str());
-        match incident::step(change) {
+        match incident::step(change, self.config.escalation_level) {
             Step::Trigger => {
                 let mut tags = self.config.tags.clone();
                 tags.extend(i.tags.iter().cloned());

@@ -29,6 +29,10 @@ pub struct PagerDutyConfig {
     /// Link to an incident in the console; `{id}` becomes the incident id.
     #[serde(default)]
     pub incident_url: Option<String>,
+    /// 0: paged when an incident opens; n: paged when nobody acknowledged it within n
+    /// response times (`[incidents.escalation]`).
+    #[serde(default)]
+    pub escalation_level: u8,
     /// `payload.source` (this Vigil's name).
     #[serde(default = "default_source")]
     pub source: String,
@@ -74,7 +78,7 @@ impl PagerDutySink {
 
     /// The event for a change, or `None` when it means nothing to PagerDuty.
     pub fn event(&self, change: &crate::incident::IncidentChange) -> Option<serde_json::Value> {
-        let action = match incident::step(change) {
+        let action = match incident::step(change, self.config.escalation_level) {
             Step::Trigger => "trigger",
             Step::Acknowledge => "acknowledge",
             Step::Resolve => "resolve",

@@ -24,6 +24,10 @@ pub struct SlackConfig {
     /// Link to an incident; `{id}` becomes the incident id.
     #[serde(default)]
     pub incident_url: Option<String>,
+    /// 0: paged when an incident opens; n: paged when nobody acknowledged it within n
+    /// response times (`[incidents.escalation]`).
+    #[serde(default)]
+    pub escalation_level: u8,
     /// Connection settings.
     #[serde(default)]
     pub http: HttpClientConfig,
@@ -51,9 +55,10 @@ fn escape(text: &str) -> String {
 }
 
 /// What a change says in a message, or `None` when it says nothing.
-pub fn headline(change: &IncidentChange) -> Option<String> {
+pub fn headline(change: &IncidentChange, level: u8) -> Option<String> {
     let i = &change.incident;
-    let what = match incident::step(change) {
+    let what = match incident::step(change, level) {
+        Step::Trigger if change.change == crate::incident::ChangeKind::Escalated => "escalated, not acknowledged",
         Step::Trigger if change.previous_status.is_some() => "reopened",
         Step::Trigger => "opened",
         Step::Acknowledge | Step::Resolve | Step::Status => i.status.as_str(),
@@ -63,8 +68,8 @@ pub fn headline(change: &IncidentChange) -> Option<String> {
 }
 
 /// The Block Kit message for a change.
-pub fn message(change: &IncidentChange, incident_url: Option<&str>) -> Option<serde_json::Value> {
-    let headline = headline(change)?;
+pub fn message(change: &IncidentChange, incident_url: Option<&str>, level: u8) -> Option<serde_json::Value> {
+    let headline = headline(change, level)?;
     let i = &change.incident;
     let list = |set: &std::collections::BTreeSet<String>| {
         if set.is_empty() {
@@ -116,7 +121,7 @@ impl SlackSink {
 impl Sink for SlackSink {
     async fn send(&self, batch: &[Item]) -> Result<SendReport, SinkError> {
         Ok(incident::send_in_order(batch, incident::CONCURRENCY, |change| async move {
-            match message(&change, self.config.incident_url.as_deref()) {
+            match message(&change, self.config.incident_url.as_deref(), self.config.escalation_level) {
                 Some(body) => {
                     http::send(self.client.post(self.config.webhook_url.expose()).json(&body)).await.map(drop)
                 }
@@ -147,7 +152,7 @@ mod tests {
         let mut c = change(ChangeKind::Opened, None, IncidentStatus::Detected);
         c.incident.title = "x".repeat(400);
         c.incident.entities.users.insert("<script>".into());
-        let m = message(&c, Some("https://vigil.example/i/{id}")).expect("message");
+        let m = message(&c, Some("https://vigil.example/i/{id}"), 0).expect("message");
         assert!(m["text"].as_str().expect("fallback").starts_with("P1 incident opened: xxx"));
         let blocks = m["blocks"].as_array().expect("blocks");
         assert!(blocks.len() <= 50);
@@ -156,10 +161,13 @@ mod tests {
         let text = m.to_string();
         assert!(text.contains("&lt;script&gt;") && !text.contains("<script>"));
         assert!(text.contains("<https://vigil.example/i/0190d000-0000-7000-8000-000000000001|open>"));
-        let resolved =
-            message(&change(ChangeKind::Changed, Some(IncidentStatus::Acknowledged), IncidentStatus::Resolved), None)
-                .expect("resolved");
+        let resolved = message(
+            &change(ChangeKind::Changed, Some(IncidentStatus::Acknowledged), IncidentStatus::Resolved),
+            None,
+            0,
+        )
+        .expect("resolved");
         assert_eq!(resolved["text"], format!("P1 incident resolved: SSH brute force"));
-        assert!(message(&change(ChangeKind::Updated, None, IncidentStatus::Detected), None).is_none());
+        assert!(message(&change(ChangeKind::Updated, None, IncidentStatus::Detected), None, 0).is_none());
     }
 }

@@ -25,6 +25,10 @@ pub struct TeamsConfig {
     /// Link to an incident; `{id}` becomes the incident id.
     #[serde(default)]
     pub incident_url: Option<String>,
+    /// 0: paged when an incident opens; n: paged when nobody acknowledged it within n
+    /// response times (`[incidents.escalation]`).
+    #[serde(default)]
+    pub escalation_level: u8,
     /// Connection settings.
     #[serde(default)]
     pub http: HttpClientConfig,
@@ -38,8 +42,8 @@ impl TeamsConfig {
 }
 
 /// The message for a change.
-pub fn card(change: &IncidentChange, incident_url: Option<&str>) -> Option<serde_json::Value> {
-    let title = headline(change)?;
+pub fn card(change: &IncidentChange, incident_url: Option<&str>, level: u8) -> Option<serde_json::Value> {
+    let title = headline(change, level)?;
     let i = &change.incident;
     let join = |set: &std::collections::BTreeSet<String>| {
         if set.is_empty() { "—".to_owned() } else { set.iter().take(10).cloned().collect::<Vec<_>>().join(", ") }
@@ -94,7 +98,7 @@ impl TeamsSink {
 impl Sink for TeamsSink {
     async fn send(&self, batch: &[Item]) -> Result<SendReport, SinkError> {
         Ok(incident::send_in_order(batch, incident::CONCURRENCY, |change| async move {
-            match card(&change, self.config.incident_url.as_deref()) {
+            match card(&change, self.config.incident_url.as_deref(), self.config.escalation_level) {
                 Some(body) => {
                     http::send(self.client.post(self.config.webhook_url.expose()).json(&body)).await.map(drop)
                 }
@@ -123,7 +127,7 @@ mod tests {
     #[test]
     fn adaptive_card_in_a_message() {
         let c = change(ChangeKind::Opened, None, IncidentStatus::Detected);
-        let m = card(&c, Some("https://vigil.example/i/{id}")).expect("card");
+        let m = card(&c, Some("https://vigil.example/i/{id}"), 0).expect("card");
         assert_eq!(m["type"], "message");
         let content = &m["attachments"][0]["content"];
         assert_eq!(m["attachments"][0]["contentType"], "application/vnd.microsoft.card.adaptive");
