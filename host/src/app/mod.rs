@@ -208,7 +208,10 @@ impl Pipeline {
         config: SinkConfig,
         metrics: &ExporterMetrics,
     ) -> anyhow::Result<()> {
-        let route = Route::new(config.route.clone()).map_err(|e| anyhow::anyhow!("sinks.{name}.route: {e}"))?;
+        let mut route = Route::new(config.route.clone()).map_err(|e| anyhow::anyhow!("sinks.{name}.route: {e}"))?;
+        if config.kind.is_channel() {
+            route = route.channel(name);
+        }
         let redaction = if config.redact.is_empty() {
             None
         } else {

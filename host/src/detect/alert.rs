@@ -93,4 +93,7 @@ pub struct Alert {
     /// The rule's suppression window in milliseconds, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppress_ms: Option<u64>,
+    /// Channels the rule asks to notify (its `notify` list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
 }

@@ -312,6 +312,7 @@ impl Detector {
                 techniques: Vec::new(),
                 tags: vec!["vigil".into()],
                 suppress_ms: None,
+                notify: Vec::new(),
             });
         }
     }
@@ -460,6 +461,7 @@ impl Detector {
             techniques: meta.mitre.techniques.clone(),
             tags: meta.tags.clone(),
             suppress_ms: meta.suppress.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            notify: meta.notify.clone(),
         }
     }
 

@@ -24,7 +24,7 @@ fn entity_sets(
     (e.ips.clone(), e.users.clone(), e.hosts.clone())
 }
 
-fn category(c: Option<crate::rules::Category>) -> Option<String> {
+pub(super) fn category(c: Option<crate::rules::Category>) -> Option<String> {
     c.and_then(|c| serde_json::to_value(c).ok()).and_then(|v| v.as_str().map(str::to_owned))
 }
 
@@ -48,6 +48,7 @@ pub fn alert_finding(alert: &Alert, raw: serde_json::Value) -> Finding {
         techniques: alert.techniques.clone(),
         tags: alert.tags.clone(),
         dedup_key: format!("{}:{}", alert.rule_id, alert.dedup_key),
+        notify: alert.notify.clone(),
         raw,
     }
 }
@@ -80,6 +81,7 @@ pub fn incident_finding(change: &IncidentChange, raw: serde_json::Value) -> Find
         techniques: i.techniques.clone(),
         tags: i.tags.clone(),
         dedup_key: i.dedup_key.clone(),
+        notify: i.notify.clone(),
         raw,
     }
 }

@@ -24,6 +24,8 @@ pub struct RouteConfig {
     pub min_priority: Option<Priority>,
     /// Taken when the record has any of these tags; empty: all.
     pub tags: Vec<String>,
+    /// Rule categories taken (alerts and incidents only); empty: all.
+    pub categories: Vec<crate::rules::Category>,
     /// Tenants taken (events only); empty: all.
     pub tenants: Vec<String>,
     /// A Rhai condition over `event` (events only), like a rule's condition body.
@@ -38,6 +40,7 @@ impl Default for RouteConfig {
             min_severity: None,
             min_priority: None,
             tags: Vec::new(),
+            categories: Vec::new(),
             tenants: Vec::new(),
             condition: None,
         }
@@ -73,13 +76,22 @@ fn compile(condition: &str) -> Result<RuleSet, String> {
 pub struct Route {
     config: Arc<RouteConfig>,
     condition: Option<RuleSet>,
+    /// A paging or chat channel's name: findings whose rule names channels in `notify` go
+    /// to those channels only, whatever the routes say.
+    channel: Option<String>,
 }
 
 impl Route {
     /// Compiles a validated route.
     pub fn new(config: RouteConfig) -> Result<Self, String> {
         let condition = config.condition.as_deref().map(compile).transpose()?;
-        Ok(Self { config: Arc::new(config), condition })
+        Ok(Self { config: Arc::new(config), condition, channel: None })
+    }
+
+    /// The route of the channel `name`, which a rule's `notify` list can name.
+    pub fn channel(mut self, name: &str) -> Self {
+        self.channel = Some(name.to_owned());
+        self
     }
 
     /// Whether the sink takes records of `kind` at all (before decoding them).
@@ -101,10 +113,17 @@ impl Route {
                         .as_ref()
                         .is_none_or(|rules| rules.evaluate(0, &EventRef(e.clone())).is_ok_and(|mask| mask & 1 == 1))
             }
-            Decoded::Finding(f) => {
-                c.min_priority.is_none_or(|least| f.priority <= least)
-                    && (c.tags.is_empty() || f.tags.iter().any(|t| c.tags.contains(t)))
-            }
+            Decoded::Finding(f) => match &self.channel {
+                Some(name) if !f.notify.is_empty() => f.notify.contains(name),
+                _ => {
+                    c.min_priority.is_none_or(|least| f.priority <= least)
+                        && (c.tags.is_empty() || f.tags.iter().any(|t| c.tags.contains(t)))
+                        && (c.categories.is_empty()
+                            || c.categories
+                                .iter()
+                                .any(|cat| f.category.as_deref() == super::encode::category(Some(*cat)).as_deref()))
+                }
+            },
         }
     }
 }
@@ -145,6 +164,18 @@ mod tests {
         let finding = Decoded::Finding(Arc::new(alert));
         assert!(route("min_priority = \"P2\"").accepts(&finding));
         assert!(!route("min_priority = \"P1\"").accepts(&finding));
+        assert!(route("categories = [\"authentication_failure\"]").accepts(&finding));
+        assert!(!route("categories = [\"data_leak\"]").accepts(&finding));
+    }
+
+    #[test]
+    fn a_rules_notify_list_picks_the_channels() {
+        let (_, mut alert) = sample_findings().into_iter().next().expect("alert");
+        alert.notify = vec!["oncall".into()];
+        let finding = Decoded::Finding(Arc::new(alert));
+        assert!(route("min_priority = \"P0\"").channel("oncall").accepts(&finding), "named: taken whatever the route says");
+        assert!(!route("").channel("chat").accepts(&finding), "not named: not taken");
+        assert!(route("").accepts(&finding), "sinks that are not channels are unaffected");
     }
 
     #[test]

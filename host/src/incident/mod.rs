@@ -119,6 +119,9 @@ pub struct Incident {
     /// Tags of the rule.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Channels the rule asked to notify.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
     /// Escalations so far (0: none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub escalation: u8,
@@ -167,6 +170,7 @@ impl Incident {
             entities: Entities::default(),
             techniques: self.techniques.clone(),
             tags: self.tags.clone(),
+            notify: self.notify.clone(),
             escalation: self.escalation,
             timeline: Vec::new(),
         }
@@ -387,6 +391,7 @@ impl IncidentBook {
             entities,
             techniques: alert.techniques.clone(),
             tags: alert.tags.clone(),
+            notify: alert.notify.clone(),
             escalation: 0,
             timeline: Vec::new(),
         };

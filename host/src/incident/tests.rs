@@ -24,6 +24,7 @@ fn alert(rule: &str, key: &str, secs: i64) -> Alert {
         techniques: vec![],
         tags: vec![],
         suppress_ms: None,
+        notify: vec![],
     }
 }
 

@@ -81,6 +81,8 @@ pub struct Finding {
     pub tags: Vec<String>,
     /// The dedup key (rule and group values).
     pub dedup_key: String,
+    /// Channels the rule asked to notify.
+    pub notify: Vec<String>,
     /// The record as Vigil stores it, for formats that carry it whole.
     pub raw: serde_json::Value,
 }

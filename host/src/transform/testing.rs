@@ -108,6 +108,7 @@ pub fn sample_findings() -> Vec<(&'static str, Finding)> {
         techniques: vec!["T1110.001".into()],
         tags: vec!["ssh".into()],
         dedup_key: "ssh_brute_force:203.0.113.7".into(),
+        notify: vec![],
         raw: serde_json::json!({ "id": "01900000-0000-7000-8000-00000000a1e7", "rule_id": "ssh_brute_force" }),
     };
     let mut incident = alert.clone();
