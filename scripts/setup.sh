@@ -10,7 +10,8 @@
 #                  its packages are unpacked under ~/.cache/vigil-peers/syslog-ng
 #   openssl        test certificates for TLS peers
 #   python3-venv   a venv (~/.cache/vigil-venv) with the OCSF JSON Schemas and ECS
-#                  validators that check the transforms' output
+#                  validators that check the transforms' output, and aiosmtpd, the
+#                  SMTP server the email channel is tested against
 #
 # usage: scripts/setup.sh [--build-only]   (--build-only: just what building needs)
 set -euo pipefail
@@ -48,10 +49,10 @@ if [ ! -x "$peers/syslog-ng/usr/sbin/syslog-ng" ]; then
   rm -rf "$tmp"
 fi
 
-# Python validators for the transforms' golden files.
+# Python peers: the transforms' validators and an SMTP server.
 venv="${VIGIL_VENV:-$HOME/.cache/vigil-venv}"
-if ! "$venv/bin/python" -c 'import ocsf_json_schema, jsonschema, yaml' 2>/dev/null; then
-  echo "setup: creating the validator venv in $venv" >&2
+if ! "$venv/bin/python" -c 'import ocsf_json_schema, jsonschema, yaml, aiosmtpd' 2>/dev/null; then
+  echo "setup: creating the Python venv in $venv" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q ocsf-json-schema==1.2.0 jsonschema==4.23.0 pyyaml==6.0.2
+  "$venv/bin/pip" install -q ocsf-json-schema==1.2.0 jsonschema==4.23.0 pyyaml==6.0.2 aiosmtpd==1.4.6
 fi

@@ -4,6 +4,7 @@ mod channels;
 mod cli;
 mod crash;
 mod detection;
+mod email;
 mod helpers;
 mod http_ingest;
 mod layering;

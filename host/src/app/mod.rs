@@ -24,6 +24,7 @@ use crate::api::{self, ApiState};
 use crate::config::VigilConfig;
 use crate::export::sinks::datadog::DatadogSink;
 use crate::export::sinks::elasticsearch::ElasticsearchSink;
+use crate::export::sinks::email::EmailSink;
 use crate::export::sinks::file::FileSink;
 use crate::export::sinks::http::HttpSink;
 use crate::export::sinks::opsgenie::OpsgenieSink;
@@ -190,6 +191,10 @@ impl Pipeline {
                 }
                 SinkKind::Slack(c) => {
                     let sink = SlackSink::new(c.clone()).map_err(built)?;
+                    self.spawn_sink(&name, sink, config, &metrics).await?
+                }
+                SinkKind::Email(c) => {
+                    let sink = EmailSink::new(c.clone()).map_err(built)?;
                     self.spawn_sink(&name, sink, config, &metrics).await?
                 }
                 SinkKind::Teams(c) => {

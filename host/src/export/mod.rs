@@ -196,6 +196,8 @@ pub enum SinkKind {
     Slack(sinks::slack::SlackConfig),
     /// Microsoft Teams Workflows webhook (incidents).
     Teams(sinks::teams::TeamsConfig),
+    /// Email over SMTP (incidents).
+    Email(sinks::email::EmailConfig),
 }
 
 impl SinkKind {
@@ -213,12 +215,13 @@ impl SinkKind {
             Self::Opsgenie(_) => "opsgenie",
             Self::Slack(_) => "slack",
             Self::Teams(_) => "teams",
+            Self::Email(_) => "email",
         }
     }
 
     /// Whether this is a paging or chat channel, which takes incident changes only.
     pub fn is_channel(&self) -> bool {
-        matches!(self, Self::Pagerduty(_) | Self::Opsgenie(_) | Self::Slack(_) | Self::Teams(_))
+        matches!(self, Self::Pagerduty(_) | Self::Opsgenie(_) | Self::Slack(_) | Self::Teams(_) | Self::Email(_))
     }
 
     /// The route a sink type takes when none is configured.
@@ -475,6 +478,7 @@ impl SinkConfig {
             SinkKind::Opsgenie(c) => errors.extend(c.validate(&p)),
             SinkKind::Slack(c) => errors.extend(c.validate(&p)),
             SinkKind::Teams(c) => errors.extend(c.validate(&p)),
+            SinkKind::Email(c) => errors.extend(c.validate(&p)),
         }
         if self.kind.is_channel() {
             errors.extend(sinks::incident::validate_records(&p, &self.route, &self.format));

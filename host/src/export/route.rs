@@ -173,7 +173,10 @@ mod tests {
         let (_, mut alert) = sample_findings().into_iter().next().expect("alert");
         alert.notify = vec!["oncall".into()];
         let finding = Decoded::Finding(Arc::new(alert));
-        assert!(route("min_priority = \"P0\"").channel("oncall").accepts(&finding), "named: taken whatever the route says");
+        assert!(
+            route("min_priority = \"P0\"").channel("oncall").accepts(&finding),
+            "named: taken whatever the route says"
+        );
         assert!(!route("").channel("chat").accepts(&finding), "not named: not taken");
         assert!(route("").accepts(&finding), "sinks that are not channels are unaffected");
     }

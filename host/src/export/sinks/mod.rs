@@ -4,6 +4,7 @@
 
 pub mod datadog;
 pub mod elasticsearch;
+pub mod email;
 pub mod file;
 pub mod http;
 pub mod incident;
