@@ -136,3 +136,44 @@ fn incident_lifecycle_by_email_over_starttls() {
         assert!(m["html"].as_str().expect("html").contains(&format!("https://vigil.example/incidents/{id}")), "{m}");
     }
 }
+
+#[test]
+fn low_priority_incidents_arrive_as_one_digest() {
+    let smtp_dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _smtp = smtp(smtp_dir.path(), port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(rules.join("lib")).expect("rules dir");
+    std::fs::copy(rules_dir().join("ssh_brute_force.rhai"), rules.join("ssh_brute_force.rhai")).expect("rule");
+    std::fs::copy(rules_dir().join("lib/common.rhai"), rules.join("lib/common.rhai")).expect("lib");
+    let server = Server::start(
+        dir.path(),
+        &format!(
+            "[rules]\ndir = {rules:?}\n[sinks.digest]\ntype = \"email\"\nhost = \"127.0.0.1\"\nport = {port}\nca_file = {:?}\n\
+             from = \"vigil@example.com\"\nto = [\"soc@example.com\"]\ndigest = {{ interval = \"1s\", priorities = [\"P2\"] }}\n\
+             healthcheck_interval = \"300ms\"\n",
+            smtp_dir.path().join("cert.pem")
+        ),
+    );
+    // Two brute forces in one batch: two P2 incidents, collected into one digest.
+    let body = (0..40)
+        .map(|i| {
+            serde_json::json!({"id": format!("0190e200-0000-7000-8000-{i:012}"), "class": "authentication", "action": "ssh_login",
+                "outcome": "failure", "source": {"ip": if i % 2 == 0 { "198.51.100.21" } else { "198.51.100.22" }}})
+            .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    blocking(async { reqwest::Client::new().post(server.url("/v1/events")).body(body).send().await.expect("ingest") });
+    let maildir = smtp_dir.path().join("maildir");
+    let mail = wait_for(Duration::from_secs(30), "the digest", || {
+        let mail = messages(&maildir);
+        (!mail.is_empty()).then_some(mail)
+    });
+    assert_eq!(mail.len(), 1, "one digest, no message per incident: {mail:?}");
+    assert_eq!(mail[0]["subject"], "[Vigil] Digest: 2 incident change(s)");
+    let text = mail[0]["text"].as_str().expect("text");
+    assert!(text.contains("198.51.100.21") && text.contains("198.51.100.22"), "{text}");
+    assert_eq!(text.matches("P2 incident opened").count(), 2, "{text}");
+}

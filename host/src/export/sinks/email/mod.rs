@@ -68,9 +68,49 @@ pub struct EmailConfig {
     /// response times.
     #[serde(default)]
     pub escalation_level: u8,
+    /// Digest mode: changes of these priorities are collected and mailed together once per
+    /// interval instead of one message each.
+    #[serde(default)]
+    pub digest: Option<DigestConfig>,
     /// Longest an SMTP exchange may take.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+/// `digest = { ... }`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DigestConfig {
+    /// How often the digest goes out (when it has anything).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Priorities collected into the digest.
+    pub priorities: Vec<crate::event::Priority>,
+}
+
+impl Default for DigestConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(3600),
+            priorities: vec![crate::event::Priority::P3, crate::event::Priority::P4],
+        }
+    }
+}
+
+/// Changes waiting for the next digest. Kept in the sink's state, which is committed with
+/// its cursor: a crash loses none (and may send a digest twice).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Digest {
+    started: Option<chrono::DateTime<chrono::Utc>>,
+    entries: Vec<DigestEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DigestEntry {
+    time: chrono::DateTime<chrono::Utc>,
+    headline: String,
+    incident: String,
+    link: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -145,6 +185,7 @@ fn html_escape(text: &str) -> String {
 /// The email sink.
 pub struct EmailSink {
     config: EmailConfig,
+    digest: std::sync::Mutex<Digest>,
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     to: Vec<Mailbox>,
@@ -180,11 +221,39 @@ impl EmailSink {
         }
         let from = config.from.parse().map_err(|e| bad("from", &e))?;
         let to = config.to.iter().map(|t| t.parse()).collect::<Result<Vec<Mailbox>, _>>().map_err(|e| bad("to", &e))?;
-        Ok(Self { transport: builder.build(), from, to, config })
+        Ok(Self { transport: builder.build(), from, to, config, digest: std::sync::Mutex::default() })
     }
 
     async fn mail(&self, change: IncidentChange) -> Result<(), SinkError> {
         let Some((subject, text, html)) = render(&change, &self.config) else { return Ok(()) };
+        if let Some(digest) = &self.config.digest {
+            if digest.priorities.contains(&change.incident.priority) {
+                let now = chrono::Utc::now();
+                let i = &change.incident;
+                let entities: Vec<&str> = i
+                    .entities
+                    .ips
+                    .iter()
+                    .chain(&i.entities.users)
+                    .chain(&i.entities.hosts)
+                    .take(4)
+                    .map(String::as_str)
+                    .collect();
+                let mut headline = super::slack::headline(&change, self.config.escalation_level).unwrap_or_default();
+                if !entities.is_empty() {
+                    headline = format!("{headline} ({})", entities.join(", "));
+                }
+                let link = incident::link(self.config.incident_url.as_deref(), &change);
+                let mut d = self.digest.lock().unwrap_or_else(|p| p.into_inner());
+                d.started.get_or_insert(now);
+                d.entries.push(DigestEntry { time: now, headline, incident: change.incident.id.to_string(), link });
+                return Ok(());
+            }
+        }
+        self.deliver(subject, text, html).await
+    }
+
+    async fn deliver(&self, subject: String, text: String, html: String) -> Result<(), SinkError> {
         let mut message = Message::builder().from(self.from.clone()).subject(subject);
         for to in &self.to {
             message = message.to(to.clone());
@@ -193,6 +262,48 @@ impl EmailSink {
             .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| SinkError::permanent(format!("cannot build the message: {e}")))?;
         self.transport.send(message).await.map(drop).map_err(classify)
+    }
+}
+
+impl EmailSink {
+    /// Mails the digest when its interval has passed; on failure it stays for the next try.
+    async fn flush_digest(&self) {
+        let Some(config) = &self.config.digest else { return };
+        let entries = {
+            let d = self.digest.lock().unwrap_or_else(|p| p.into_inner());
+            let due = d.started.is_some_and(|t| {
+                chrono::Utc::now() - t >= chrono::Duration::from_std(config.interval).unwrap_or_default()
+            });
+            if !due || d.entries.is_empty() {
+                return;
+            }
+            d.entries.clone()
+        };
+        let subject = format!("{} Digest: {} incident change(s)", self.config.subject_prefix, entries.len());
+        let mut text = format!("{} incident change(s) since {}:\n\n", entries.len(), entries[0].time.to_rfc3339());
+        let mut html = format!("<h2>{}</h2>\n<ul>\n", html_escape(&subject));
+        for e in &entries {
+            let link = e.link.as_deref().unwrap_or(&e.incident);
+            text.push_str(&format!("- {} {} ({link})\n", e.time.format("%Y-%m-%d %H:%M"), e.headline));
+            html.push_str(&format!(
+                "<li>{} {} (<a href=\"{2}\">{2}</a>)</li>\n",
+                e.time.format("%Y-%m-%d %H:%M"),
+                html_escape(&e.headline),
+                html_escape(link)
+            ));
+        }
+        html.push_str("</ul>\n");
+        match self.deliver(subject, text, html).await {
+            Ok(()) => {
+                let mut d = self.digest.lock().unwrap_or_else(|p| p.into_inner());
+                let sent = entries.len().min(d.entries.len());
+                d.entries.drain(..sent);
+                d.started = d.entries.first().map(|e| e.time);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, changes = entries.len(), "Email digest not sent; it is kept for the next try.")
+            }
+        }
     }
 }
 
@@ -210,11 +321,34 @@ fn classify(e: lettre::transport::smtp::Error) -> SinkError {
 }
 
 impl Sink for EmailSink {
+    async fn open(&mut self, state: &serde_json::Value) -> Result<(), SinkError> {
+        if !state.is_null() {
+            let digest: Digest = serde_json::from_value(state.clone()).unwrap_or_default();
+            if !digest.entries.is_empty() {
+                tracing::info!(changes = digest.entries.len(), "Email digest restored.");
+            }
+            *self.digest.get_mut().unwrap_or_else(|p| p.into_inner()) = digest;
+        }
+        Ok(())
+    }
+
     async fn send(&self, batch: &[Item]) -> Result<SendReport, SinkError> {
-        Ok(incident::send_in_order(batch, 4, |change| self.mail(change)).await)
+        let report = incident::send_in_order(batch, 4, |change| self.mail(change)).await;
+        self.flush_digest().await;
+        Ok(report)
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let digest = self.digest.lock().unwrap_or_else(|p| p.into_inner());
+        if digest.entries.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::to_value(&*digest).unwrap_or_default()
+        }
     }
 
     async fn healthcheck(&self) -> Result<(), SinkError> {
+        self.flush_digest().await;
         match self.transport.test_connection().await {
             Ok(true) => Ok(()),
             Ok(false) => Err(SinkError::retryable("the SMTP server did not answer NOOP")),
