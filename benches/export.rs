@@ -142,14 +142,29 @@ struct Pipeline {
     writer: LogWriter,
     ingestor: Ingestor,
     metrics: ExporterMetrics,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Pipeline {
+    /// Closes the store before the process exits (RocksDB aborts if it is still open
+    /// while the process tears down).
+    fn close(self) {
+        let Self { log, writer, ingestor, metrics, thread } = self;
+        let store = log.store().clone();
+        drop((ingestor, writer, log, metrics));
+        let _ = thread.join();
+        let _ = store.flush();
+        drop(store);
+    }
 }
 
 fn pipeline(dir: &std::path::Path) -> Pipeline {
     let config = StoreConfig { path: dir.to_owned(), sync: SyncPolicy::Os, ..StoreConfig::default() };
     let store = Store::open(&config).expect("store");
-    let (log, writer, _thread) = Log::start(&store, &config).expect("log");
+    let (log, writer, thread) = Log::start(&store, &config).expect("log");
     let registry = MetricsRegistry::default();
     Pipeline {
+        thread,
         log,
         ingestor: Ingestor::new(writer.clone(), IngestConfig::default(), &registry),
         writer,
@@ -244,6 +259,7 @@ fn throughput(rt: &tokio::runtime::Runtime, events_total: usize, runs: usize) {
             median(mibs)
         );
     }
+    p.close();
 }
 
 /// Appends `rate` events/s in 10 ms ticks, each event's time set just before its append.
@@ -291,6 +307,7 @@ fn latency(rt: &tokio::runtime::Runtime, rate: u64, seconds: u64) {
         pct(0.99),
         pct(1.0)
     );
+    p.close();
 }
 
 fn rss_mib() -> f64 {
@@ -345,6 +362,7 @@ fn outage(rt: &tokio::runtime::Runtime, rate: u64, minutes: u64) {
             recovered.elapsed().as_secs_f64()
         );
     });
+    p.close();
 }
 
 /// `n` incidents opened, as detection writes them to the log.
@@ -433,6 +451,7 @@ fn channels(rt: &tokio::runtime::Runtime, alerts: usize, limited: usize) {
         assert_eq!(sent as usize, alerts, "every alert sent");
         println!("{channel}, limits off: {sent} alerts in {secs:.2} s = {:.0} alerts/s", sent as f64 / secs);
     }
+    p.close();
     // Slack's default limit (1/s, burst 1) on a fresh log of `limited` incidents.
     let dir = tempfile::tempdir().expect("tempdir");
     let p = pipeline(dir.path());
@@ -458,6 +477,7 @@ fn channels(rt: &tokio::runtime::Runtime, alerts: usize, limited: usize) {
         "slack, default limit 1/s: {sent} messages in {secs:.2} s = {:.2} messages/s after the first, 0 dropped",
         (sent - 1) as f64 / secs
     );
+    p.close();
 }
 
 fn main() {
