@@ -54,8 +54,10 @@ struct Seen {
     events: AtomicU64,
     bytes: AtomicU64,
     down: AtomicBool,
-    /// Arrival minus event time, in µs (latency mode).
-    latencies: Mutex<Vec<i64>>,
+    /// (event time in ms, arrival in µs) of every event (latency mode).
+    arrivals: Mutex<Vec<(i64, i64)>>,
+    /// Event time in ms of each tick's batch → when its append returned, in µs.
+    appended: Mutex<std::collections::HashMap<i64, i64>>,
     measure: AtomicBool,
 }
 
@@ -108,15 +110,15 @@ async fn endpoint(seen: Arc<Seen>, uri: Uri, headers: HeaderMap, body: Bytes) ->
         time: f64,
     }
     let mut count = 0;
-    let mut latencies = Vec::new();
+    let mut arrivals = Vec::new();
     for object in serde_json::Deserializer::from_slice(&plain).into_iter::<Object>() {
         let object = object.expect("HEC object");
         count += 1;
-        latencies.push((now.timestamp_micros() as f64 - object.time * 1e6) as i64);
+        arrivals.push(((object.time * 1000.0).round() as i64, now.timestamp_micros()));
     }
     seen.events.fetch_add(count, Ordering::Relaxed);
     if seen.measure.load(Ordering::Relaxed) {
-        seen.latencies.lock().expect("lock").extend(latencies);
+        seen.arrivals.lock().expect("lock").extend(arrivals);
     }
     (StatusCode::OK, r#"{"text":"Success","code":0}"#.into())
 }
@@ -263,7 +265,7 @@ fn throughput(rt: &tokio::runtime::Runtime, events_total: usize, runs: usize) {
 }
 
 /// Appends `rate` events/s in 10 ms ticks, each event's time set just before its append.
-async fn feed(ingestor: &Ingestor, rate: u64, duration: Duration) {
+async fn feed(ingestor: &Ingestor, rate: u64, duration: Duration, seen: Option<&Seen>) {
     let per_tick = (rate / 100).max(1) as usize;
     let template = events(per_tick);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -277,6 +279,9 @@ async fn feed(ingestor: &Ingestor, rate: u64, duration: Duration) {
             e.id = vigil::event::EventId::generate();
         }
         ingestor.append("bench", &batch, Vec::new()).await.expect("append");
+        if let Some(seen) = seen {
+            seen.appended.lock().expect("lock").insert(now.timestamp_millis(), chrono::Utc::now().timestamp_micros());
+        }
     }
 }
 
@@ -291,22 +296,29 @@ fn latency(rt: &tokio::runtime::Runtime, rate: u64, seconds: u64) {
         let drain = CancellationToken::new();
         let exporter = start(&p, "latency", sink, config, stop.clone()).await;
         let task = tokio::spawn(exporter.run(drain.clone()));
-        feed(&p.ingestor, rate, Duration::from_secs(2)).await;
+        feed(&p.ingestor, rate, Duration::from_secs(2), None).await;
         seen.measure.store(true, Ordering::Relaxed);
-        feed(&p.ingestor, rate, Duration::from_secs(seconds)).await;
+        feed(&p.ingestor, rate, Duration::from_secs(seconds), Some(&seen)).await;
         drain.cancel();
         task.await.expect("exporter");
     });
-    let mut l = seen.latencies.lock().expect("lock").clone();
-    l.sort_unstable();
-    let pct = |q: f64| l[((l.len() as f64 * q) as usize).min(l.len() - 1)] as f64 / 1000.0;
-    println!(
-        "latency at {rate} events/s for {seconds} s, batch timeout 10 ms: {} events, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        l.len(),
-        pct(0.5),
-        pct(0.99),
-        pct(1.0)
-    );
+    // From the event's creation (just before its append), and from the moment its append
+    // returned (durable in the log): the second is log → send.
+    let arrivals = seen.arrivals.lock().expect("lock").clone();
+    let appended = seen.appended.lock().expect("lock").clone();
+    let mut from_creation: Vec<i64> = arrivals.iter().map(|(t, at)| at - t * 1000).collect();
+    let mut from_log: Vec<i64> = arrivals.iter().filter_map(|(t, at)| appended.get(t).map(|done| at - done)).collect();
+    for (name, l) in [("created → sent", &mut from_creation), ("log → sent", &mut from_log)] {
+        l.sort_unstable();
+        let pct = |q: f64| l[((l.len() as f64 * q) as usize).min(l.len() - 1)] as f64 / 1000.0;
+        println!(
+            "latency {name} at {rate} events/s for {seconds} s, batch timeout 10 ms: {} events, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            l.len(),
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
     p.close();
 }
 
@@ -333,7 +345,7 @@ fn outage(rt: &tokio::runtime::Runtime, rate: u64, minutes: u64) {
         let task = tokio::spawn(exporter.run(drain.clone()));
         let feeder = {
             let ingestor = p.ingestor.clone();
-            tokio::spawn(async move { feed(&ingestor, rate, Duration::from_secs(minutes * 60)).await })
+            tokio::spawn(async move { feed(&ingestor, rate, Duration::from_secs(minutes * 60), None).await })
         };
         let started = Instant::now();
         let mut samples = Vec::new();
