@@ -72,6 +72,13 @@ fn one_incident_pages_once_and_follows_its_lifecycle_on_every_channel() {
     std::fs::create_dir_all(rules.join("lib")).expect("rules dir");
     std::fs::copy(rules_dir().join("ssh_brute_force.rhai"), rules.join("ssh_brute_force.rhai")).expect("rule");
     std::fs::copy(rules_dir().join("lib/common.rhai"), rules.join("lib/common.rhai")).expect("lib");
+    // Slack's message comes from a user's template; a field that does not exist renders empty.
+    let template = dir.path().join("slack.json");
+    std::fs::write(
+        &template,
+        r#"{"text": {{ headline|tojson }}, "blocks": [{"type": "header", "text": {"type": "plain_text", "text": {{ headline|tojson }}}}], "custom": "{{ incident.nope.deeper }}|{{ incident.entities.ips[0] }}|{{ step }}"}"#,
+    )
+    .expect("template");
     let url = mock.url();
     let server = Server::start(
         dir.path(),
@@ -81,7 +88,7 @@ fn one_incident_pages_once_and_follows_its_lifecycle_on_every_channel() {
              [sinks.pd_escalation]\ntype = \"pagerduty\"\nrouting_key = \"{ROUTING_KEY}\"\nendpoint = \"{url}/esc\"\nescalation_level = 1\n\
              [sinks.pd]\ntype = \"pagerduty\"\nrouting_key = \"{ROUTING_KEY}\"\nendpoint = \"{url}\"\nincident_url = \"https://vigil.example/incidents/{{id}}\"\n\
              [sinks.og]\ntype = \"opsgenie\"\napi_key = \"{GENIE_KEY}\"\nendpoint = \"{url}/og\"\nteams = [\"soc\"]\n\
-             [sinks.slack]\ntype = \"slack\"\nwebhook_url = \"{url}{SLACK_PATH}\"\n\
+             [sinks.slack]\ntype = \"slack\"\nwebhook_url = \"{url}{SLACK_PATH}\"\ntemplate = {template:?}\n\
              [sinks.teams]\ntype = \"teams\"\nwebhook_url = \"{url}{TEAMS_PATH}\"\n"
         ),
     );
@@ -173,6 +180,7 @@ fn one_incident_pages_once_and_follows_its_lifecycle_on_every_channel() {
     );
     let first: serde_json::Value = serde_json::from_slice(&slack[3].body).expect("message");
     assert_eq!(first["blocks"][0]["type"], "header");
+    assert_eq!(first["custom"], "|203.0.113.50|trigger", "the template rendered, missing fields empty");
 
     let teams = wait_for(Duration::from_secs(30), "Teams' three cards", || {
         let requests = mock.requests_to("/teams/");

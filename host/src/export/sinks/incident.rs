@@ -116,6 +116,90 @@ pub fn step(change: &IncidentChange, level: u8) -> Step {
     }
 }
 
+/// A message template from a file (`template = "templates/slack.json"`), rendered with
+/// minijinja: `{{ incident.title }}`, `{{ headline }}`, `{{ link }}`, `{{ step }}`,
+/// `{{ summary }}`, `{{ severity }}`, `{{ change }}`; a missing field renders as empty
+/// (`{{ incident.nope.deeper }}` too), never as an error. Use `|tojson` for JSON values.
+pub struct MessageTemplate {
+    env: minijinja::Environment<'static>,
+    path: String,
+}
+
+impl std::fmt::Debug for MessageTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageTemplate").field("path", &self.path).finish()
+    }
+}
+
+impl MessageTemplate {
+    /// Reads and compiles a template file; the error names the file and the problem.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let source = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        // No escaping by file extension: JSON templates say `|tojson` where they need it.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        let name = path.display().to_string();
+        env.add_template_owned(name.clone(), source).map_err(|e| format!("{name}: {e}"))?;
+        Ok(Self { env, path: name })
+    }
+
+    /// Renders the template for a change.
+    pub fn render(
+        &self,
+        change: &IncidentChange,
+        step: Step,
+        headline: &str,
+        link: Option<&str>,
+    ) -> Result<String, SinkError> {
+        let context = minijinja::context! {
+            incident => minijinja::Value::from_serialize(&change.incident),
+            change => minijinja::Value::from_serialize(change.change),
+            step => format!("{step:?}").to_lowercase(),
+            headline => headline,
+            summary => summary(change),
+            severity => severity(change.incident.priority),
+            link => link,
+        };
+        let template = self
+            .env
+            .get_template(&self.path)
+            .map_err(|e| SinkError::permanent(format!("template {}: {e}", self.path)))?;
+        template.render(context).map_err(|e| SinkError::permanent(format!("template {}: {e}", self.path)))
+    }
+
+    /// Renders a template that must produce JSON.
+    pub fn render_json(
+        &self,
+        change: &IncidentChange,
+        step: Step,
+        headline: &str,
+        link: Option<&str>,
+    ) -> Result<serde_json::Value, SinkError> {
+        let text = self.render(change, step, headline, link)?;
+        serde_json::from_str(&text)
+            .map_err(|e| SinkError::permanent(format!("template {} did not render JSON: {e}", self.path)))
+    }
+}
+
+/// Renders a JSON message from `template` for a change, or `None` when the change says
+/// nothing at this escalation `level`.
+pub fn render_with(
+    template: &MessageTemplate,
+    change: &IncidentChange,
+    level: u8,
+    url: Option<&str>,
+) -> Result<Option<serde_json::Value>, SinkError> {
+    let Some(headline) = super::slack::headline(change, level) else { return Ok(None) };
+    let link = link(url, change);
+    template.render_json(change, step(change, level), &headline, link.as_deref()).map(Some)
+}
+
+/// Checks that a configured template loads.
+pub fn validate_template(path: Option<&std::path::Path>, at: String) -> Option<(String, String)> {
+    path.and_then(|p| MessageTemplate::load(p).err()).map(|e| (at, e))
+}
+
 /// A one-line summary: `[P1] SSH brute force (203.0.113.7, admin)`.
 pub fn summary(change: &IncidentChange) -> String {
     let i = &change.incident;
@@ -244,6 +328,23 @@ pub(crate) mod tests {
             body: serde_json::to_vec(change).expect("encode"),
             json: true,
         }
+    }
+
+    #[test]
+    fn templates_render_fields_and_missing_ones_as_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.json");
+        std::fs::write(&path, r#"{"text": {{ headline|tojson }}, "ip": "{{ incident.entities.ips[0] }}", "none": "{{ incident.nope.deeper }}", "step": "{{ step }}"}"#).expect("write");
+        let template = MessageTemplate::load(&path).expect("load");
+        let c = change(ChangeKind::Opened, None, IncidentStatus::Detected);
+        let value = template.render_json(&c, Step::Trigger, "P1 \"quoted\"", None).expect("render");
+        assert_eq!(
+            value,
+            serde_json::json!({"text": "P1 \"quoted\"", "ip": "203.0.113.7", "none": "", "step": "trigger"})
+        );
+        std::fs::write(&path, "{{ unclosed").expect("write");
+        assert!(MessageTemplate::load(&path).expect_err("syntax").contains("t.json"));
+        assert!(MessageTemplate::load(&dir.path().join("missing")).expect_err("missing").contains("cannot read"));
     }
 
     #[tokio::test]

@@ -68,6 +68,12 @@ pub struct EmailConfig {
     /// response times.
     #[serde(default)]
     pub escalation_level: u8,
+    /// A template file for the plain-text part (see `MessageTemplate`).
+    #[serde(default)]
+    pub text_template: Option<PathBuf>,
+    /// A template file for the HTML part.
+    #[serde(default)]
+    pub html_template: Option<PathBuf>,
     /// Digest mode: changes of these priorities are collected and mailed together once per
     /// interval instead of one message each.
     #[serde(default)]
@@ -139,6 +145,8 @@ impl EmailConfig {
                 errors.push((format!("{prefix}.to.{i}"), format!("not an address: {e}")));
             }
         }
+        errors.extend(incident::validate_template(self.text_template.as_deref(), format!("{prefix}.text_template")));
+        errors.extend(incident::validate_template(self.html_template.as_deref(), format!("{prefix}.html_template")));
         if self.username.is_some() != self.password.is_some() {
             errors.push((format!("{prefix}.password"), "username and password go together".into()));
         }
@@ -186,6 +194,7 @@ fn html_escape(text: &str) -> String {
 pub struct EmailSink {
     config: EmailConfig,
     digest: std::sync::Mutex<Digest>,
+    templates: [Option<incident::MessageTemplate>; 2],
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     to: Vec<Mailbox>,
@@ -221,11 +230,25 @@ impl EmailSink {
         }
         let from = config.from.parse().map_err(|e| bad("from", &e))?;
         let to = config.to.iter().map(|t| t.parse()).collect::<Result<Vec<Mailbox>, _>>().map_err(|e| bad("to", &e))?;
-        Ok(Self { transport: builder.build(), from, to, config, digest: std::sync::Mutex::default() })
+        let load = |p: &Option<PathBuf>| {
+            p.as_deref().map(incident::MessageTemplate::load).transpose().map_err(SinkError::permanent)
+        };
+        let templates = [load(&config.text_template)?, load(&config.html_template)?];
+        Ok(Self { transport: builder.build(), from, to, config, digest: std::sync::Mutex::default(), templates })
     }
 
     async fn mail(&self, change: IncidentChange) -> Result<(), SinkError> {
-        let Some((subject, text, html)) = render(&change, &self.config) else { return Ok(()) };
+        let Some((subject, mut text, mut html)) = render(&change, &self.config) else { return Ok(()) };
+        if self.templates.iter().any(Option::is_some) {
+            let level = self.config.escalation_level;
+            let headline = super::slack::headline(&change, level).unwrap_or_default();
+            let link = incident::link(self.config.incident_url.as_deref(), &change);
+            for (template, part) in self.templates.iter().zip([&mut text, &mut html]) {
+                if let Some(t) = template {
+                    *part = t.render(&change, incident::step(&change, level), &headline, link.as_deref())?;
+                }
+            }
+        }
         if let Some(digest) = &self.config.digest {
             if digest.priorities.contains(&change.incident.priority) {
                 let now = chrono::Utc::now();

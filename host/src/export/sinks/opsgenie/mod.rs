@@ -39,6 +39,9 @@ pub struct OpsgenieConfig {
     /// response times (`[incidents.escalation]`).
     #[serde(default)]
     pub escalation_level: u8,
+    /// A message template file rendering the body of the alert created (see `MessageTemplate`).
+    #[serde(default)]
+    pub template: Option<std::path::PathBuf>,
     /// Connection settings.
     #[serde(default)]
     pub http: HttpClientConfig,
@@ -52,6 +55,7 @@ impl OpsgenieConfig {
     /// Every problem with the settings, with its path under `prefix`.
     pub fn validate(&self, prefix: &str) -> Vec<(String, String)> {
         let mut errors: Vec<_> = validate_url(&self.endpoint, format!("{prefix}.endpoint")).into_iter().collect();
+        errors.extend(incident::validate_template(self.template.as_deref(), format!("{prefix}.template")));
         if self.api_key.expose().is_empty() {
             errors.push((format!("{prefix}.api_key"), "must not be empty".into()));
         }
@@ -68,6 +72,7 @@ pub struct OpsgenieSink {
     config: OpsgenieConfig,
     client: reqwest::Client,
     base: String,
+    template: Option<incident::MessageTemplate>,
 }
 
 /// Opsgenie's priority for ours.
@@ -86,7 +91,13 @@ impl OpsgenieSink {
     pub fn new(config: OpsgenieConfig) -> Result<Self, SinkError> {
         let client = config.http.build()?;
         let base = format!("{}/v2", config.endpoint.trim_end_matches('/'));
-        Ok(Self { config, client, base })
+        let template = config
+            .template
+            .as_deref()
+            .map(incident::MessageTemplate::load)
+            .transpose()
+            .map_err(SinkError::permanent)?;
+        Ok(Self { config, client, base, template })
     }
 
     /// The request for a change: path under `/v2` and body, or `None`.
@@ -141,7 +152,21 @@ impl Sink for OpsgenieSink {
     async fn send(&self, batch: &[Item]) -> Result<SendReport, SinkError> {
         Ok(incident::send_in_order(batch, incident::CONCURRENCY, |change| async move {
             match self.request(&change) {
-                Some((path, body)) => http::send(self.post(&path).json(&body)).await.map(drop),
+                Some((path, mut body)) => {
+                    if let (Some(t), "/alerts") = (&self.template, path.as_str()) {
+                        if let Some(mut rendered) = incident::render_with(
+                            t,
+                            &change,
+                            self.config.escalation_level,
+                            self.config.incident_url.as_deref(),
+                        )? {
+                            // The alias is how the alert is acknowledged and closed.
+                            rendered["alias"] = body["alias"].take();
+                            body = rendered;
+                        }
+                    }
+                    http::send(self.post(&path).json(&body)).await.map(drop)
+                }
                 None => Ok(()),
             }
         })

@@ -33,6 +33,9 @@ pub struct PagerDutyConfig {
     /// response times (`[incidents.escalation]`).
     #[serde(default)]
     pub escalation_level: u8,
+    /// A message template file rendering the trigger's `payload` object (see `MessageTemplate`).
+    #[serde(default)]
+    pub template: Option<std::path::PathBuf>,
     /// `payload.source` (this Vigil's name).
     #[serde(default = "default_source")]
     pub source: String,
@@ -53,6 +56,7 @@ impl PagerDutyConfig {
     /// Every problem with the settings, with its path under `prefix`.
     pub fn validate(&self, prefix: &str) -> Vec<(String, String)> {
         let mut errors: Vec<_> = validate_url(&self.endpoint, format!("{prefix}.endpoint")).into_iter().collect();
+        errors.extend(incident::validate_template(self.template.as_deref(), format!("{prefix}.template")));
         if self.routing_key.expose().len() != 32 {
             errors.push((format!("{prefix}.routing_key"), "must be the integration's 32-character routing key".into()));
         }
@@ -66,6 +70,7 @@ pub struct PagerDutySink {
     config: PagerDutyConfig,
     client: reqwest::Client,
     url: String,
+    template: Option<incident::MessageTemplate>,
 }
 
 impl PagerDutySink {
@@ -73,7 +78,13 @@ impl PagerDutySink {
     pub fn new(config: PagerDutyConfig) -> Result<Self, SinkError> {
         let client = config.http.build()?;
         let url = format!("{}/v2/enqueue", config.endpoint.trim_end_matches('/'));
-        Ok(Self { config, client, url })
+        let template = config
+            .template
+            .as_deref()
+            .map(incident::MessageTemplate::load)
+            .transpose()
+            .map_err(SinkError::permanent)?;
+        Ok(Self { config, client, url, template })
     }
 
     /// The event for a change, or `None` when it means nothing to PagerDuty.
@@ -130,7 +141,19 @@ impl Sink for PagerDutySink {
     async fn send(&self, batch: &[Item]) -> Result<SendReport, SinkError> {
         Ok(incident::send_in_order(batch, incident::CONCURRENCY, |change| async move {
             match self.event(&change) {
-                Some(event) => http::send(self.client.post(&self.url).json(&event)).await.map(drop),
+                Some(mut event) => {
+                    if let (Some(t), Some("trigger")) = (&self.template, event["event_action"].as_str()) {
+                        if let Some(payload) = incident::render_with(
+                            t,
+                            &change,
+                            self.config.escalation_level,
+                            self.config.incident_url.as_deref(),
+                        )? {
+                            event["payload"] = payload;
+                        }
+                    }
+                    http::send(self.client.post(&self.url).json(&event)).await.map(drop)
+                }
                 None => Ok(()),
             }
         })

@@ -28,6 +28,9 @@ pub struct SlackConfig {
     /// response times (`[incidents.escalation]`).
     #[serde(default)]
     pub escalation_level: u8,
+    /// A message template file overriding the built-in message (see `MessageTemplate`).
+    #[serde(default)]
+    pub template: Option<std::path::PathBuf>,
     /// Connection settings.
     #[serde(default)]
     pub http: HttpClientConfig,
@@ -36,7 +39,10 @@ pub struct SlackConfig {
 impl SlackConfig {
     /// Every problem with the settings, with its path under `prefix`.
     pub fn validate(&self, prefix: &str) -> Vec<(String, String)> {
-        validate_url(self.webhook_url.expose(), format!("{prefix}.webhook_url")).into_iter().collect()
+        let mut errors: Vec<_> =
+            validate_url(self.webhook_url.expose(), format!("{prefix}.webhook_url")).into_iter().collect();
+        errors.extend(incident::validate_template(self.template.as_deref(), format!("{prefix}.template")));
+        errors
     }
 }
 
@@ -109,19 +115,35 @@ pub fn message(change: &IncidentChange, incident_url: Option<&str>, level: u8) -
 pub struct SlackSink {
     config: SlackConfig,
     client: reqwest::Client,
+    template: Option<incident::MessageTemplate>,
 }
 
 impl SlackSink {
     /// A sink for `config`; fails if its TLS files cannot be read.
     pub fn new(config: SlackConfig) -> Result<Self, SinkError> {
-        Ok(Self { client: config.http.build()?, config })
+        let template = config
+            .template
+            .as_deref()
+            .map(incident::MessageTemplate::load)
+            .transpose()
+            .map_err(SinkError::permanent)?;
+        Ok(Self { client: config.http.build()?, config, template })
     }
 }
 
 impl Sink for SlackSink {
     async fn send(&self, batch: &[Item]) -> Result<SendReport, SinkError> {
         Ok(incident::send_in_order(batch, incident::CONCURRENCY, |change| async move {
-            match message(&change, self.config.incident_url.as_deref(), self.config.escalation_level) {
+            let body = match &self.template {
+                Some(t) => incident::render_with(
+                    t,
+                    &change,
+                    self.config.escalation_level,
+                    self.config.incident_url.as_deref(),
+                )?,
+                None => message(&change, self.config.incident_url.as_deref(), self.config.escalation_level),
+            };
+            match body {
                 Some(body) => {
                     http::send(self.client.post(self.config.webhook_url.expose()).json(&body)).await.map(drop)
                 }
