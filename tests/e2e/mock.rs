@@ -225,10 +225,8 @@ impl Hec {
                 let polls = state.polled.entry(id).or_default();
                 *polls += 1;
                 let done = *polls >= 2;
-                if done {
-                    if let Some(objects) = state.pending.remove(&id) {
-                        state.indexed.extend(objects);
-                    }
+                if done && let Some(objects) = state.pending.remove(&id) {
+                    state.indexed.extend(objects);
                 }
                 acks.insert(id.to_string(), done.into());
             }

@@ -83,10 +83,10 @@ fn check(rules: &RuleSet, rule: &str, example: &crate::rules::Example) -> Result
         let groups: Vec<&str> = mine.iter().map(|a| a.group_key.as_str()).collect();
         return Err(format!("expected {} alert(s), got {} {groups:?}", example.alerts, mine.len()));
     }
-    if let Some(group) = &example.group {
-        if let Some(bad) = mine.iter().find(|a| &a.group_key != group) {
-            return Err(format!("expected group `{group}`, got `{}`", bad.group_key));
-        }
+    if let Some(group) = &example.group
+        && let Some(bad) = mine.iter().find(|a| &a.group_key != group)
+    {
+        return Err(format!("expected group `{group}`, got `{}`", bad.group_key));
     }
     Ok(())
 }

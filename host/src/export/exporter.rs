@@ -81,7 +81,7 @@ impl Default for ExporterMetrics {
             backlog_bytes: Family::default(),
             oldest_age: Family::default(),
             latency: Family::new_with_constructor(|| {
-                Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0].into_iter())
+                Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0])
             }),
         }
     }
@@ -460,11 +460,10 @@ impl<S: Sink> Exporter<S> {
             let can_read = pending.len() < self.concurrency;
             tokio::select! {
                 Some(joined) = in_flight.join_next() => {
-                    if let Ok((id, outcome)) = joined {
-                        if let Some(slot) = pending.iter_mut().find(|(b, ..)| *b == id) {
+                    if let Ok((id, outcome)) = joined
+                        && let Some(slot) = pending.iter_mut().find(|(b, ..)| *b == id) {
                             slot.2 = Some(slot.1.settle(outcome));
                         }
-                    }
                 }
                 changed = head.changed(), if can_read => if changed.is_err() { break },
                 Some(command) = self.commands.recv() => self.command(command).await,

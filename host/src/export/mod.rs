@@ -454,10 +454,10 @@ impl SinkConfig {
         if self.breaker.failures == 0 {
             errors.push((format!("{p}.breaker.failures"), "must be at least 1".into()));
         }
-        if let Some(rl) = &self.rate_limit {
-            if !(rl.requests_per_second > 0.0) || rl.burst == 0 {
-                errors.push((format!("{p}.rate_limit"), "requests_per_second and burst must be greater than 0".into()));
-            }
+        if let Some(rl) = &self.rate_limit
+            && (!(rl.requests_per_second > 0.0) || rl.burst == 0)
+        {
+            errors.push((format!("{p}.rate_limit"), "requests_per_second and burst must be greater than 0".into()));
         }
         let text_only = matches!(self.format, Format::Cef | Format::Leef);
         match &self.kind {

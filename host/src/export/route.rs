@@ -54,10 +54,10 @@ impl RouteConfig {
         if self.records.is_empty() {
             errors.push((format!("{prefix}.records"), "must name at least one record kind".into()));
         }
-        if let Some(condition) = &self.condition {
-            if let Err(e) = compile(condition) {
-                errors.push((format!("{prefix}.condition"), e));
-            }
+        if let Some(condition) = &self.condition
+            && let Err(e) = compile(condition)
+        {
+            errors.push((format!("{prefix}.condition"), e));
         }
         errors
     }

@@ -294,11 +294,10 @@ impl IncidentBook {
             },
         };
         let Some(id) = id else { return Ok(None) };
-        if !self.cache.contains_key(&id) {
-            if let Some(incident) = self.tables.as_ref().map(|t| t.incidents.get(id.as_bytes())).transpose()?.flatten()
-            {
-                self.cache.insert(id, incident);
-            }
+        if !self.cache.contains_key(&id)
+            && let Some(incident) = self.tables.as_ref().map(|t| t.incidents.get(id.as_bytes())).transpose()?.flatten()
+        {
+            self.cache.insert(id, incident);
         }
         Ok(self.cache.get(&id).map(|i| (i.id, i.status.is_open(), i.suppress_until)))
     }

@@ -122,10 +122,10 @@ impl FileSource {
     pub fn run_blocking(self, shutdown: CancellationToken) {
         let mut current: Option<Open> = None;
         while !shutdown.is_cancelled() {
-            if let Err(e) = self.poll(&mut current) {
-                if self.throttle.allow().is_some() {
-                    tracing::warn!(path = %self.config.path.display(), error = %e, "File tail failed; retrying.");
-                }
+            if let Err(e) = self.poll(&mut current)
+                && self.throttle.allow().is_some()
+            {
+                tracing::warn!(path = %self.config.path.display(), error = %e, "File tail failed; retrying.");
             }
             std::thread::sleep(self.config.poll_interval);
         }

@@ -213,10 +213,10 @@ impl Redaction {
         }
         for (re, replacement, fields) in &self.masks {
             for path in fields {
-                if let Some(Value::String(s)) = lookup(&mut doc, &segments(path)) {
-                    if re.is_match(s) {
-                        *s = re.replace_all(s, replacement.as_str()).into_owned();
-                    }
+                if let Some(Value::String(s)) = lookup(&mut doc, &segments(path))
+                    && re.is_match(s)
+                {
+                    *s = re.replace_all(s, replacement.as_str()).into_owned();
                 }
             }
         }

@@ -249,29 +249,29 @@ impl EmailSink {
                 }
             }
         }
-        if let Some(digest) = &self.config.digest {
-            if digest.priorities.contains(&change.incident.priority) {
-                let now = chrono::Utc::now();
-                let i = &change.incident;
-                let entities: Vec<&str> = i
-                    .entities
-                    .ips
-                    .iter()
-                    .chain(&i.entities.users)
-                    .chain(&i.entities.hosts)
-                    .take(4)
-                    .map(String::as_str)
-                    .collect();
-                let mut headline = super::slack::headline(&change, self.config.escalation_level).unwrap_or_default();
-                if !entities.is_empty() {
-                    headline = format!("{headline} ({})", entities.join(", "));
-                }
-                let link = incident::link(self.config.incident_url.as_deref(), &change);
-                let mut d = self.digest.lock().unwrap_or_else(|p| p.into_inner());
-                d.started.get_or_insert(now);
-                d.entries.push(DigestEntry { time: now, headline, incident: change.incident.id.to_string(), link });
-                return Ok(());
+        if let Some(digest) = &self.config.digest
+            && digest.priorities.contains(&change.incident.priority)
+        {
+            let now = chrono::Utc::now();
+            let i = &change.incident;
+            let entities: Vec<&str> = i
+                .entities
+                .ips
+                .iter()
+                .chain(&i.entities.users)
+                .chain(&i.entities.hosts)
+                .take(4)
+                .map(String::as_str)
+                .collect();
+            let mut headline = super::slack::headline(&change, self.config.escalation_level).unwrap_or_default();
+            if !entities.is_empty() {
+                headline = format!("{headline} ({})", entities.join(", "));
             }
+            let link = incident::link(self.config.incident_url.as_deref(), &change);
+            let mut d = self.digest.lock().unwrap_or_else(|p| p.into_inner());
+            d.started.get_or_insert(now);
+            d.entries.push(DigestEntry { time: now, headline, incident: change.incident.id.to_string(), link });
+            return Ok(());
         }
         self.deliver(subject, text, html).await
     }

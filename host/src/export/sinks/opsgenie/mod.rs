@@ -153,17 +153,17 @@ impl Sink for OpsgenieSink {
         Ok(incident::send_in_order(batch, incident::CONCURRENCY, |change| async move {
             match self.request(&change) {
                 Some((path, mut body)) => {
-                    if let (Some(t), "/alerts") = (&self.template, path.as_str()) {
-                        if let Some(mut rendered) = incident::render_with(
+                    if let (Some(t), "/alerts") = (&self.template, path.as_str())
+                        && let Some(mut rendered) = incident::render_with(
                             t,
                             &change,
                             self.config.escalation_level,
                             self.config.incident_url.as_deref(),
-                        )? {
-                            // The alias is how the alert is acknowledged and closed.
-                            rendered["alias"] = body["alias"].take();
-                            body = rendered;
-                        }
+                        )?
+                    {
+                        // The alias is how the alert is acknowledged and closed.
+                        rendered["alias"] = body["alias"].take();
+                        body = rendered;
                     }
                     http::send(self.post(&path).json(&body)).await.map(drop)
                 }

@@ -142,15 +142,15 @@ impl Sink for PagerDutySink {
         Ok(incident::send_in_order(batch, incident::CONCURRENCY, |change| async move {
             match self.event(&change) {
                 Some(mut event) => {
-                    if let (Some(t), Some("trigger")) = (&self.template, event["event_action"].as_str()) {
-                        if let Some(payload) = incident::render_with(
+                    if let (Some(t), Some("trigger")) = (&self.template, event["event_action"].as_str())
+                        && let Some(payload) = incident::render_with(
                             t,
                             &change,
                             self.config.escalation_level,
                             self.config.incident_url.as_deref(),
-                        )? {
-                            event["payload"] = payload;
-                        }
+                        )?
+                    {
+                        event["payload"] = payload;
                     }
                     http::send(self.client.post(&self.url).json(&event)).await.map(drop)
                 }

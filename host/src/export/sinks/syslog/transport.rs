@@ -31,7 +31,7 @@ impl Conn {
         let tcp = match self {
             Self::Udp(_) => return false,
             Self::Tcp(s) => s,
-            Self::Tls(s) => &s.get_ref().0,
+            Self::Tls(s) => s.get_ref().0,
         };
         let mut byte = [0u8; 1];
         // Receivers send nothing on a syslog connection: any data (or close_notify, or
