@@ -401,7 +401,7 @@ async fn incidents(p: &Pipeline, n: usize) {
 /// Alerts/s per paging and chat channel with the platforms' rate limits off, then one
 /// channel with its limit on: the send rate equals the limit and nothing is dropped.
 fn channels(rt: &tokio::runtime::Runtime, alerts: usize, limited: usize) {
-    use vigil::export::sinks::{opsgenie, pagerduty, slack, teams};
+    use vigil::export::sinks::{chat, opsgenie, pagerduty, slack, teams};
     let dir = tempfile::tempdir().expect("tempdir");
     let p = pipeline(dir.path());
     rt.block_on(incidents(&p, alerts));
@@ -444,16 +444,28 @@ fn channels(rt: &tokio::runtime::Runtime, alerts: usize, limited: usize) {
                         .await
                 }
                 SinkKind::Slack(c) => {
-                    start(&p, channel, slack::SlackSink::new(c).expect("sink"), config, CancellationToken::new())
-                        .await
-                        .run(drain)
-                        .await
+                    start(
+                        &p,
+                        channel,
+                        chat::ChatSink::new(c, slack::message).expect("sink"),
+                        config,
+                        CancellationToken::new(),
+                    )
+                    .await
+                    .run(drain)
+                    .await
                 }
                 SinkKind::Teams(c) => {
-                    start(&p, channel, teams::TeamsSink::new(c).expect("sink"), config, CancellationToken::new())
-                        .await
-                        .run(drain)
-                        .await
+                    start(
+                        &p,
+                        channel,
+                        chat::ChatSink::new(c, teams::card).expect("sink"),
+                        config,
+                        CancellationToken::new(),
+                    )
+                    .await
+                    .run(drain)
+                    .await
                 }
                 _ => unreachable!("a channel"),
             }
@@ -476,10 +488,16 @@ fn channels(rt: &tokio::runtime::Runtime, alerts: usize, limited: usize) {
     rt.block_on(async {
         let drain = CancellationToken::new();
         drain.cancel();
-        start(&p, "slack-limited", slack::SlackSink::new(config).expect("sink"), sink_config, CancellationToken::new())
-            .await
-            .run(drain)
-            .await
+        start(
+            &p,
+            "slack-limited",
+            chat::ChatSink::new(config, slack::message).expect("sink"),
+            sink_config,
+            CancellationToken::new(),
+        )
+        .await
+        .run(drain)
+        .await
     });
     let secs = started.elapsed().as_secs_f64();
     let sent = seen.events.load(Ordering::Relaxed);

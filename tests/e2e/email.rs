@@ -74,20 +74,25 @@ print(json.dumps(out))
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
+/// A server running only the SSH brute-force rule, with `sinks` configured.
+fn start(dir: &Path, sinks: &str) -> Server {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(rules.join("lib")).expect("rules dir");
+    std::fs::copy(rules_dir().join("ssh_brute_force.rhai"), rules.join("ssh_brute_force.rhai")).expect("rule");
+    std::fs::copy(rules_dir().join("lib/common.rhai"), rules.join("lib/common.rhai")).expect("lib");
+    Server::start(dir, &format!("[rules]\ndir = {rules:?}\n{sinks}"))
+}
+
 #[test]
 fn incident_lifecycle_by_email_over_starttls() {
     let smtp_dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let _smtp = smtp(smtp_dir.path(), port);
     let dir = tempfile::tempdir().expect("tempdir");
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(rules.join("lib")).expect("rules dir");
-    std::fs::copy(rules_dir().join("ssh_brute_force.rhai"), rules.join("ssh_brute_force.rhai")).expect("rule");
-    std::fs::copy(rules_dir().join("lib/common.rhai"), rules.join("lib/common.rhai")).expect("lib");
-    let server = Server::start(
+    let server = start(
         dir.path(),
         &format!(
-            "[rules]\ndir = {rules:?}\n[sinks.mail]\ntype = \"email\"\nhost = \"127.0.0.1\"\nport = {port}\nca_file = {:?}\n\
+            "[sinks.mail]\ntype = \"email\"\nhost = \"127.0.0.1\"\nport = {port}\nca_file = {:?}\n\
              from = \"Vigil <vigil@example.com>\"\nto = [\"soc@example.com\", \"oncall@example.com\"]\nincident_url = \"https://vigil.example/incidents/{{id}}\"\n",
             smtp_dir.path().join("cert.pem")
         ),
@@ -143,14 +148,10 @@ fn low_priority_incidents_arrive_as_one_digest() {
     let port = free_port();
     let _smtp = smtp(smtp_dir.path(), port);
     let dir = tempfile::tempdir().expect("tempdir");
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(rules.join("lib")).expect("rules dir");
-    std::fs::copy(rules_dir().join("ssh_brute_force.rhai"), rules.join("ssh_brute_force.rhai")).expect("rule");
-    std::fs::copy(rules_dir().join("lib/common.rhai"), rules.join("lib/common.rhai")).expect("lib");
-    let server = Server::start(
+    let server = start(
         dir.path(),
         &format!(
-            "[rules]\ndir = {rules:?}\n[sinks.digest]\ntype = \"email\"\nhost = \"127.0.0.1\"\nport = {port}\nca_file = {:?}\n\
+            "[sinks.digest]\ntype = \"email\"\nhost = \"127.0.0.1\"\nport = {port}\nca_file = {:?}\n\
              from = \"vigil@example.com\"\nto = [\"soc@example.com\"]\ndigest = {{ interval = \"1s\", priorities = [\"P2\"] }}\n\
              healthcheck_interval = \"300ms\"\n",
             smtp_dir.path().join("cert.pem")

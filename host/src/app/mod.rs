@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
 use crate::config::VigilConfig;
+use crate::export::sinks::chat::ChatSink;
 use crate::export::sinks::datadog::DatadogSink;
 use crate::export::sinks::elasticsearch::ElasticsearchSink;
 use crate::export::sinks::email::EmailSink;
@@ -29,11 +30,10 @@ use crate::export::sinks::file::FileSink;
 use crate::export::sinks::http::HttpSink;
 use crate::export::sinks::opsgenie::OpsgenieSink;
 use crate::export::sinks::pagerduty::PagerDutySink;
-use crate::export::sinks::slack::SlackSink;
 use crate::export::sinks::splunk_hec::SplunkHecSink;
 use crate::export::sinks::sumo_logic::SumoLogicSink;
 use crate::export::sinks::syslog::SyslogSink;
-use crate::export::sinks::teams::TeamsSink;
+use crate::export::sinks::{slack, teams};
 use crate::export::{Encoder, Exporter, ExporterHandle, ExporterMetrics, Route, Sink, SinkConfig, SinkError, SinkKind};
 use crate::incident::worker::{DetectionWorker, LiveRules, WorkerHandle};
 use crate::incident::{ChangeKind, IncidentChange};
@@ -190,7 +190,7 @@ impl Pipeline {
                     self.spawn_sink(&name, sink, config, &metrics).await?
                 }
                 SinkKind::Slack(c) => {
-                    let sink = SlackSink::new(c.clone()).map_err(built)?;
+                    let sink = ChatSink::new(c.clone(), slack::message).map_err(built)?;
                     self.spawn_sink(&name, sink, config, &metrics).await?
                 }
                 SinkKind::Email(c) => {
@@ -198,7 +198,7 @@ impl Pipeline {
                     self.spawn_sink(&name, sink, config, &metrics).await?
                 }
                 SinkKind::Teams(c) => {
-                    let sink = TeamsSink::new(c.clone()).map_err(built)?;
+                    let sink = ChatSink::new(c.clone(), teams::card).map_err(built)?;
                     self.spawn_sink(&name, sink, config, &metrics).await?
                 }
             }

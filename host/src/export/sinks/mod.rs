@@ -2,6 +2,7 @@
 //! building, the platform's answers). They only deliver: cursors, batching, retries, rate
 //! limits, the breaker and the dead-letter queue belong to the framework.
 
+pub mod chat;
 pub mod datadog;
 pub mod elasticsearch;
 pub mod email;

@@ -6,45 +6,13 @@
 //! per section text, 150 per header. A webhook takes about one message a second: the
 //! sink's default rate limit; a 429 with `Retry-After` is honoured by the framework.
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::incident::{self, Step};
-use crate::export::http::{self, HttpClientConfig, validate_url};
-use crate::export::{Item, SendReport, Sink, SinkError};
 use crate::incident::IncidentChange;
-use crate::telemetry::Secret;
 
 /// Settings of a `slack` sink.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlackConfig {
-    /// The incoming webhook URL (a secret: it is the credential).
-    pub webhook_url: Secret,
-    /// Link to an incident; `{id}` becomes the incident id.
-    #[serde(default)]
-    pub incident_url: Option<String>,
-    /// 0: paged when an incident opens; n: paged when nobody acknowledged it within n
-    /// response times (`[incidents.escalation]`).
-    #[serde(default)]
-    pub escalation_level: u8,
-    /// A message template file overriding the built-in message (see `MessageTemplate`).
-    #[serde(default)]
-    pub template: Option<std::path::PathBuf>,
-    /// Connection settings.
-    #[serde(default)]
-    pub http: HttpClientConfig,
-}
-
-impl SlackConfig {
-    /// Every problem with the settings, with its path under `prefix`.
-    pub fn validate(&self, prefix: &str) -> Vec<(String, String)> {
-        let mut errors: Vec<_> =
-            validate_url(self.webhook_url.expose(), format!("{prefix}.webhook_url")).into_iter().collect();
-        errors.extend(incident::validate_template(self.template.as_deref(), format!("{prefix}.template")));
-        errors
-    }
-}
+pub type SlackConfig = super::chat::ChatConfig;
 
 fn clip(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -108,59 +76,6 @@ pub fn message(change: &IncidentChange, incident_url: Option<&str>, level: u8) -
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": clip(&context, 3000)}]}));
     blocks.truncate(50);
     Some(json!({ "text": headline, "blocks": blocks }))
-}
-
-/// The Slack sink.
-#[derive(Debug)]
-pub struct SlackSink {
-    config: SlackConfig,
-    client: reqwest::Client,
-    template: Option<incident::MessageTemplate>,
-}
-
-impl SlackSink {
-    /// A sink for `config`; fails if its TLS files cannot be read.
-    pub fn new(config: SlackConfig) -> Result<Self, SinkError> {
-        let template = config
-            .template
-            .as_deref()
-            .map(incident::MessageTemplate::load)
-            .transpose()
-            .map_err(SinkError::permanent)?;
-        Ok(Self { client: config.http.build()?, config, template })
-    }
-}
-
-impl Sink for SlackSink {
-    async fn send(&self, batch: &[Item]) -> Result<SendReport, SinkError> {
-        Ok(incident::send_in_order(batch, incident::CONCURRENCY, |change| async move {
-            let body = match &self.template {
-                Some(t) => incident::render_with(
-                    t,
-                    &change,
-                    self.config.escalation_level,
-                    self.config.incident_url.as_deref(),
-                )?,
-                None => message(&change, self.config.incident_url.as_deref(), self.config.escalation_level),
-            };
-            match body {
-                Some(body) => {
-                    http::send(self.client.post(self.config.webhook_url.expose()).json(&body)).await.map(drop)
-                }
-                None => Ok(()),
-            }
-        })
-        .await)
-    }
-
-    fn max_concurrency(&self) -> usize {
-        // Batches go one at a time, so an incident's changes stay in order.
-        1
-    }
-
-    fn request_per_item(&self) -> bool {
-        true
-    }
 }
 
 #[cfg(test)]
