@@ -38,13 +38,10 @@ impl Peer {
     /// assertions to say what is missing).
     fn lines_when(&self, timeout: Duration, n: usize) -> Vec<serde_json::Value> {
         let deadline = std::time::Instant::now() + timeout;
-        loop {
+        wait_for(timeout + Duration::from_secs(5), "the receiver's output", || {
             let lines = self.lines();
-            if lines.len() >= n || std::time::Instant::now() > deadline {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            (lines.len() >= n || std::time::Instant::now() > deadline).then_some(lines)
+        })
     }
 
     /// Waits until the UDP input is up too: probes until one is written.
@@ -52,7 +49,6 @@ impl Peer {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
         wait_for(Duration::from_secs(20), "the receiver's UDP input", || {
             let _ = socket.send_to(format!("<14>1 - - probe - - - {PROBE}").as_bytes(), ("127.0.0.1", port));
-            std::thread::sleep(Duration::from_millis(100));
             std::fs::read_to_string(self.dir.join("out.jsonl")).unwrap_or_default().contains(PROBE).then_some(())
         });
     }
