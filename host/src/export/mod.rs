@@ -526,4 +526,24 @@ mod tests {
                 .expect("parse");
         assert!(config.validate("es").iter().any(|(p, _)| p == "sinks.es.format"));
     }
+
+    #[test]
+    fn channels_take_incidents_with_their_platform_limits_and_say_what_is_wrong() {
+        let config: SinkConfig =
+            toml::from_str("type = \"slack\"\nwebhook_url = \"https://hooks.slack.com/services/T/B/x\"")
+                .expect("parse");
+        assert_eq!(config.route.records, vec![RecordKind::Incident]);
+        assert_eq!(config.rate_limit.as_ref().map(|r| r.requests_per_second), Some(1.0));
+        assert!(config.validate("chat").is_empty());
+        let config: SinkConfig = toml::from_str(
+            "type = \"pagerduty\"\nrouting_key = \"short\"\ntemplate = \"missing.json\"\nformat = \"cef\"\nroute = { records = [\"event\"] }",
+        )
+        .expect("parse");
+        let paths: Vec<String> = config.validate("pd").into_iter().map(|(p, _)| p).collect();
+        for expected in ["sinks.pd.routing_key", "sinks.pd.template", "sinks.pd.route.records", "sinks.pd.format"] {
+            assert!(paths.iter().any(|p| p == expected), "{expected} in {paths:?}");
+        }
+        let errors = config.validate("pd");
+        assert!(!errors.iter().any(|(_, m)| m.contains("short")), "the key is not echoed: {errors:?}");
+    }
 }
