@@ -349,7 +349,9 @@ fn outage(rt: &tokio::runtime::Runtime, rate: u64, minutes: u64) {
         };
         let started = Instant::now();
         let mut samples = Vec::new();
+        let mut every = tokio::time::interval(Duration::from_secs(10));
         while !feeder.is_finished() {
+            every.tick().await;
             samples.push(rss_mib());
             println!(
                 "outage {:>4} s: RSS {:.1} MiB, log head {}",
@@ -357,7 +359,6 @@ fn outage(rt: &tokio::runtime::Runtime, rate: u64, minutes: u64) {
                 rss_mib(),
                 p.log.head()
             );
-            tokio::time::sleep(Duration::from_secs(10)).await;
         }
         let (first, last) = (samples.first().copied().unwrap_or(0.0), samples.last().copied().unwrap_or(0.0));
         let max = samples.iter().copied().fold(0.0, f64::max);

@@ -456,9 +456,13 @@ fn retry_after_storms_and_an_open_breaker_do_not_stall_other_sinks() {
     assert_eq!(status["state"], "unhealthy", "{status}");
     assert!(status["backlog_bytes"].as_u64() > Some(0), "{status}");
     assert!(metric(&server.metrics(), &["sink_breaker_open{", "sink=\"down\""]) >= 1.0);
-    let tries_while_open = down.requests().len();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(down.requests().len() <= tries_while_open + 1, "an open breaker lets at most one probe through");
+    // While open, nothing goes out until `open_for` (2 s) has passed; then one probe.
+    let (opened, tries_while_open) = (Instant::now(), down.requests().len());
+    wait_for(Duration::from_secs(30), "the half-open probe", || {
+        (down.requests().len() > tries_while_open).then_some(())
+    });
+    assert!(opened.elapsed() >= Duration::from_secs(1), "the open breaker held requests back");
+    assert_eq!(down.requests().len(), tries_while_open + 1, "an open breaker lets one probe through");
 
     // The storm passes, honouring each Retry-After.
     wait_for(Duration::from_secs(60), "storm delivered", || {
@@ -495,14 +499,20 @@ fn retry_after_storms_and_an_open_breaker_do_not_stall_other_sinks() {
 #[test]
 fn kill_9_mid_delivery_loses_nothing_and_repeats_only_same_ids() {
     let bulk = Arc::new(Bulk { docs: Mutex::default(), attempts: Mutex::default() });
-    let slow = {
-        let bulk = bulk.clone();
+    // After the first 300 documents the endpoint holds every request until released, so
+    // the kill lands with batches in flight.
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let gated = {
+        let (bulk, gate) = (bulk.clone(), gate.clone());
         move |r: &Request| {
-            std::thread::sleep(Duration::from_millis(20));
+            if r.path == "/_bulk" && bulk.docs.lock().expect("lock").len() >= 300 {
+                let (open, changed) = &*gate;
+                let _unused = changed.wait_while(open.lock().expect("lock"), |open| !*open).expect("gate");
+            }
             bulk.handle(r)
         }
     };
-    let mock = MockServer::start(slow);
+    let mock = MockServer::start(gated);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Server::start(
         dir.path(),
@@ -520,6 +530,8 @@ fn kill_9_mid_delivery_loses_nothing_and_repeats_only_same_ids() {
     server.kill9();
     let before = bulk.docs.lock().expect("lock").len();
     assert!(before < 3000, "killed mid-delivery ({before} delivered)");
+    *gate.0.lock().expect("lock") = true;
+    gate.1.notify_all();
     server.restart();
     wait_for(Duration::from_secs(60), "every event indexed after the restart", || {
         (bulk.docs.lock().expect("lock").len() >= 3000).then_some(())

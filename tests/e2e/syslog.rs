@@ -53,7 +53,7 @@ fn tcp_and_udp_messages_become_events_and_bad_frames_are_counted() {
     bytes.extend(b"6 <13>\xff\xfe");
     // A newline-framed RFC 3164 message on the same connection.
     bytes.extend(
-        b"<86>Mar  2 11:58:05 web02 sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id\n",
+        b"<86>Mar  2 11:58:05 web02 sudo:    alice : TTY=pts/0 ; PWD=/srv/app ; USER=root ; COMMAND=/usr/bin/id\n",
     );
     stream.write_all(&bytes).expect("write");
     stream.flush().expect("flush");

@@ -428,7 +428,7 @@ impl<S: Sink> Exporter<S> {
                     Ok(batch) => batch,
                     Err(e) => {
                         tracing::error!(sink = %self.shared.name, error = %e, "Sink cannot read the log; retrying.");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        pause(&stop, Duration::from_secs(1)).await;
                         break;
                     }
                 };
@@ -446,7 +446,7 @@ impl<S: Sink> Exporter<S> {
             }
             if let Err(e) = self.commit_ready(&mut pending).await {
                 tracing::error!(sink = %self.shared.name, error = %e, "Sink cannot commit its cursor; retrying.");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                pause(&stop, Duration::from_secs(1)).await;
                 continue;
             }
             let unread = self.next_read <= self.log.head();
@@ -817,7 +817,9 @@ async fn deliver<S: Sink>(shared: &Shared<S>, items: Vec<Item>) -> Outcome {
     loop {
         while let Some(wait) = shared.breaker.acquire() {
             m.breaker_open.set(1);
-            tokio::select! { () = tokio::time::sleep(wait) => {}, () = shared.stop.cancelled() => return Outcome::Aborted }
+            if !pause(&shared.stop, wait).await {
+                return Outcome::Aborted;
+            }
         }
         m.breaker_open.set(0);
         if let Some(limiter) = &shared.limiter {
@@ -826,7 +828,9 @@ async fn deliver<S: Sink>(shared: &Shared<S>, items: Vec<Item>) -> Outcome {
         if retrying {
             m.retries.inc();
             while let Some(wait) = shared.budget.withdraw() {
-                tokio::select! { () = tokio::time::sleep(wait) => {}, () = shared.stop.cancelled() => return Outcome::Aborted }
+                if !pause(&shared.stop, wait).await {
+                    return Outcome::Aborted;
+                }
             }
         } else {
             shared.budget.deposit();
@@ -926,13 +930,20 @@ async fn deliver<S: Sink>(shared: &Shared<S>, items: Vec<Item>) -> Outcome {
         if attempt < 3 || attempt.is_multiple_of(10) {
             tracing::warn!(sink = %shared.name, attempt, records = retry.len(), wait_ms = wait.as_millis() as u64, "Delivery failed; retrying.");
         }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = shared.stop.cancelled() => return Outcome::Aborted,
+        if !pause(&shared.stop, wait).await {
+            return Outcome::Aborted;
         }
         remaining = retry;
         retrying = true;
         attempt = attempt.saturating_add(1);
+    }
+}
+
+/// Waits `wait`, or less when `stop` is cancelled; returns whether the whole wait passed.
+async fn pause(stop: &CancellationToken, wait: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = stop.cancelled() => false,
     }
 }
 

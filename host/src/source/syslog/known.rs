@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn sudo_and_useradd_lines() {
-        let e = event("sudo", "  alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id -u");
+        let e = event("sudo", "  alice : TTY=pts/0 ; PWD=/srv/app ; USER=root ; COMMAND=/usr/bin/id -u");
         assert_eq!((e.class, e.outcome), (EventClass::Authorization, Outcome::Success));
         assert_eq!(get(&e, "user.target.name").as_deref(), Some("root"));
         assert_eq!(get(&e, "process.executable").as_deref(), Some("/usr/bin/id"));

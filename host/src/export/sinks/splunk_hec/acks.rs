@@ -80,9 +80,11 @@ impl Acks {
 }
 
 async fn poll(inner: Weak<Inner>) {
+    let Some(period) = inner.upgrade().map(|i| i.config.poll_interval) else { return };
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let Some(interval) = inner.upgrade().map(|i| i.config.poll_interval) else { return };
-        tokio::time::sleep(interval).await;
+        tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         let ids: Vec<u64> = inner.pending.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
         if ids.is_empty() {
