@@ -362,10 +362,11 @@ impl<S: Sink> Exporter<S> {
             let period = Duration::from_secs_f64(1.0 / rl.requests_per_second);
             Quota::with_period(period).map(|q| RateLimiter::direct(q.allow_burst(burst)))
         });
-        let concurrency = config.concurrency.min(sink.max_concurrency()).max(1);
+        let concurrency =
+            if sink.incident_channel() { 1 } else { config.concurrency.min(sink.max_concurrency()).max(1) };
         let mut limits = sink.limits();
         limits.max_items = Some(limits.max_items.map_or(config.batch.max_records, |m| m.min(config.batch.max_records)));
-        if config.rate_limit.is_some() && sink.request_per_item() {
+        if config.rate_limit.is_some() && sink.incident_channel() {
             limits.max_items = Some(1);
         }
         let configured_bytes = config.batch.max_bytes.as_u64() as usize;

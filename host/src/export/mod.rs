@@ -163,9 +163,11 @@ pub trait Sink: Send + Sync + 'static {
         PlatformLimits::default()
     }
 
-    /// Whether `send` makes one request per item (paging and chat channels). Such a sink
-    /// gets single-item batches when it has a rate limit, so that the limit counts requests.
-    fn request_per_item(&self) -> bool {
+    /// Whether this is a paging, chat or mail channel: `send` makes one request per item
+    /// and an incident's changes must not overtake each other. Such a sink gets one batch
+    /// in flight at a time, and single-item batches when it has a rate limit (so that the
+    /// limit counts requests).
+    fn incident_channel(&self) -> bool {
         false
     }
 }

@@ -379,11 +379,7 @@ impl Sink for EmailSink {
         }
     }
 
-    fn max_concurrency(&self) -> usize {
-        1
-    }
-
-    fn request_per_item(&self) -> bool {
+    fn incident_channel(&self) -> bool {
         true
     }
 }

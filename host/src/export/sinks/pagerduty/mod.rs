@@ -160,12 +160,7 @@ impl Sink for PagerDutySink {
         .await)
     }
 
-    fn max_concurrency(&self) -> usize {
-        // Batches go one at a time, so an incident's changes stay in order.
-        1
-    }
-
-    fn request_per_item(&self) -> bool {
+    fn incident_channel(&self) -> bool {
         true
     }
 }
