@@ -12,13 +12,15 @@
 //! |---|---|
 //! | 0 | `event`, `telemetry`, `store` |
 //! | 1 | `source` |
+//! | 2 | `transform`, `actions` |
 //! | 4 | `rules`, `detect` |
 //! | 5 | `incident` |
-//! | 6 | `export` |
+//! | 6 | `playbook`, `export` |
 //! | 8 | `api` |
 //! | 9 | `config` |
 //! | top | `app`, `cli` |
 
+pub mod actions;
 pub mod api;
 pub mod app;
 pub mod cli;
@@ -27,6 +29,7 @@ pub mod detect;
 pub mod event;
 pub mod export;
 pub mod incident;
+pub mod playbook;
 pub mod rules;
 pub mod source;
 pub mod store;

@@ -14,6 +14,9 @@ pub struct Entities {
     /// IP addresses (source and destination).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub ips: BTreeSet<String>,
+    /// Source addresses only (what containment blocks).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub source_ips: BTreeSet<String>,
     /// User names (actors and targets).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub users: BTreeSet<String>,
@@ -28,6 +31,7 @@ impl Entities {
         let mut entities = Self::default();
         let text = |field: Field| field.get(event).map(|v| v.to_text().into_owned());
         entities.ips.extend(text(Field::SourceIp));
+        entities.source_ips.extend(text(Field::SourceIp));
         entities.ips.extend(text(Field::DestinationIp));
         entities.users.extend(text(Field::UserName));
         entities.users.extend(text(Field::UserTargetName));
@@ -37,9 +41,12 @@ impl Entities {
 
     /// Adds `other`'s entities, keeping at most `cap` of each kind.
     pub fn merge(&mut self, other: &Entities, cap: usize) {
-        for (mine, theirs) in
-            [(&mut self.ips, &other.ips), (&mut self.users, &other.users), (&mut self.hosts, &other.hosts)]
-        {
+        for (mine, theirs) in [
+            (&mut self.ips, &other.ips),
+            (&mut self.source_ips, &other.source_ips),
+            (&mut self.users, &other.users),
+            (&mut self.hosts, &other.hosts),
+        ] {
             for value in theirs {
                 if mine.len() >= cap {
                     break;

@@ -61,6 +61,10 @@ uuid_id!(
     /// The id of an incident.
     IncidentId
 );
+uuid_id!(
+    /// The id of a playbook run.
+    RunId
+);
 
 /// The id of a rule, as written in its file (`ssh_brute_force`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]

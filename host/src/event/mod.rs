@@ -11,7 +11,7 @@ mod priority;
 
 pub use decode::{DecodeError, DecodeLimits, Problem, decode_event, validate};
 pub use field::{Field, FieldPath, FieldValue, UnknownField};
-pub use ids::{AlertId, EventId, IncidentId, RuleId};
+pub use ids::{AlertId, EventId, IncidentId, RuleId, RunId};
 pub use model::unset_time;
 pub use model::{
     Cloud, Endpoint, EventClass, File, Hashes, Host, Http, Network, Outcome, ParentProcess, Process, SCHEMA_VERSION,

@@ -63,6 +63,7 @@ pub fn incident_finding(change: &IncidentChange, raw: serde_json::Value) -> Find
         ChangeKind::Suppressed => "suppressed",
         ChangeKind::Changed => "changed",
         ChangeKind::Escalated => "escalated",
+        ChangeKind::Notified => "notified",
     };
     Finding {
         kind: FindingKind::Incident { change: change_name.into(), status: i.status.as_str().into() },

@@ -197,9 +197,12 @@ pub enum ChangeKind {
     Suppressed,
     /// Its status changed (or it was assigned or annotated).
     Changed,
-    /// Nobody acknowledged it within its response time: `incident.escalation` is the new
-    /// level.
+    /// Nobody acknowledged it within its response time (or a playbook escalated it):
+    /// `incident.escalation` is the new level.
     Escalated,
+    /// A playbook asked to notify one channel: the change's `incident.notify` names only
+    /// that channel.
+    Notified,
 }
 
 /// An incident after a change, as written to the log for sinks.
@@ -465,17 +468,19 @@ impl IncidentBook {
         })
     }
 
-    /// Raises an incident's escalation level.
-    pub fn escalate(&mut self, id: IncidentId, level: u8, now: DateTime<Utc>) -> Result<IncidentChange> {
+    /// Raises an incident's escalation level (`level`, or one more than now with `None`).
+    pub fn escalate(
+        &mut self,
+        id: IncidentId,
+        level: Option<u8>,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<IncidentChange> {
         let mut incident = self.get(id)?.ok_or(Error::NotFound(id))?;
+        let level = level.unwrap_or(incident.escalation.saturating_add(1));
         incident.escalation = level;
         incident.updated_at = now;
-        incident.note(
-            now,
-            "escalated",
-            None,
-            format!("not acknowledged within its response time; escalation level {level}"),
-        );
+        incident.note(now, "escalated", None, format!("{why}; escalation level {level}"));
         Ok(IncidentChange {
             change: ChangeKind::Escalated,
             alert_id: None,
@@ -495,6 +500,47 @@ impl IncidentBook {
             previous_status: None,
             incident: self.store_back(incident),
         })
+    }
+
+    /// Adds an entry of `kind` (`playbook`, …) to an incident's timeline.
+    pub fn record(
+        &mut self,
+        id: IncidentId,
+        kind: &str,
+        actor: &str,
+        detail: String,
+        now: DateTime<Utc>,
+    ) -> Result<IncidentChange> {
+        let mut incident = self.get(id)?.ok_or(Error::NotFound(id))?;
+        incident.updated_at = now;
+        incident.note(now, kind, Some(actor), detail);
+        Ok(IncidentChange {
+            change: ChangeKind::Changed,
+            alert_id: None,
+            previous_status: None,
+            incident: self.store_back(incident),
+        })
+    }
+
+    /// Asks the channel `channel` to notify about an incident (a playbook's `notify` step).
+    pub fn notify(
+        &mut self,
+        id: IncidentId,
+        channel: &str,
+        actor: &str,
+        message: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<IncidentChange> {
+        let mut incident = self.get(id)?.ok_or(Error::NotFound(id))?;
+        incident.updated_at = now;
+        let detail = match message {
+            Some(m) => format!("notified {channel}: {m}"),
+            None => format!("notified {channel}"),
+        };
+        incident.note(now, "notified", Some(actor), detail);
+        let mut summary = self.store_back(incident);
+        summary.notify = vec![channel.to_owned()];
+        Ok(IncidentChange { change: ChangeKind::Notified, alert_id: None, previous_status: None, incident: summary })
     }
 
     /// Puts a changed incident back and returns its summary for the change record.

@@ -151,11 +151,11 @@ fn unacknowledged_incidents_escalate_once_per_response_time_on_a_simulated_clock
     // P2 answers within 4 hours.
     assert_eq!(config.due(&current(&mut book), at(239)), None);
     assert_eq!(config.due(&current(&mut book), at(240)), Some(1));
-    let change = book.escalate(id, 1, at(240)).expect("escalate");
+    let change = book.escalate(id, Some(1), "late", at(240)).expect("escalate");
     assert_eq!((change.change, change.incident.escalation), (ChangeKind::Escalated, 1));
     assert_eq!(config.due(&current(&mut book), at(300)), None, "once per level");
     assert_eq!(config.due(&current(&mut book), at(480)), Some(2));
-    book.escalate(id, 2, at(480)).expect("escalate");
+    book.escalate(id, None, "late", at(480)).expect("escalate");
     assert_eq!(config.due(&current(&mut book), at(10_000)), None, "max_level reached");
     assert!(current(&mut book).timeline.iter().any(|e| e.kind == "escalated"));
 

@@ -52,6 +52,25 @@ pub enum Action {
     Assign(Option<String>),
     /// Add a comment.
     Comment(String),
+    /// Add a timeline entry of a kind (`playbook`).
+    Timeline {
+        /// Entry kind.
+        kind: String,
+        /// What happened.
+        detail: String,
+    },
+    /// Raise the escalation level by one.
+    Escalate {
+        /// Why.
+        reason: String,
+    },
+    /// Notify one channel about the incident.
+    Notify {
+        /// The channel (a sink name).
+        channel: String,
+        /// An optional message for the timeline.
+        message: Option<String>,
+    },
 }
 
 /// A request to the detection worker.
@@ -240,6 +259,9 @@ impl DetectionWorker {
             Action::Transition { to, note } => self.book.transition(id, to, actor, note.as_deref(), now),
             Action::Assign(assignee) => self.book.assign(id, assignee.as_deref(), actor, now),
             Action::Comment(text) => self.book.comment(id, &text, actor, now),
+            Action::Timeline { kind, detail } => self.book.record(id, &kind, actor, detail, now),
+            Action::Escalate { reason } => self.book.escalate(id, None, &format!("{reason} ({actor})"), now),
+            Action::Notify { channel, message } => self.book.notify(id, &channel, actor, message.as_deref(), now),
         };
         let change = match change {
             Ok(change) => change,
@@ -310,7 +332,8 @@ impl DetectionWorker {
             // The book may hold a newer state than the store's.
             let Some(incident) = self.book.get(listed.id)? else { continue };
             let Some(level) = self.escalation.due(&incident, now) else { continue };
-            let change = self.book.escalate(incident.id, level, now)?;
+            let change =
+                self.book.escalate(incident.id, Some(level), "not acknowledged within its response time", now)?;
             tracing::warn!(incident = %incident.id, level, priority = %incident.priority, "Incident not acknowledged within its response time; escalated.");
             records.push(record(RecordKind::Incident, &change));
             changes.push(change);

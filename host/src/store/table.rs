@@ -69,6 +69,11 @@ impl<K: Key, V: Serialize + DeserializeOwned> Table<K, V> {
         Self { store: store.clone(), cf, prefix, _types: PhantomData }
     }
 
+    /// The store the table lives in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     fn key(&self, key: &K) -> Vec<u8> {
         let mut out = self.prefix.to_vec();
         key.encode(&mut out);
@@ -98,6 +103,11 @@ impl<K: Key, V: Serialize + DeserializeOwned> Table<K, V> {
     /// Sets `key` to `value` now, fsynced.
     pub fn put(&self, key: &K, value: &V) -> Result<()> {
         self.store.write(vec![self.put_op(key, value)?], true)
+    }
+
+    /// Removes `key` now, fsynced.
+    pub fn delete(&self, key: &K) -> Result<()> {
+        self.store.write(vec![self.delete_op(key)], true)
     }
 
     /// Up to `limit` entries in key order, starting at `from` (inclusive) or the first key.

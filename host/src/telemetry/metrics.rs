@@ -41,6 +41,12 @@ pub mod names {
     pub const SINK_FAILURES: &str = "sink_failures";
     /// Syslog frames that could not be read, by reason.
     pub const SYSLOG_MALFORMED: &str = "syslog_malformed_frames";
+    /// Playbook runs that ended, by playbook and status.
+    pub const PLAYBOOK_RUNS: &str = "playbook_runs";
+    /// Action executions, by action and result (ok, failed, refused, rolled_back, expired).
+    pub const ACTIONS: &str = "actions";
+    /// Playbook timeline entries that could not be queued (the detection worker was behind).
+    pub const TIMELINE_DROPPED: &str = "playbook_timeline_dropped";
 }
 
 /// The registry every module registers its metrics into.

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use metrics::{MetricsRegistry, names};
-pub use secret::{Secret, SecretError};
+pub use secret::{Secret, SecretError, signature};
 
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;

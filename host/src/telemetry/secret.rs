@@ -7,7 +7,9 @@
 
 use std::fmt;
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::Sha256;
 
 /// A secret value (token, key, password). Redacted everywhere except [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]
@@ -120,6 +122,16 @@ impl schemars::JsonSchema for Secret {
             "anyOf": [{ "type": "string" }, { "type": "object", "properties": { "file": { "type": "string" } } }]
         })
     }
+}
+
+/// `t=<unix>,v1=<hex HMAC-SHA256(secret, "<unix>.<body>")>`.
+pub fn signature(secret: &[u8], unix: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(unix.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={unix},v1={hex}")
 }
 
 #[cfg(test)]

@@ -92,6 +92,8 @@ pub fn step(change: &IncidentChange, level: u8) -> Step {
     let status = change.incident.status;
     let step = match (change.change, change.previous_status) {
         (ChangeKind::Opened, _) => Step::Trigger,
+        // The route already picked the one channel a playbook's `notify` step named.
+        (ChangeKind::Notified, _) => return Step::Trigger,
         (ChangeKind::Escalated, _) if level > 0 && change.incident.escalation == level => return Step::Trigger,
         (ChangeKind::Changed, Some(before)) if before != status => {
             let done = |s: IncidentStatus| matches!(s, IncidentStatus::Resolved | IncidentStatus::Closed);

@@ -13,14 +13,13 @@ pub mod template;
 
 use std::collections::BTreeMap;
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use self::template::{Context, Template};
 use crate::export::http::{self, Compression, HttpAuth, HttpClientConfig, validate_url};
 use crate::export::{Item, SendReport, Sink, SinkError};
 use crate::telemetry::Secret;
+pub use crate::telemetry::signature;
 
 /// The request method.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,16 +208,6 @@ impl HttpSink {
         }
         out
     }
-}
-
-/// `t=<unix>,v1=<hex HMAC-SHA256(secret, "<unix>.<body>")>`.
-pub fn signature(secret: &[u8], unix: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(unix.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={unix},v1={hex}")
 }
 
 impl Sink for HttpSink {

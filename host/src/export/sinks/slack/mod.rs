@@ -33,6 +33,7 @@ pub fn headline(change: &IncidentChange, level: u8) -> Option<String> {
     let i = &change.incident;
     let what = match incident::step(change, level) {
         Step::Trigger if change.change == crate::incident::ChangeKind::Escalated => "escalated, not acknowledged",
+        Step::Trigger if change.change == crate::incident::ChangeKind::Notified => "needs attention",
         Step::Trigger if change.previous_status.is_some() => "reopened",
         Step::Trigger => "opened",
         Step::Acknowledge | Step::Resolve | Step::Status => i.status.as_str(),

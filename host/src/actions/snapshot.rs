@@ -1,0 +1,210 @@
+//! `audit_snapshot`: capture an incident, its events and the log around them into an
+//! evidence bundle whose files are listed with their SHA-256 in a manifest.
+//!
+//! A bundle is a directory `<dir>/<incident>-<key>/` holding `incident.json`,
+//! `events.ndjson` (every stored event whose event time lies within `window` of the
+//! incident's first and last event, plus the incident's own events), `manifest.json`
+//! (each file's name, size and SHA-256, the window, the time) and `manifest.sha256`
+//! (the manifest's own hash, to pin it in a ticket or the audit trail). Taking the
+//! snapshot again for the same step execution returns the same bundle.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::quarantine::hex;
+use super::{Action, ActionContext, ActionError, ActionSpec, Outcome, ParamKind, ParamSpec};
+use crate::event::{RecordKind, SecurityEvent};
+use crate::store::Log;
+
+/// Settings (`[actions.audit_snapshot]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// Where bundles go.
+    pub dir: PathBuf,
+    /// Events within this much of the incident's first and last event are captured.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Most events one bundle holds.
+    pub max_events: usize,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("evidence"), window: Duration::from_secs(900), max_events: 100_000 }
+    }
+}
+
+/// `audit_snapshot`.
+#[derive(Debug)]
+pub struct AuditSnapshot {
+    log: Log,
+    config: SnapshotConfig,
+    spec: ActionSpec,
+}
+
+impl AuditSnapshot {
+    /// The action over `log`.
+    pub fn new(log: Log, config: SnapshotConfig) -> Self {
+        let spec = ActionSpec {
+            id: "audit_snapshot".into(),
+            description: "Capture the incident, its events and the log around them into a hashed evidence bundle."
+                .into(),
+            params: vec![ParamSpec::new("window", ParamKind::Duration, false, "log window around the incident")],
+            target: None,
+            capabilities: vec!["log.read".into(), "fs.evidence".into()],
+            idempotent: true,
+            sensitive: false,
+            inverse: None,
+            default_ttl: None,
+        };
+        Self { log, config, spec }
+    }
+}
+
+fn time_of(incident: &Value, field: &str) -> Option<DateTime<Utc>> {
+    incident.get(field)?.as_str()?.parse().ok()
+}
+
+/// The first sequence number whose append time is at or after `ms` (binary search: append
+/// times never go backwards).
+fn first_seq_at(log: &Log, ms: i64) -> crate::store::Result<u64> {
+    let (mut lo, mut hi) = (log.tail()?.max(1), log.head() + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match log.read(mid, 1, usize::MAX)?.first() {
+            Some(e) if e.time_ms < ms => lo = e.seq + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(lo)
+}
+
+fn bounds(incident: &Value, window: chrono::Duration, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    (time_of(incident, "first_seen").unwrap_or(now) - window, time_of(incident, "last_seen").unwrap_or(now) + window)
+}
+
+/// The stored events of an incident (JSON as stored, and decoded): those it lists, and with
+/// `only_listed` false every event whose event time lies within `window` of its first and
+/// last event. At most `max`.
+pub fn gather(
+    log: &Log,
+    incident: &Value,
+    window: chrono::Duration,
+    max: usize,
+    only_listed: bool,
+) -> crate::store::Result<Vec<(Vec<u8>, SecurityEvent)>> {
+    let now = Utc::now();
+    let (first, last) = bounds(incident, window, now);
+    let opened = time_of(incident, "opened_at").unwrap_or(now);
+    let wanted: HashSet<&str> =
+        incident.get("event_ids").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    // Append time follows event time closely on a live stream; the scan starts a window
+    // before the earliest of the two and ends a window after the latest.
+    let slack = window.max(chrono::Duration::minutes(5));
+    let start_ms = first.min(opened - slack).timestamp_millis();
+    let stop_ms = last.max(opened + slack).timestamp_millis();
+    let mut seq = first_seq_at(log, start_ms)?;
+    let mut out = Vec::new();
+    loop {
+        let batch = log.read(seq, 1024, 16 << 20)?;
+        let Some(last_entry) = batch.last() else { return Ok(out) };
+        seq = last_entry.seq + 1;
+        for entry in batch {
+            if entry.time_ms > stop_ms || out.len() >= max {
+                return Ok(out);
+            }
+            if entry.kind != RecordKind::Event.tag() {
+                continue;
+            }
+            let Ok(event) = serde_json::from_slice::<SecurityEvent>(&entry.payload) else { continue };
+            let listed = wanted.contains(event.id.to_string().as_str());
+            if listed || (!only_listed && event.time >= first && event.time <= last) {
+                out.push((entry.payload, event));
+            }
+        }
+    }
+}
+
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<Value> {
+    std::fs::write(dir.join(name), bytes)?;
+    Ok(json!({ "name": name, "size": bytes.len(), "sha256": hex(&Sha256::digest(bytes)) }))
+}
+
+impl AuditSnapshot {
+    fn take(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| ActionError::Failed(format!("{what}: {e}"));
+        let incident = &ctx.incident;
+        let id = incident.get("id").and_then(Value::as_str).unwrap_or("none").to_owned();
+        let key = hex(&Sha256::digest(ctx.idempotency_key.as_bytes()))[..12].to_owned();
+        let bundle = self.config.dir.join(format!("{id}-{key}"));
+        if let Ok(hash) = std::fs::read_to_string(bundle.join("manifest.sha256")) {
+            return Ok(outcome(&bundle, hash.trim(), None));
+        }
+        let window = super::param_str(&ctx.params, "window")
+            .and_then(|w| humantime::parse_duration(w).ok())
+            .unwrap_or(self.config.window);
+        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::minutes(15));
+        let found = gather(&self.log, incident, window, self.config.max_events, false)
+            .map_err(|e| fail("reading the log", &e))?;
+        let count = found.len();
+        let mut events = Vec::new();
+        for (payload, _) in &found {
+            events.extend_from_slice(payload);
+            events.push(b'\n');
+        }
+        let (first, last) = bounds(incident, window, ctx.now);
+        std::fs::create_dir_all(&bundle).map_err(|e| fail("creating the bundle", &e))?;
+        let incident_json = serde_json::to_vec_pretty(incident).map_err(|e| fail("encoding", &e))?;
+        let files = vec![
+            write_file(&bundle, "incident.json", &incident_json).map_err(|e| fail("writing", &e))?,
+            write_file(&bundle, "events.ndjson", &events).map_err(|e| fail("writing", &e))?,
+        ];
+        let manifest = json!({
+            "incident_id": id, "created_at": ctx.now, "window": { "from": first, "to": last },
+            "events": count, "files": files, "run_id": ctx.run_id, "step_id": ctx.step_id,
+        });
+        let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| fail("encoding", &e))?;
+        std::fs::write(bundle.join("manifest.json"), &manifest).map_err(|e| fail("writing", &e))?;
+        let hash = hex(&Sha256::digest(&manifest));
+        std::fs::write(bundle.join("manifest.sha256"), format!("{hash}  manifest.json\n"))
+            .map_err(|e| fail("writing", &e))?;
+        Ok(outcome(&bundle, &hash, Some(count)))
+    }
+}
+
+fn outcome(bundle: &Path, hash: &str, events: Option<usize>) -> Outcome {
+    let hash = hash.split_whitespace().next().unwrap_or_default();
+    Outcome {
+        target: Some(bundle.display().to_string()),
+        detail: match events {
+            Some(n) => format!("evidence bundle {} ({n} events, manifest sha256 {hash})", bundle.display()),
+            None => format!("evidence bundle {} already taken (manifest sha256 {hash})", bundle.display()),
+        },
+        data: json!({ "bundle": bundle.display().to_string(), "manifest_sha256": hash, "events": events }),
+        expires_at: None,
+    }
+}
+
+impl Action for AuditSnapshot {
+    fn spec(&self) -> &ActionSpec {
+        &self.spec
+    }
+
+    fn execute<'a>(&'a self, ctx: &'a ActionContext) -> BoxFuture<'a, Result<Outcome, ActionError>> {
+        Box::pin(async move {
+            let this = AuditSnapshot { log: self.log.clone(), config: self.config.clone(), spec: self.spec.clone() };
+            let ctx = ctx.clone();
+            tokio::task::spawn_blocking(move || this.take(&ctx))
+                .await
+                .map_err(|e| ActionError::Failed(e.to_string()))?
+        })
+    }
+}
