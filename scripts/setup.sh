@@ -9,6 +9,8 @@
 #   syslog-ng      a second one (TLS, CEF parsing); it conflicts with rsyslog in apt, so
 #                  its packages are unpacked under ~/.cache/vigil-peers/syslog-ng
 #   openssl        test certificates for TLS peers
+#   nftables       the real firewall `block_ip` is tested against, inside a network
+#   iproute2       namespace the test creates with `ip netns` (needs root)
 #   python3-venv   a venv (~/.cache/vigil-venv) with the OCSF JSON Schemas and ECS
 #                  validators that check the transforms' output, and aiosmtpd, the
 #                  SMTP server the email channel is tested against
@@ -18,7 +20,7 @@ set -euo pipefail
 
 packages=(libclang-dev g++ make pkg-config)
 if [ "${1:-}" != "--build-only" ]; then
-  packages+=(bsdutils rsyslog openssl python3-venv libivykis0 libnet1 libpcre3 libwrap0 libjson-c5 libglib2.0-0)
+  packages+=(bsdutils rsyslog openssl nftables iproute2 python3-venv libivykis0 libnet1 libpcre3 libwrap0 libjson-c5 libglib2.0-0)
 fi
 
 missing=()

@@ -9,6 +9,7 @@ mod helpers;
 mod http_ingest;
 mod layering;
 mod mock;
+mod response;
 mod schemas;
 mod sinks;
 mod syslog;

@@ -3,8 +3,10 @@
 //! Errors leave in one JSON shape, `{"error": {"code": "...", "message": "..."}}`, with a
 //! stable machine-readable code; internal details go to the log, not to the client.
 //!
-//! Layer 8: uses `event`, `store`, `telemetry`, `source`, `incident`, `export`.
+//! Layer 8: uses `event`, `store`, `telemetry`, `source`, `actions`, `incident`, `playbook`,
+//! `export`.
 
+mod response;
 mod sinks;
 
 use std::net::SocketAddr;
@@ -75,6 +77,10 @@ pub struct ApiState {
     pub worker: WorkerHandle,
     /// The running sinks.
     pub sinks: Arc<[ExporterHandle]>,
+    /// The playbook runner.
+    pub runner: Option<crate::playbook::Runner>,
+    /// The event log (reports).
+    pub log: crate::store::Log,
 }
 
 /// An API error: status, stable code, message for the client.
@@ -86,7 +92,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
 }
@@ -134,6 +140,19 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
         .route("/v1/dlq/{sink}/{seq}", get(sinks::get_dlq))
         .route("/v1/dlq/replay", post(sinks::replay))
         .route("/v1/dlq/purge", post(sinks::purge))
+        .route("/v1/blocklist", get(response::blocklist))
+        .route("/v1/controls", get(response::controls))
+        .route("/v1/actions", get(response::actions))
+        .route("/v1/playbooks", get(response::playbooks))
+        .route("/v1/runs", get(response::list_runs))
+        .route("/v1/runs/{id}", get(response::get_run))
+        .route("/v1/runs/{id}/cancel", post(response::cancel_run))
+        .route("/v1/runs/{id}/steps/{step}/{decision}", post(response::decide_step))
+        .route("/v1/incidents/{id}/runs", post(response::start_run))
+        .route("/v1/incidents/{id}/plan", get(response::plan))
+        .route("/v1/incidents/{id}/report", get(response::report))
+        .route("/v1/audit", get(response::export_audit))
+        .route("/v1/audit/verify", get(response::verify_audit))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -272,7 +291,7 @@ async fn incident_action(state: &ApiState, id: &str, action: Action) -> Result<R
     }
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, ApiError> {
     body.map(|axum::Json(b)| b).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text()))
@@ -337,7 +356,7 @@ async fn reload_rules(State(state): State<ApiState>) -> Result<Response, ApiErro
     }
 }
 
-fn internal() -> ApiError {
+pub(crate) fn internal() -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
 }
 

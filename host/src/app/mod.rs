@@ -20,6 +20,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::actions::audit::AuditLog;
+use crate::actions::{Registry, SafetyPolicy};
 use crate::api::{self, ApiState};
 use crate::config::VigilConfig;
 use crate::export::sinks::chat::ChatSink;
@@ -37,6 +39,8 @@ use crate::export::sinks::{slack, teams};
 use crate::export::{Encoder, Exporter, ExporterHandle, ExporterMetrics, Route, Sink, SinkConfig, SinkError, SinkKind};
 use crate::incident::worker::{DetectionWorker, LiveRules, WorkerHandle};
 use crate::incident::{ChangeKind, IncidentChange};
+use crate::playbook::notify::Notify;
+use crate::playbook::{PlaybookSet, Runner, RunnerDeps};
 use crate::rules::RuleSet;
 use crate::source::Ingestor;
 use crate::source::file::FileSource;
@@ -76,11 +80,16 @@ pub struct Pipeline {
     intake: CancellationToken,
     intake_tasks: TaskTracker,
     drain_detection: CancellationToken,
+    stop_detection: CancellationToken,
+    detection_drained: Option<tokio::sync::oneshot::Receiver<()>>,
     detection: Option<JoinHandle<()>>,
     drain_sinks: CancellationToken,
     stop_sinks: CancellationToken,
     sink_tasks: TaskTracker,
     sinks: Vec<ExporterHandle>,
+    /// The playbook runner.
+    pub runner: Option<Runner>,
+    playbooks: Option<Arc<arc_swap::ArcSwap<PlaybookSet>>>,
     background: CancellationToken,
     api_addr: Option<SocketAddr>,
     syslog_addrs: (Option<SocketAddr>, Option<SocketAddr>, Option<SocketAddr>),
@@ -110,7 +119,9 @@ impl Pipeline {
         let live_rules =
             LiveRules::new(config.rules.dir.clone(), config.rules.compile_options(), handle.clone(), rules);
         let drain_detection = CancellationToken::new();
-        let detection = tokio::spawn(worker.run(drain_detection.clone()));
+        let stop_detection = CancellationToken::new();
+        let (drained_tx, detection_drained) = tokio::sync::oneshot::channel();
+        let detection = tokio::spawn(worker.run(drain_detection.clone(), stop_detection.clone(), drained_tx));
 
         let mut pipeline = Self {
             store,
@@ -127,17 +138,22 @@ impl Pipeline {
             intake: CancellationToken::new(),
             intake_tasks: TaskTracker::new(),
             drain_detection,
+            stop_detection,
+            detection_drained: Some(detection_drained),
             detection: Some(detection),
             drain_sinks: CancellationToken::new(),
             stop_sinks: CancellationToken::new(),
             sink_tasks: TaskTracker::new(),
             sinks: Vec::new(),
+            runner: None,
+            playbooks: None,
             background: CancellationToken::new(),
             api_addr: None,
             syslog_addrs: (None, None, None),
             config,
         };
         pipeline.start_sinks().await?;
+        pipeline.start_playbooks()?;
         pipeline.start_sources(&options).await?;
         pipeline.start_background();
         if options.print_incidents {
@@ -233,6 +249,48 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The playbook directory of `config`.
+    pub fn playbook_dir(config: &VigilConfig) -> std::path::PathBuf {
+        config.playbooks.dir.clone().unwrap_or_else(|| config.rules.dir.join("playbooks"))
+    }
+
+    fn actions(&self) -> anyhow::Result<Registry> {
+        actions(&self.config, &self.store, &self.log, Some(self.worker.clone()))
+    }
+
+    fn start_playbooks(&mut self) -> anyhow::Result<()> {
+        let actions = Arc::new(self.actions()?);
+        let dir = Self::playbook_dir(&self.config);
+        let playbooks = PlaybookSet::load_dir(&dir, &actions).map_err(|errors| {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("the playbooks in {} are invalid:\n  {}", dir.display(), list.join("\n  "))
+        })?;
+        tracing::info!(dir = %dir.display(), playbooks = playbooks.all().count(), dry_run = self.config.playbooks.dry_run, "Playbooks loaded.");
+        let playbooks = Arc::new(arc_swap::ArcSwap::from_pointee(playbooks));
+        let deps = RunnerDeps {
+            store: self.store.clone(),
+            log: self.log.clone(),
+            actions,
+            policy: Arc::new(SafetyPolicy::new(self.config.actions.policy.clone(), &self.store)),
+            audit: Arc::new(AuditLog::open(&self.store).context("opening the audit trail")?),
+            playbooks: playbooks.clone(),
+            rules: Some(self.rules.clone()),
+            worker: Some(self.worker.clone()),
+            config: self.config.playbooks.clone(),
+        };
+        let runner = Runner::new(deps, &self.metrics);
+        runner.start().context("starting the playbook runner")?;
+        self.runner = Some(runner);
+        self.playbooks = Some(playbooks);
+        Ok(())
+    }
+
+    /// Loads the playbook directory again; on any error the running playbooks stay.
+    pub fn reload_playbooks(&self) -> anyhow::Result<usize> {
+        let (Some(current), Some(runner)) = (&self.playbooks, &self.runner) else { return Ok(0) };
+        reload_playbooks(&Self::playbook_dir(&self.config), current, &runner.actions())
+    }
+
     /// The running sinks.
     pub fn sinks(&self) -> &[ExporterHandle] {
         &self.sinks
@@ -265,6 +323,8 @@ impl Pipeline {
                 rules: self.rules.clone(),
                 worker: self.worker.clone(),
                 sinks: self.sinks.clone().into(),
+                runner: self.runner.clone(),
+                log: self.log.clone(),
             };
             let router = api::router(state, &self.config.api);
             let token = self.intake.clone();
@@ -346,6 +406,11 @@ impl Pipeline {
             return;
         }
         let rules = self.rules.clone();
+        let playbooks = self
+            .playbooks
+            .clone()
+            .zip(self.runner.as_ref().map(Runner::actions))
+            .map(|(set, actions)| (Self::playbook_dir(&self.config), set, actions));
         let token = self.background.clone();
         let failures = prometheus_client::metrics::counter::Counter::<u64>::default();
         self.metrics.register(
@@ -378,6 +443,12 @@ impl Pipeline {
                     continue;
                 }
                 seen = now;
+                if let Some((dir, set, actions)) = &playbooks {
+                    match reload_playbooks(dir, set, actions) {
+                        Ok(count) => tracing::info!(playbooks = count, "Playbooks reloaded."),
+                        Err(e) => tracing::warn!(error = %e, "Playbook reload refused."),
+                    }
+                }
                 match rules.reload().await {
                     Ok(count) => tracing::info!(rules = count, "Rule files changed; new rules running."),
                     Err(crate::incident::worker::ReloadError::Invalid(errors)) => {
@@ -422,14 +493,32 @@ impl Pipeline {
 
     fn print_incidents(&mut self) {
         let mut changes = self.incidents.subscribe();
+        let mut actions = self.runner.as_ref().map(Runner::subscribe);
         self.printer = Some(tokio::spawn(async move {
             loop {
-                match changes.recv().await {
-                    Ok(change) if change.change == ChangeKind::Opened => print_incident(&change),
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(n)) => eprintln!("({n} incident changes not shown)"),
-                    Err(broadcast::error::RecvError::Closed) => return,
+                let next_action = async {
+                    match actions.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    change = changes.recv() => match change {
+                        Ok(change) if change.change == ChangeKind::Opened => print_incident(&change),
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(n)) => eprintln!("({n} incident changes not shown)"),
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                    line = next_action => match line {
+                        Ok(line) => println!("PLAYBOOK {line}"),
+                        Err(broadcast::error::RecvError::Lagged(n)) => eprintln!("({n} playbook lines not shown)"),
+                        Err(broadcast::error::RecvError::Closed) => actions = None,
+                    },
                 }
+            }
+            while let Some(Ok(line)) = actions.as_mut().map(|rx| rx.try_recv()) {
+                println!("PLAYBOOK {line}");
             }
         }));
     }
@@ -454,7 +543,8 @@ impl Pipeline {
         &self.log
     }
 
-    /// Stops in order: intake, detection (drained to the head), sinks (flushed within
+    /// Stops in order: intake, detection (drained to the head), playbook runs (triggered by
+    /// the last incidents, steps in flight finished), sinks (flushed within
     /// `shutdown.flush_timeout`), background tasks; then persists and closes the store.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.ready.store(false, Ordering::Release);
@@ -465,6 +555,14 @@ impl Pipeline {
 
         tracing::info!(head = self.log.head(), "Draining detection.");
         self.drain_detection.cancel();
+        if let Some(drained) = self.detection_drained.take() {
+            let _ = drained.await;
+        }
+        if let Some(runner) = &self.runner {
+            tracing::info!("Finishing playbook runs (new incidents trigger; steps in flight finish).");
+            runner.shutdown(self.config.shutdown.flush_timeout).await;
+        }
+        self.stop_detection.cancel();
         if let Some(detection) = self.detection.take() {
             let _ = detection.await;
         }
@@ -518,6 +616,40 @@ fn health_events(log: &Log) -> crate::store::Result<Vec<crate::event::SecurityEv
         events.push(event);
     }
     Ok(events)
+}
+
+/// The native actions plus `notify` over the configured channels. Without a worker
+/// (planning from the command line), nftables is left untouched and `notify` cannot run.
+pub fn actions(
+    config: &VigilConfig,
+    store: &Store,
+    log: &Log,
+    worker: Option<WorkerHandle>,
+) -> anyhow::Result<Registry> {
+    let mut settings = config.actions.clone();
+    if worker.is_none()
+        && let Some(nft) = &mut settings.block_ip.nftables
+    {
+        nft.manage = false;
+    }
+    let mut actions = Registry::native(&settings, store, log).map_err(|e| anyhow::anyhow!("actions: {e}"))?;
+    let channels = config.sinks.iter().filter(|(_, c)| c.kind.is_channel()).map(|(name, _)| name.clone()).collect();
+    actions.insert(Arc::new(Notify::new(worker, channels)));
+    Ok(actions)
+}
+
+fn reload_playbooks(
+    dir: &std::path::Path,
+    current: &arc_swap::ArcSwap<PlaybookSet>,
+    actions: &Registry,
+) -> anyhow::Result<usize> {
+    let set = PlaybookSet::load_dir(dir, actions).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("the playbooks do not load; the previous ones keep running:\n  {}", list.join("\n  "))
+    })?;
+    let count = set.all().count();
+    current.store(Arc::new(set));
+    Ok(count)
 }
 
 fn load_rules(config: &VigilConfig) -> anyhow::Result<RuleSet> {

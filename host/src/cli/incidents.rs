@@ -1,4 +1,4 @@
-//! `vigil incidents list|show`: reads the store read-only, so it works beside a running
+//! `vigil incidents list|show|report`: reads the store read-only, so it works beside a running
 //! server.
 
 use std::process::ExitCode;
@@ -45,6 +45,20 @@ pub fn run(config: &VigilConfig, command: IncidentsCommand) -> anyhow::Result<Ex
             Ok(ExitCode::SUCCESS)
         }
         IncidentsCommand::Transition { .. } => unreachable!("handled above"),
+        IncidentsCommand::Report { id } => {
+            let id: IncidentId = id.parse().context("incident ids are UUIDs")?;
+            let log = crate::store::Log::read_only(&store)?;
+            match crate::playbook::report::markdown(&store, &log, id)? {
+                Some(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("no incident {id}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         IncidentsCommand::Show { id } => {
             let id: IncidentId = id.parse().context("incident ids are UUIDs")?;
             match incident::get(&store, id)? {

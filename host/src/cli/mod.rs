@@ -7,6 +7,7 @@
 
 mod incidents;
 mod ingest;
+mod response;
 mod rules;
 mod sinks;
 
@@ -69,6 +70,7 @@ pub enum Command {
         url: Option<String>,
     },
     /// Inspect incidents.
+    #[command(alias = "incident")]
     Incidents {
         /// What to show.
         #[command(subcommand)]
@@ -91,6 +93,24 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Playbooks: list, check, and plan what one would do for an incident (dry run).
+    Playbooks {
+        /// What to do.
+        #[command(subcommand)]
+        command: PlaybooksCommand,
+    },
+    /// Playbook runs: list, show, start, approve, deny, complete, cancel.
+    Runs {
+        /// What to do.
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// The audit trail of actions: verify its hash chain, export it.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Configuration tools.
     Config {
@@ -125,6 +145,12 @@ pub enum IncidentsCommand {
     },
     /// Show one incident as JSON.
     Show {
+        /// Incident id.
+        id: String,
+    },
+    /// The post-incident report (Markdown): timeline, triggering events, actions and
+    /// outcomes, time to detect / contain / resolve.
+    Report {
         /// Incident id.
         id: String,
     },
@@ -265,6 +291,128 @@ pub enum DlqCommand {
     },
 }
 
+/// `vigil playbooks …`
+#[derive(Debug, Subcommand)]
+pub enum PlaybooksCommand {
+    /// List the playbooks with their steps.
+    List {
+        /// Playbook directory (default: `playbooks.dir`, or `playbooks/` in the rule directory).
+        dir: Option<PathBuf>,
+    },
+    /// Check every playbook file against the actions; report every error.
+    Check {
+        /// Playbook directory.
+        dir: Option<PathBuf>,
+    },
+    /// Print what the playbooks an incident triggers would do (a dry run: parameters,
+    /// targets, inverses, approvals, policy decisions); nothing is executed.
+    Plan {
+        /// Incident id.
+        incident: String,
+        /// Plan this playbook instead of the ones the incident triggers.
+        #[arg(long)]
+        playbook: Option<String>,
+    },
+}
+
+/// A decision on a waiting step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StepDecision {
+    /// Approve an approval step.
+    Approve,
+    /// Deny an approval step (the run stops).
+    Deny,
+    /// Mark a manual step done.
+    Complete,
+}
+
+impl std::fmt::Display for StepDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+            Self::Complete => "complete",
+        })
+    }
+}
+
+/// `vigil runs …`
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs, oldest first.
+    List {
+        /// Only this incident's.
+        #[arg(long)]
+        incident: Option<String>,
+    },
+    /// Show a run with its steps as JSON.
+    Show {
+        /// Run id.
+        id: String,
+    },
+    /// Start a playbook on an incident (through the running server).
+    Start {
+        /// Incident id.
+        incident: String,
+        /// Playbook id.
+        playbook: String,
+        /// Record a plan only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Who asks (recorded in the audit trail).
+        #[arg(long = "as", default_value = "cli")]
+        by: String,
+        /// The server (default: the configured `api.listen`).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Approve, deny or complete a waiting step (through the running server).
+    Decide {
+        /// approve, deny or complete.
+        decision: StepDecision,
+        /// Run id.
+        run: String,
+        /// Step id.
+        step: String,
+        /// Who decides (recorded in the audit trail).
+        #[arg(long = "as")]
+        by: String,
+        /// Their role: viewer, responder, admin.
+        #[arg(long, default_value = "responder")]
+        role: String,
+        /// Why.
+        #[arg(long)]
+        note: Option<String>,
+        /// The server (default: the configured `api.listen`).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Cancel a run that has not ended (through the running server).
+    Cancel {
+        /// Run id.
+        run: String,
+        /// Who cancels.
+        #[arg(long = "as", default_value = "cli")]
+        by: String,
+        /// The server (default: the configured `api.listen`).
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+/// `vigil audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain; fails on any edited, reordered or missing record.
+    Verify,
+    /// Write every record as JSON lines.
+    Export {
+        /// File to write (default: stdout).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
 /// `vigil config …`
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -301,6 +449,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rules { command } => rules::run(&config, command),
         Command::Sinks { command: SinksCommand::Status { url, json } } => sinks::status(&config, url, json),
         Command::Dlq { command } => sinks::dlq(&config, command),
+        Command::Playbooks { command } => response::playbooks(&config, command),
+        Command::Runs { command } => response::runs(&config, command),
+        Command::Audit { command } => response::audit(&config, command),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::config::VigilConfig;
 use crate::export::{DlqFilter, SinkStatus, dlq};
 use crate::store::Store;
 
-fn server(config: &VigilConfig, url: Option<String>) -> String {
+pub(crate) fn server(config: &VigilConfig, url: Option<String>) -> String {
     url.unwrap_or_else(|| format!("http://{}", config.api.listen)).trim_end_matches('/').to_owned()
 }
 
@@ -26,7 +26,7 @@ fn filter(select: &DlqSelect) -> anyhow::Result<DlqFilter> {
     })
 }
 
-async fn call(
+pub(crate) async fn call(
     method: reqwest::Method,
     endpoint: String,
     body: Option<serde_json::Value>,
@@ -41,7 +41,7 @@ async fn call(
     Ok((status, body))
 }
 
-fn refused(status: reqwest::StatusCode, body: &serde_json::Value) -> ExitCode {
+pub(crate) fn refused(status: reqwest::StatusCode, body: &serde_json::Value) -> ExitCode {
     eprintln!("{status}: {}", body["error"]["message"].as_str().unwrap_or("refused"));
     ExitCode::FAILURE
 }

@@ -15,10 +15,12 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::actions::ActionsConfig;
 use crate::api::ApiConfig;
 use crate::detect::DetectConfig;
 use crate::export::SinkConfig;
 use crate::incident::escalation::IncidentsConfig;
+use crate::playbook::PlaybooksConfig;
 use crate::rules::RulesConfig;
 use crate::source::IngestConfig;
 use crate::source::file::FileSourceConfig;
@@ -89,12 +91,28 @@ pub struct VigilConfig {
     pub incidents: IncidentsConfig,
     /// `[sinks.NAME]`: destinations.
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// `[actions]`: containment backends and the safety policy.
+    pub actions: ActionsConfig,
+    /// `[playbooks]`: the playbook runner.
+    pub playbooks: PlaybooksConfig,
     /// `[shutdown]`.
     pub shutdown: ShutdownConfig,
 }
 
-const SECTIONS: [&str; 10] =
-    ["store", "ingest", "telemetry", "api", "sources", "rules", "detect", "incidents", "sinks", "shutdown"];
+const SECTIONS: [&str; 12] = [
+    "store",
+    "ingest",
+    "telemetry",
+    "api",
+    "sources",
+    "rules",
+    "detect",
+    "incidents",
+    "sinks",
+    "actions",
+    "playbooks",
+    "shutdown",
+];
 
 /// Reads and checks a config file; every error is reported.
 pub fn load(path: &Path) -> Result<VigilConfig, Vec<ConfigError>> {
@@ -128,6 +146,8 @@ pub fn parse(text: &str) -> Result<VigilConfig, Vec<ConfigError>> {
         detect: section(&mut table, "detect", &mut errors),
         incidents: section(&mut table, "incidents", &mut errors),
         sinks: BTreeMap::new(),
+        actions: section(&mut table, "actions", &mut errors),
+        playbooks: section(&mut table, "playbooks", &mut errors),
         shutdown: section(&mut table, "shutdown", &mut errors),
     };
     match table.remove("sinks") {
@@ -158,6 +178,8 @@ pub fn validate(config: &VigilConfig) -> Vec<ConfigError> {
     problems.extend(config.rules.validate());
     problems.extend(config.detect.validate());
     problems.extend(config.incidents.escalation.validate());
+    problems.extend(config.actions.validate());
+    problems.extend(config.playbooks.validate());
     for (i, file) in config.sources.file.iter().enumerate() {
         if file.path.as_os_str().is_empty() {
             problems.push((format!("sources.file.{i}.path"), "must not be empty".into()));

@@ -181,8 +181,11 @@ impl DetectionWorker {
     }
 
     /// Processes records and commands as they arrive. When `drain` is cancelled (intake
-    /// has stopped), it finishes every record up to the head and returns.
-    pub async fn run(mut self, drain: CancellationToken) {
+    /// has stopped), it finishes every record up to the head and says so on `drained`; it
+    /// goes on serving commands (playbooks still record on incidents) and records appended
+    /// since, until `stop` is cancelled and it is caught up.
+    pub async fn run(mut self, drain: CancellationToken, stop: CancellationToken, drained: oneshot::Sender<()>) {
+        let mut drained = Some(drained);
         let mut head = self.log.subscribe();
         let mut escalation = tokio::time::interval(self.escalation.check_every);
         escalation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -194,7 +197,12 @@ impl DetectionWorker {
                 self = self.blocking(|w| w.step_or_recover()).await;
                 continue;
             }
-            if drain.is_cancelled() {
+            if drain.is_cancelled()
+                && let Some(tx) = drained.take()
+            {
+                let _ = tx.send(());
+            }
+            if stop.is_cancelled() {
                 return;
             }
             tokio::select! {
@@ -208,7 +216,8 @@ impl DetectionWorker {
                         }
                     }).await;
                 }
-                () = drain.cancelled() => {}
+                () = drain.cancelled(), if drained.is_some() => {}
+                () = stop.cancelled() => {}
             }
         }
     }
@@ -424,7 +433,7 @@ impl LiveRules {
     /// A fingerprint of the rule files (names, sizes, modification times), to notice edits.
     pub fn files_fingerprint(&self) -> u64 {
         let mut entries: Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> = Vec::new();
-        for dir in [self.dir.clone(), self.dir.join("lib")] {
+        for dir in [self.dir.clone(), self.dir.join("lib"), self.dir.join("playbooks")] {
             let Ok(read) = std::fs::read_dir(&dir) else { continue };
             for entry in read.flatten() {
                 if let Ok(meta) = entry.metadata() {

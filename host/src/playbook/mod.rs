@@ -369,8 +369,8 @@ impl PlaybookSet {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlaybooksConfig {
-    /// Directory of playbook files.
-    pub dir: PathBuf,
+    /// Directory of playbook files (default: `playbooks/` in the rule directory).
+    pub dir: Option<PathBuf>,
     /// Plan only, everywhere: no action runs.
     pub dry_run: bool,
     /// Most runs at once, over all playbooks.
@@ -382,12 +382,7 @@ pub struct PlaybooksConfig {
 
 impl Default for PlaybooksConfig {
     fn default() -> Self {
-        Self {
-            dir: PathBuf::from("rules/playbooks"),
-            dry_run: false,
-            max_concurrent_runs: 64,
-            check_every: Duration::from_secs(1),
-        }
+        Self { dir: None, dry_run: false, max_concurrent_runs: 64, check_every: Duration::from_secs(1) }
     }
 }
 

@@ -10,14 +10,15 @@ use crate::incident::worker::{Action as IncidentAction, WorkerHandle};
 /// `notify`.
 #[derive(Debug)]
 pub struct Notify {
-    worker: WorkerHandle,
+    worker: Option<WorkerHandle>,
     channels: Vec<String>,
     spec: ActionSpec,
 }
 
 impl Notify {
-    /// The action over the detection worker, knowing the configured channel names.
-    pub fn new(worker: WorkerHandle, channels: Vec<String>) -> Self {
+    /// The action over the detection worker (none: planning only), knowing the configured
+    /// channel names.
+    pub fn new(worker: Option<WorkerHandle>, channels: Vec<String>) -> Self {
         let spec = ActionSpec {
             id: "notify".into(),
             description:
@@ -68,7 +69,11 @@ impl Action for Notify {
                 .ok_or_else(|| ActionError::InvalidParams("notify needs an incident".into()))?;
             let message = crate::actions::param_str(&ctx.params, "message").map(str::to_owned);
             let action = IncidentAction::Notify { channel: channel.to_owned(), message };
-            self.worker
+            let worker = self
+                .worker
+                .as_ref()
+                .ok_or_else(|| ActionError::Failed("notify runs only in a running Vigil".into()))?;
+            worker
                 .incident(incident, action, "playbook")
                 .await
                 .map_err(|e| ActionError::Retryable(format!("recording the notification: {e}")))?;

@@ -13,10 +13,15 @@ use crate::event::IncidentId;
 use crate::incident::{self, Incident, IncidentStatus};
 use crate::store::{self, Cf, Log, Store, Table};
 
-/// Runs of an incident, oldest first.
-pub fn runs_of(store: &Store, incident: IncidentId) -> store::Result<Vec<Run>> {
+/// Runs (of one incident, or all), oldest first.
+pub fn runs_of(store: &Store, incident: Option<IncidentId>) -> store::Result<Vec<Run>> {
     let runs: Table<[u8; 16], Run> = Table::new(store, Cf::State, b"run/");
-    Ok(runs.scan(None, usize::MAX)?.into_iter().map(|(_, r)| r).filter(|r| r.incident_id == incident).collect())
+    Ok(runs
+        .scan(None, usize::MAX)?
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| incident.is_none_or(|i| r.incident_id == i))
+        .collect())
 }
 
 fn span(from: DateTime<Utc>, to: Option<DateTime<Utc>>) -> String {
@@ -36,7 +41,7 @@ fn cell(text: &str) -> String {
 /// The report of incident `id`; `None` when there is no such incident.
 pub fn markdown(store: &Store, log: &Log, id: IncidentId) -> store::Result<Option<String>> {
     let Some(i) = incident::get(store, id)? else { return Ok(None) };
-    let runs = runs_of(store, id)?;
+    let runs = runs_of(store, Some(id))?;
     let events = snapshot::gather(log, &incident_view(&i), chrono::Duration::zero(), 50, true)?;
     Ok(Some(render(&i, &runs, &events.into_iter().map(|(_, e)| e).collect::<Vec<_>>())))
 }

@@ -33,7 +33,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -330,11 +330,13 @@ struct Inner {
     per_playbook: Mutex<HashMap<String, Arc<Semaphore>>>,
     timeline: Option<mpsc::Sender<(IncidentId, IncidentAction)>>,
     tasks: TaskTracker,
+    draining: CancellationToken,
     shutdown: CancellationToken,
     run_metrics: Family<RunLabels, Counter>,
     action_metrics: Family<ActionLabels, Counter>,
     timeline_dropped: Counter,
     changed: watch::Sender<u64>,
+    lines: broadcast::Sender<String>,
 }
 
 /// The runner; cheap to clone.
@@ -403,11 +405,13 @@ impl Runner {
                 per_playbook: Mutex::new(HashMap::new()),
                 timeline,
                 tasks: TaskTracker::new(),
+                draining: CancellationToken::new(),
                 shutdown: CancellationToken::new(),
                 run_metrics,
                 action_metrics,
                 timeline_dropped,
                 changed: watch::Sender::new(0),
+                lines: broadcast::Sender::new(256),
             }),
         }
     }
@@ -428,14 +432,28 @@ impl Runner {
         Ok(())
     }
 
-    /// Stops: no new step starts; actions in flight finish (within `timeout`); runs left
+    /// Stops: incidents already in the log still start their playbooks, and runs go on
+    /// until they end or park (within `timeout`); then no new step starts. Runs left
     /// running resume at the next start.
     pub async fn shutdown(&self, timeout: Duration) {
-        self.inner.shutdown.cancel();
+        self.inner.draining.cancel();
         self.inner.tasks.close();
         if tokio::time::timeout(timeout, self.inner.tasks.wait()).await.is_err() {
             tracing::warn!("Playbook steps still running at shutdown; they resume at the next start.");
+            self.inner.shutdown.cancel();
+            self.inner.tasks.wait().await;
         }
+        self.inner.shutdown.cancel();
+    }
+
+    /// The actions steps may run.
+    pub fn actions(&self) -> Arc<Registry> {
+        self.deps().actions.clone()
+    }
+
+    /// The playbooks now loaded.
+    pub fn playbooks(&self) -> Arc<PlaybookSet> {
+        self.deps().playbooks.load_full()
     }
 
     fn deps(&self) -> &RunnerDeps {
@@ -506,8 +524,15 @@ impl Runner {
         }
     }
 
+    /// One line per run state change (what goes on the incident timelines), for people
+    /// watching a terminal; a slow receiver misses some.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.inner.lines.subscribe()
+    }
+
     fn timeline(&self, run: &Run, detail: String) {
         let detail = format!("playbook {} (run {}): {detail}", run.playbook, run.id);
+        let _ = self.inner.lines.send(format!("incident {}: {detail}", run.incident_id));
         self.note(run.incident_id, IncidentAction::Timeline { kind: "playbook".into(), detail });
     }
 
@@ -1225,13 +1250,22 @@ impl Runner {
         if cursor == 0 {
             // First start: only incidents from now on.
             cursor = log.head();
+            let saved = cursors.put(&CONSUMER.to_owned(), &Cursor { seq: cursor, state: Value::Null });
+            if let Err(e) = saved {
+                tracing::error!(error = %e, "Cannot store the playbook cursor; playbooks will not trigger.");
+                return;
+            }
         }
         let consumer = log.register_consumer(CONSUMER, cursor);
         let mut head = log.subscribe();
         loop {
             if cursor >= log.head() {
+                if self.inner.draining.is_cancelled() {
+                    return;
+                }
                 tokio::select! {
                     changed = head.changed() => if changed.is_err() { return },
+                    () = self.inner.draining.cancelled() => {},
                     () = self.inner.shutdown.cancelled() => return,
                 }
                 continue;
@@ -1285,11 +1319,16 @@ impl Runner {
             .and_then(|r| r.current().rules().iter().find(|c| c.meta.id == incident.rule_id).cloned());
         let rule_playbook = rule.as_ref().and_then(|r| r.meta.playbook.clone());
         let auto = rule.as_ref().is_none_or(|r| r.meta.auto_remediate);
+        // A playbook that asks for approval before its first action needs no extra gate.
+        let gated = |p: &Playbook| {
+            p.steps.iter().take_while(|s| s.kind != StepKind::Automated).any(|s| s.kind == StepKind::Approval)
+        };
         let playbooks = self.deps().playbooks.load();
         let mut runs = Vec::new();
         for playbook in playbooks.all().filter(|p| p.triggered_by(incident, rule_playbook.as_deref())) {
             let dry = playbook.dry_run || self.deps().config.dry_run;
-            let mut run = self.new_run(playbook, incident, &format!("rule:{}", incident.rule_id), dry, !auto);
+            let gate = !auto && !gated(playbook);
+            let mut run = self.new_run(playbook, incident, &format!("rule:{}", incident.rule_id), dry, gate);
             if dry {
                 match self.plan_for(&run, incident) {
                     Ok(plan) => run.plan = Some(plan),
@@ -1308,7 +1347,7 @@ impl Runner {
         let mut tick = tokio::time::interval(self.deps().config.check_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! { _ = tick.tick() => {}, () = self.inner.shutdown.cancelled() => return }
+            tokio::select! { _ = tick.tick() => {}, () = self.inner.draining.cancelled() => return }
             if let Err(e) = self.sweep(Utc::now()).await {
                 tracing::error!(error = %e, "Playbook sweep failed; retrying at the next check.");
             }

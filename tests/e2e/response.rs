@@ -1,0 +1,310 @@
+//! Response end to end: a brute force opens an incident, the shipped playbook blocks the
+//! source in real nftables inside a network namespace the test makes (a packet from the
+//! blocked address is dropped, another passes), the TTL lifts the block, and the audit
+//! trail verifies until a record is tampered with. Approvals, plans, reports, dry runs and
+//! the webhook backend go through the running server's API.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Server, blocking, http_get_text, vigil_bin, wait_for};
+use crate::mock::{Answer, MockServer};
+
+/// A network namespace with two extra addresses on its loopback; deleted on drop.
+struct Namespace {
+    name: String,
+}
+
+impl Namespace {
+    fn create() -> Self {
+        let name = format!("vigil-e2e-{}", std::process::id());
+        let run = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap_or_else(|e| {
+                panic!("`ip` (iproute2) is needed for this test and could not run: {e}; scripts/setup.sh installs it")
+            });
+            assert!(
+                out.status.success(),
+                "ip {}: {} (this test needs root and network namespaces; scripts/setup.sh installs iproute2 and nftables)",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        };
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(&["netns", "add", &name]);
+        let ns = Self { name };
+        run(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        run(&["-n", &ns.name, "addr", "add", "10.77.0.2/32", "dev", "lo"]);
+        run(&["-n", &ns.name, "addr", "add", "10.77.0.3/32", "dev", "lo"]);
+        let nft = Command::new("ip").args(["netns", "exec", &ns.name, "nft", "list", "ruleset"]).output();
+        assert!(
+            nft.as_ref().is_ok_and(|o| o.status.success()),
+            "nft does not run in the namespace ({:?}); scripts/setup.sh installs nftables",
+            nft.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        );
+        ns
+    }
+
+    /// Whether a TCP SYN from `source` to 127.0.0.1 gets an answer (a refusal counts: the
+    /// packet got through) within a second.
+    fn passes(&self, source: &str) -> bool {
+        let probe = "import socket,sys\ns=socket.socket()\ns.settimeout(1)\ns.bind((sys.argv[1],0))\ntry:\n    s.connect(('127.0.0.1',9))\nexcept ConnectionRefusedError:\n    pass\nexcept OSError:\n    sys.exit(3)\n";
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "python3", "-c", probe, source])
+            .output()
+            .expect("python3 runs");
+        match out.status.code() {
+            Some(0) => true,
+            Some(3) => false,
+            other => panic!("probe failed ({other:?}): {}", String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+
+    fn nft(&self, args: &[&str]) -> String {
+        let out = Command::new("ip").args(["netns", "exec", &self.name, "nft"]).args(args).output().expect("nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+fn failures(ip: &str, n: usize) -> String {
+    let now = chrono::Utc::now();
+    (0..n)
+        .map(|i| {
+            let time = (now - chrono::Duration::seconds((n - i) as i64)).to_rfc3339();
+            format!(
+                r#"{{"class":"authentication","action":"ssh_login","outcome":"failure","source":{{"ip":"{ip}"}},"user":{{"name":"root"}},"time":"{time}"}}"#
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
+    blocking(async {
+        let response = reqwest::Client::new().post(server.url(path)).json(&body).send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    })
+}
+
+fn get(server: &Server, path: &str) -> Value {
+    blocking(async { reqwest::get(server.url(path)).await.expect("request").json().await.expect("json") })
+}
+
+fn post_events(server: &Server, body: String) {
+    let status = blocking(async {
+        reqwest::Client::new().post(server.url("/v1/events")).body(body).send().await.map(|r| r.status().as_u16())
+    });
+    assert_eq!(status.ok(), Some(202));
+}
+
+fn runs(server: &Server) -> Vec<Value> {
+    get(server, "/v1/runs")["runs"].as_array().cloned().unwrap_or_default()
+}
+
+fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["steps"].as_array().and_then(|s| s.iter().find(|s| s["def"]["id"] == id)).expect("step")
+}
+
+fn vigil(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(vigil_bin())
+        .arg("--config")
+        .arg(dir.join("vigil.toml"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("vigil runs");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn a_brute_force_is_blocked_in_nftables_until_the_ttl_and_the_audit_trail_holds() {
+    let ns = Namespace::create();
+    assert!(ns.passes("10.77.0.2") && ns.passes("10.77.0.3"), "both addresses reach the host before any block");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = format!(
+        "[actions.block_ip]\ndefault_ttl = \"6s\"\n[actions.block_ip.nftables]\ncommand = [\"ip\", \"netns\", \"exec\", \"{}\", \"nft\"]\ntable = \"vigil_e2e\"\n[playbooks]\ncheck_every = \"200ms\"\n",
+        ns.name
+    );
+    let mut server = Server::start(dir.path(), &extra);
+    assert!(ns.nft(&["list", "chain", "inet", "vigil_e2e", "input"]).contains("ip saddr @blocklist drop"));
+
+    post_events(&server, failures("10.77.0.2", 12));
+    let run = wait_for(Duration::from_secs(30), "the playbook to block the address", || {
+        runs(&server).into_iter().find(|r| step(r, "block")["status"] == "succeeded")
+    });
+    assert_eq!(run["playbook"], "block_source_ip");
+    assert_eq!(run["requested_by"], "rule:ssh_brute_force");
+    assert_eq!(step(&run, "block")["target"], "10.77.0.2");
+    assert!(ns.nft(&["list", "set", "inet", "vigil_e2e", "blocklist"]).contains("10.77.0.2"));
+    assert!(!ns.passes("10.77.0.2"), "a packet from the blocked address is dropped");
+    assert!(ns.passes("10.77.0.3"), "another address passes");
+    let listed = http_get_text(&server.url("/v1/blocklist")).expect("blocklist");
+    assert_eq!(listed, "10.77.0.2\n");
+    let json = get(&server, "/v1/blocklist?format=json");
+    assert_eq!(json["blocked"][0]["ip"], "10.77.0.2");
+
+    wait_for(Duration::from_secs(30), "the TTL to lift the block", || ns.passes("10.77.0.2").then_some(()));
+    wait_for(Duration::from_secs(10), "Vigil to record the expiry", || {
+        let audit = http_get_text(&server.url("/v1/audit")).unwrap_or_default();
+        audit.lines().any(|l| l.contains("\"actor\":\"ttl\"") && l.contains("10.77.0.2")).then_some(())
+    });
+    assert_eq!(http_get_text(&server.url("/v1/blocklist")).expect("blocklist"), "", "the deny list lapsed too");
+    let verified = get(&server, "/v1/audit/verify");
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert!(server.terminate(), "clean shutdown; log:\n{}", server.log());
+
+    let (ok, out) = vigil(dir.path(), &["audit", "verify"]);
+    assert!(ok && out.contains("audit trail intact"), "{out}");
+    let (ok, report) = vigil(dir.path(), &["incidents", "report", run["incident_id"].as_str().expect("id")]);
+    assert!(ok, "{report}");
+    for part in ["# Incident report: SSH brute force", "Time to contain", "block_ip", "10.77.0.2", "ssh_login"] {
+        assert!(report.contains(part), "{part} missing in the report:\n{report}");
+    }
+
+    // Tamper with one record: verification names it.
+    {
+        let store = vigil::store::Store::open(&vigil::store::StoreConfig {
+            path: dir.path().join("data"),
+            ..Default::default()
+        })
+        .expect("store");
+        let table: vigil::store::Table<u64, vigil::actions::audit::AuditRecord> =
+            vigil::store::Table::new(&store, vigil::store::Cf::State, b"audit/");
+        let mut record = table.get(&2).expect("read").expect("record 2");
+        record.target = Some("10.77.0.9".into());
+        table.put(&2, &record).expect("write");
+    }
+    let (ok, out) = vigil(dir.path(), &["audit", "verify"]);
+    assert!(!ok, "a tampered trail must fail verification: {out}");
+    assert!(out.contains("record 2: content does not match its hash (edited)"), "{out}");
+}
+
+#[test]
+fn approvals_plans_reports_and_the_webhook_backend_through_the_api() {
+    let hook = MockServer::start(|_| Answer::json(200, json!({ "ok": true })));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let playbooks = dir.path().join("playbooks");
+    std::fs::create_dir_all(&playbooks).expect("mkdir");
+    std::fs::write(
+        playbooks.join("gated.toml"),
+        r#"
+            id = "gated"
+            completion = "auto_close"
+            [[steps]]
+            id = "approve"
+            kind = "approval"
+            sensitive = true
+            [[steps]]
+            id = "block"
+            action = "block_ip"
+            params = { ip = "{{ incident.entities.source_ip }}", ttl = "2h" }
+        "#,
+    )
+    .expect("playbook");
+    let extra = format!(
+        "[playbooks]\ndir = {playbooks:?}\n[actions.block_ip]\nwebhook = {{ url = \"{}/block\", headers = {{ Authorization = \"Bearer HOOK-TOKEN-5150\" }}, signing_secret = \"SIGNING-KEY-2718\" }}\n",
+        hook.url()
+    );
+    let server = Server::start(dir.path(), &extra);
+    post_events(&server, failures("198.51.100.77", 12));
+    let incident = wait_for(Duration::from_secs(30), "the brute-force incident", || {
+        get(&server, "/v1/incidents")["incidents"]
+            .as_array()?
+            .iter()
+            .find(|i| i["rule_id"] == "ssh_brute_force")
+            .cloned()
+    });
+    let id = incident["id"].as_str().expect("id").to_owned();
+    assert!(runs(&server).is_empty(), "the rule's own playbook is not in this directory: nothing ran");
+
+    let plan = get(&server, &format!("/v1/incidents/{id}/plan?playbook=gated"));
+    assert_eq!(plan["steps"][0]["approval"], "responder or above; approver ≠ requester");
+    assert_eq!(plan["steps"][1]["target"], "198.51.100.77");
+    assert_eq!(plan["steps"][1]["inverse"], "unblock_ip");
+    assert_eq!(plan["steps"][1]["ttl"], "2h");
+    assert!(hook.requests().is_empty(), "planning calls nothing");
+
+    let (status, run) =
+        post(&server, &format!("/v1/incidents/{id}/runs"), json!({ "playbook": "gated", "requested_by": "alice" }));
+    assert_eq!(status, 201, "{run}");
+    let run_id = run["id"].as_str().expect("run id").to_owned();
+    let waiting = wait_for(Duration::from_secs(10), "the approval step to wait", || {
+        let r = get(&server, &format!("/v1/runs/{run_id}"));
+        (r["status"] == "waiting").then_some(r)
+    });
+    assert_eq!(step(&waiting, "approve")["status"], "waiting");
+    let decide = |who: &str, role: &str| {
+        post(&server, &format!("/v1/runs/{run_id}/steps/approve/approve"), json!({ "approver": who, "role": role }))
+    };
+    let (status, body) = decide("alice", "admin");
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "self-approval of a sensitive step");
+    assert_eq!(decide("bob", "viewer").0, 403, "a viewer cannot approve");
+    let (status, body) = post(&server, "/v1/runs/not-a-uuid/cancel", json!({}));
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_id")));
+    assert_eq!(decide("bob", "responder").0, 200);
+    let done = wait_for(Duration::from_secs(10), "the run to finish", || {
+        let r = get(&server, &format!("/v1/runs/{run_id}"));
+        (r["status"] == "succeeded").then_some(r)
+    });
+    assert_eq!(step(&done, "approve")["approval"]["by"], "bob");
+    let calls = hook.requests_to("/block");
+    assert_eq!(calls.len(), 1);
+    let body: Value = serde_json::from_slice(&calls[0].body).expect("json");
+    assert_eq!(
+        (body["action"].as_str(), body["ip"].as_str(), body["ttl_seconds"].as_u64()),
+        (Some("block_ip"), Some("198.51.100.77"), Some(7200))
+    );
+    assert_eq!(calls[0].header("idempotency-key"), Some(format!("{run_id}:block").as_str()));
+    assert_eq!(calls[0].header("authorization"), Some("Bearer HOOK-TOKEN-5150"));
+    assert!(calls[0].header("x-vigil-signature").is_some_and(|s| s.starts_with("t=") && s.contains(",v1=")));
+    assert_eq!(http_get_text(&server.url("/v1/blocklist")).expect("blocklist"), "198.51.100.77\n");
+
+    let closed = wait_for(Duration::from_secs(10), "auto-close to resolve the incident", || {
+        let i = get(&server, &format!("/v1/incidents/{id}"));
+        (i["status"] == "resolved").then_some(i)
+    });
+    let timeline: Vec<String> = closed["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(timeline.iter().any(|d| d.contains("step approve approved by bob")), "{timeline:#?}");
+    assert!(timeline.iter().any(|d| d.contains("blocked 198.51.100.77 for 2h")), "{timeline:#?}");
+
+    let report = http_get_text(&server.url(&format!("/v1/incidents/{id}/report"))).expect("report");
+    assert!(report.contains("| approve | approval |  | succeeded | approved by bob |"), "{report}");
+    let (status, _) = post(&server, &format!("/v1/runs/{run_id}/cancel"), json!({ "actor": "carol" }));
+    assert_eq!(status, 409, "an ended run cannot be cancelled");
+
+    let log = server.log();
+    let metrics = server.metrics();
+    let api = http_get_text(&server.url("/v1/audit")).unwrap_or_default();
+    for secret in ["HOOK-TOKEN-5150", "SIGNING-KEY-2718"] {
+        assert!(!log.contains(secret) && !metrics.contains(secret) && !api.contains(secret), "{secret} leaked");
+    }
+    assert!(crate::helpers::metric(&metrics, &["vigil_actions_total", "block_ip", "ok"]) >= 1.0, "{metrics}");
+}
+
+#[test]
+fn a_global_dry_run_plans_and_acts_on_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), "[playbooks]\ndry_run = true\n");
+    post_events(&server, failures("198.51.100.88", 12));
+    let run = wait_for(Duration::from_secs(30), "a planned run", || runs(&server).into_iter().next());
+    assert_eq!(run["status"], "planned");
+    assert_eq!(run["plan"]["steps"][0]["target"], "198.51.100.88");
+    assert_eq!(run["plan"]["steps"][0]["decision"]["allowed"], true);
+    assert_eq!(http_get_text(&server.url("/v1/blocklist")).expect("blocklist"), "", "nothing was blocked");
+    let audit = http_get_text(&server.url("/v1/audit")).expect("audit");
+    assert!(!audit.contains("\"kind\":\"intent\""), "no action was even attempted: {audit}");
+}
