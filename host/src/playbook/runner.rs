@@ -477,6 +477,18 @@ impl Runner {
             .collect())
     }
 
+    /// Waits until `check` returns a value (checked after every run change).
+    pub async fn wait_until<T>(&self, mut check: impl FnMut(&Runner) -> Option<T>) -> T {
+        let mut changes = self.inner.changed.subscribe();
+        loop {
+            if let Some(value) = check(self) {
+                return value;
+            }
+            // The sender lives as long as `self`: this cannot fail.
+            let _ = changes.changed().await;
+        }
+    }
+
     /// Waits until run `id` satisfies `done` (checked after every run change).
     pub async fn wait_for(&self, id: RunId, done: impl Fn(&Run) -> bool) -> Result<Run, RunError> {
         let mut changes = self.inner.changed.subscribe();
