@@ -308,3 +308,60 @@ fn a_global_dry_run_plans_and_acts_on_nothing() {
     let audit = http_get_text(&server.url("/v1/audit")).expect("audit");
     assert!(!audit.contains("\"kind\":\"intent\""), "no action was even attempted: {audit}");
 }
+
+#[test]
+fn a_playbook_notify_step_reaches_the_named_channel_through_the_router() {
+    let hook = MockServer::start(|_| Answer::json(200, json!({ "ok": true })));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let playbooks = dir.path().join("playbooks");
+    std::fs::create_dir_all(&playbooks).expect("mkdir");
+    std::fs::write(
+        playbooks.join("tell.toml"),
+        r#"
+            id = "tell"
+            [triggers]
+            rules = ["ssh_brute_force"]
+            [[steps]]
+            id = "page"
+            action = "notify"
+            params = { channel = "oncall", message = "brute force from {{ incident.entities.source_ip }}" }
+            [[steps]]
+            id = "nobody"
+            action = "notify"
+            params = { channel = "nope" }
+            on_failure = "continue"
+        "#,
+    )
+    .expect("playbook");
+    // Both channels take only P0 by their routes: the P2 brute force reaches `oncall` only
+    // because the playbook names it, and `quiet` never.
+    let extra = format!(
+        "[playbooks]\ndir = {playbooks:?}\n\
+         [sinks.oncall]\ntype = \"slack\"\nwebhook_url = \"{url}/oncall/T1/B1/hooksecret\"\nroute = {{ records = [\"incident\"], min_priority = \"P0\" }}\n\
+         [sinks.quiet]\ntype = \"slack\"\nwebhook_url = \"{url}/quiet/T1/B1/hooksecret\"\nroute = {{ records = [\"incident\"], min_priority = \"P0\" }}\n",
+        url = hook.url()
+    );
+    let server = Server::start(dir.path(), &extra);
+    post_events(&server, failures("198.51.100.99", 12));
+    let run = wait_for(Duration::from_secs(30), "the notify run to end", || {
+        runs(&server).into_iter().find(|r| r["status"] == "succeeded")
+    });
+    assert_eq!(step(&run, "page")["outcome"]["detail"], "notified oncall");
+    assert!(
+        step(&run, "nobody")["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no channel `nope` (channels: oncall, quiet)"))
+    );
+    let message =
+        wait_for(Duration::from_secs(30), "the Slack message", || hook.requests_to("/oncall/").into_iter().next());
+    let text = message.text();
+    assert!(text.contains("needs attention") && text.contains("SSH brute force"), "{text}");
+    let incident = get(&server, &format!("/v1/incidents/{}", run["incident_id"].as_str().expect("id")));
+    let notified = incident["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .any(|e| e["kind"] == "notified" && e["detail"] == "notified oncall: brute force from 198.51.100.99");
+    assert!(notified, "{incident:#}");
+    assert!(hook.requests_to("/quiet/").is_empty(), "a channel the playbook did not name stays quiet");
+}
