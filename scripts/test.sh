@@ -13,7 +13,7 @@ scripts/setup.sh
 # Test executables and incremental caches of builds long gone pile up (tens of GiB over
 # weeks of edits); dependencies are kept, so nothing slow is rebuilt.
 for profile in debug release; do
-  find "$CARGO_TARGET_DIR/$profile/deps" -maxdepth 1 -type f -executable -mtime +1 -delete 2>/dev/null || true
+  find "$CARGO_TARGET_DIR/$profile/deps" -maxdepth 1 -type f -executable ! -name "*.*" -mtime +1 -delete 2>/dev/null || true
   find "$CARGO_TARGET_DIR/$profile/incremental" -mindepth 1 -maxdepth 1 -type d -mtime +1 -exec rm -rf {} + 2>/dev/null || true
 done
 cargo fmt --all -- --check
