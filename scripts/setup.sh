@@ -11,6 +11,7 @@
 #   openssl        test certificates for TLS peers
 #   nftables       the real firewall `block_ip` is tested against, inside a network
 #   iproute2       namespace the test creates with `ip netns` (needs root)
+#   nats-server    the NATS server isolate_node publishes to (and the scale-out tests)
 #   python3-venv   a venv (~/.cache/vigil-venv) with the OCSF JSON Schemas and ECS
 #                  validators that check the transforms' output, and aiosmtpd, the
 #                  SMTP server the email channel is tested against
@@ -20,7 +21,7 @@ set -euo pipefail
 
 packages=(libclang-dev g++ make pkg-config)
 if [ "${1:-}" != "--build-only" ]; then
-  packages+=(bsdutils rsyslog openssl nftables iproute2 python3-venv libivykis0 libnet1 libpcre3 libwrap0 libjson-c5 libglib2.0-0)
+  packages+=(bsdutils rsyslog openssl nftables iproute2 nats-server python3-venv libivykis0 libnet1 libpcre3 libwrap0 libjson-c5 libglib2.0-0)
 fi
 
 missing=()

@@ -365,3 +365,102 @@ fn a_playbook_notify_step_reaches_the_named_channel_through_the_router() {
     assert!(notified, "{incident:#}");
     assert!(hook.requests_to("/quiet/").is_empty(), "a channel the playbook did not name stays quiet");
 }
+
+/// A `nats-server` on a free loopback port, stopped on drop.
+struct Nats {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Nats {
+    fn start() -> Self {
+        let port = crate::helpers::free_port();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server runs (Debian package nats-server; scripts/setup.sh installs it)");
+        let url = format!("nats://127.0.0.1:{port}");
+        wait_for(Duration::from_secs(10), "nats-server to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        Self { child, url }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn isolate_node_publishes_to_a_nats_subject_and_waits_for_the_agent() {
+    use futures_util::StreamExt;
+    use vigil::actions::Action;
+    use vigil::actions::nats::NatsTarget;
+    use vigil::actions::node::{NodeConfig, actions};
+
+    let nats = Nats::start();
+    blocking(async {
+        // An EDR agent: answers isolation requests, refuses to release `db-01`.
+        let agent = async_nats::connect(&nats.url).await.expect("agent connects");
+        let mut requests = agent.subscribe("edr.>").await.expect("subscribe");
+        let responder = agent.clone();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = requests.next().await {
+                let body: Value = serde_json::from_slice(&msg.payload).expect("json");
+                let id = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.to_string());
+                record.lock().expect("seen").push((msg.subject.to_string(), body.clone(), id));
+                let answer = if msg.subject.as_str() == "edr.release.db-01" {
+                    json!({ "error": "host is pinned by its owner" })
+                } else {
+                    json!({ "ok": true })
+                };
+                if let Some(reply) = msg.reply {
+                    responder.publish(reply, answer.to_string().into()).await.expect("reply");
+                }
+            }
+        });
+        agent.flush().await.expect("flush");
+
+        let target: NatsTarget = toml::from_str(&format!(
+            "url = \"{}\"\nsubject = \"edr.isolate.{{{{ host }}}}\"\nrelease_subject = \"edr.release.{{{{ host }}}}\"\nrequest = true\ntimeout = \"2s\"",
+            nats.url
+        ))
+        .expect("target");
+        let config = NodeConfig { nats: Some(target), ..NodeConfig::default() };
+        assert!(config.validate("n").is_empty(), "{:?}", config.validate("n"));
+        let (isolate, release) = actions(&config).expect("actions");
+        let params = |host: &str| json!({ "host": host, "reason": "incident" }).as_object().cloned().expect("object");
+        let mut ctx = vigil::actions::ActionContext::new("run-1:isolate", params("db-01"));
+        ctx.incident_id = Some("i-1".into());
+        let done = isolate.execute(&ctx).await.expect("isolate");
+        assert_eq!(done.detail, "isolated db-01 via nats");
+        let err = release.execute(&ctx).await.expect_err("the agent refuses");
+        assert!(
+            err.to_string().contains("the agent on edr.release.db-01 refused: \"host is pinned by its owner\""),
+            "{err}"
+        );
+        let seen = seen.lock().expect("seen").clone();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].0, "edr.isolate.db-01");
+        assert_eq!((seen[0].1["action"].as_str(), seen[0].1["host"].as_str()), (Some("isolate_node"), Some("db-01")));
+        assert_eq!(seen[0].1["incident_id"], "i-1");
+        assert_eq!(seen[0].2.as_deref(), Some("run-1:isolate"), "the idempotency key is the message id");
+
+        // Nobody listening on a request subject: a retryable failure, not a hang.
+        let lonely: NatsTarget = toml::from_str(&format!(
+            "url = \"{}\"\nsubject = \"nobody.{{{{ host }}}}\"\nrequest = true\ntimeout = \"1s\"",
+            nats.url
+        ))
+        .expect("target");
+        let (isolate, _) = actions(&NodeConfig { nats: Some(lonely), ..NodeConfig::default() }).expect("actions");
+        let err = isolate.execute(&ctx).await.expect_err("no responder");
+        assert!(err.is_retryable(), "{err}");
+    });
+}

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod block;
 pub mod controls;
 pub mod credentials;
+pub mod nats;
 pub mod node;
 pub mod policy;
 pub mod quarantine;

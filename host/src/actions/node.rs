@@ -3,8 +3,8 @@
 //! argument is a template over the parameters (`["/usr/local/sbin/isolate", "{{ host }}"]`),
 //! and host names are checked so they cannot smuggle options or paths into it.
 //!
-//! Publishing to a NATS subject comes with the NATS client (the scale-out work); until
-//! then a webhook to a bridge does the job.
+//! Or it publishes to a NATS subject (`edr.isolate.{{ host }}`) that an agent fleet listens
+//! on, optionally waiting for an agent's reply.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::nats::{NatsTarget, Publisher};
 use super::webhook::{Webhook, WebhookConfig};
 use super::{Action, ActionContext, ActionError, ActionSpec, Outcome, ParamKind, ParamSpec, ParamTemplate, TargetKind};
 
@@ -26,6 +27,8 @@ pub struct NodeConfig {
     pub release_command: Vec<String>,
     /// Webhook told `{"action": "isolate_node" | "release_node", "host": ...}`.
     pub webhook: Option<WebhookConfig>,
+    /// NATS subject told the same.
+    pub nats: Option<NatsTarget>,
     /// Longest a command may run.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -33,7 +36,13 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { command: Vec::new(), release_command: Vec::new(), webhook: None, timeout: Duration::from_secs(30) }
+        Self {
+            command: Vec::new(),
+            release_command: Vec::new(),
+            webhook: None,
+            nats: None,
+            timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -57,6 +66,9 @@ impl NodeConfig {
         if let Some(webhook) = &self.webhook {
             errors.extend(webhook.validate(&format!("{path}.webhook")));
         }
+        if let Some(nats) = &self.nats {
+            errors.extend(nats.validate(&format!("{path}.nats")));
+        }
         errors
     }
 }
@@ -66,6 +78,7 @@ struct Backends {
     command: Vec<ParamTemplate>,
     release_command: Vec<ParamTemplate>,
     webhook: Option<Webhook>,
+    nats: Option<(Publisher, ParamTemplate, ParamTemplate)>,
     timeout: Duration,
 }
 
@@ -84,7 +97,7 @@ impl Backends {
         check_host(host)?;
         let (command, what) =
             if release { (&self.release_command, "release_node") } else { (&self.command, "isolate_node") };
-        if command.is_empty() && self.webhook.is_none() {
+        if command.is_empty() && self.webhook.is_none() && self.nats.is_none() {
             return Err(ActionError::Failed("no backend configured (actions.isolate_node)".into()));
         }
         let mut used = Vec::new();
@@ -101,11 +114,18 @@ impl Backends {
             }
             used.push("command");
         }
+        let body = json!({
+            "action": what, "host": host, "incident_id": ctx.incident_id,
+            "reason": super::param_str(&ctx.params, "reason"), "idempotency_key": ctx.idempotency_key,
+        });
         if let Some(webhook) = &self.webhook {
-            webhook
-                .post(&json!({ "action": what, "host": host, "incident_id": ctx.incident_id }), &ctx.idempotency_key)
-                .await?;
+            webhook.post(&body, &ctx.idempotency_key).await?;
             used.push("webhook");
+        }
+        if let Some((publisher, isolate, release_subject)) = &self.nats {
+            let subject = if release { release_subject } else { isolate }.render(ctx)?;
+            publisher.send(subject, &body, &ctx.idempotency_key).await?;
+            used.push("nats");
         }
         let verb = if release { "released" } else { "isolated" };
         Ok(Outcome::new(host, format!("{verb} {host} via {}", used.join(", "))))
@@ -119,6 +139,15 @@ pub fn actions(config: &NodeConfig) -> Result<(IsolateNode, ReleaseNode), String
         command: compile(&config.command)?,
         release_command: compile(&config.release_command)?,
         webhook: config.webhook.clone().map(Webhook::new).transpose()?,
+        nats: match &config.nats {
+            Some(target) => {
+                let publisher = Publisher::new(target.clone());
+                let isolate = ParamTemplate::new(publisher.subject(false))?;
+                let release = ParamTemplate::new(publisher.subject(true))?;
+                Some((publisher, isolate, release))
+            }
+            None => None,
+        },
         timeout: config.timeout,
     });
     let spec = |id: &str, description: &str, inverse: Option<&str>| ActionSpec {
