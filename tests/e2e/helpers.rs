@@ -53,8 +53,10 @@ impl Server {
         // The shipped rules unless `extra` brings its own `[rules]`.
         let rules =
             if extra.contains("[rules]") { String::new() } else { format!("[rules]\ndir = {:?}\n", rules_dir()) };
+        // Tests that are not about authentication run with it off; the auth tests turn it on.
+        let auth = if extra.contains("[api.auth]") { "" } else { "[api.auth]\nrequired = false\n" };
         let text = format!(
-            "[api]\nlisten = \"{api}\"\n[store]\npath = {data:?}\n{rules}[telemetry]\nlog_format = \"json\"\nlog_level = \"info\"\n{extra}\n",
+            "[api]\nlisten = \"{api}\"\n{auth}[store]\npath = {data:?}\n{rules}[telemetry]\nlog_format = \"json\"\nlog_level = \"info\"\n{extra}\n",
             data = dir.join("data"),
         );
         std::fs::write(&config, text).expect("write config");

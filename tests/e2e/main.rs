@@ -1,5 +1,6 @@
 //! End-to-end tests: the `vigil` binary and the library against real sockets on loopback.
 
+mod api;
 mod channels;
 mod cli;
 mod crash;

@@ -6,8 +6,10 @@
 //! Layer 8: uses `event`, `store`, `telemetry`, `source`, `actions`, `incident`, `playbook`,
 //! `export`.
 
+pub mod auth;
 mod response;
 mod sinks;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,9 +31,13 @@ use crate::event::IncidentId;
 use crate::export::ExporterHandle;
 use crate::incident::worker::{Action, LiveRules, ReloadError, WorkerHandle};
 use crate::incident::{self, IncidentStatus};
+use crate::playbook::Role;
 use crate::source::{self, Ingestor};
 use crate::store::Store;
 use crate::telemetry::MetricsRegistry;
+use auth::Caller;
+use axum::Extension;
+use webhooks::Validate as _;
 
 /// HTTP API settings (`[api]`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -42,21 +48,41 @@ pub struct ApiConfig {
     /// Longest a request may take.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Origins allowed by CORS; empty (the default): no CORS headers at all.
+    pub cors_origins: Vec<String>,
+    /// Tokens, roles and per-token rate limits.
+    pub auth: auth::AuthConfig,
+    /// Inbound webhooks from other tools (`[api.webhooks.NAME]`).
+    pub webhooks: webhooks::WebhooksConfig,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8470)), request_timeout: Duration::from_secs(30) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8470)),
+            request_timeout: Duration::from_secs(30),
+            cors_origins: Vec::new(),
+            auth: auth::AuthConfig::default(),
+            webhooks: webhooks::WebhooksConfig::default(),
+        }
     }
 }
 
 impl ApiConfig {
     /// Every problem with the settings, with its path.
     pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
         if self.request_timeout.is_zero() {
-            return vec![("api.request_timeout".into(), "must be longer than 0s".into())];
+            errors.push(("api.request_timeout".into(), "must be longer than 0s".into()));
         }
-        Vec::new()
+        for origin in &self.cors_origins {
+            if origin.parse::<axum::http::HeaderValue>().is_err() || !origin.starts_with("http") {
+                errors.push(("api.cors_origins".into(), format!("`{origin}` is not an origin (https://host[:port])")));
+            }
+        }
+        errors.extend(self.auth.validate());
+        errors.extend(self.webhooks.validate());
+        errors
     }
 }
 
@@ -81,6 +107,10 @@ pub struct ApiState {
     pub runner: Option<crate::playbook::Runner>,
     /// The event log (reports).
     pub log: crate::store::Log,
+    /// Token authentication.
+    pub auth: Arc<auth::Auth>,
+    /// Inbound webhook settings.
+    pub webhooks: Arc<webhooks::WebhooksConfig>,
 }
 
 /// An API error: status, stable code, message for the client.
@@ -99,7 +129,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let request_id = auth::REQUEST_ID.try_with(Clone::clone).ok();
+        let body =
+            serde_json::json!({ "error": { "code": self.code, "message": self.message, "request_id": request_id } });
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -123,42 +155,93 @@ impl From<source::Error> for ApiError {
     }
 }
 
+/// One route: method, path, and the role it needs (`None`: public).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The path template (`/v1/incidents/{id}`).
+    pub path: &'static str,
+    /// The least role (`None`: no token needed).
+    pub role: Option<Role>,
+}
+
+type Handler = axum::routing::MethodRouter<ApiState>;
+
+/// Every route with its handler; the only place routes are declared, so none can be added
+/// without a role.
+fn routes() -> Vec<(RouteSpec, Handler)> {
+    use Role::{Admin, Ingest, Responder, Viewer};
+    let r = |method: &'static str, path: &'static str, role: Option<Role>, handler: Handler| {
+        (RouteSpec { method, path, role }, handler)
+    };
+    vec![
+        r("POST", "/v1/events", Some(Ingest), post(post_events)),
+        // The signature is the credential: GitHub and Alertmanager cannot send our tokens.
+        r("POST", "/v1/webhooks/{source}", None, post(webhooks::receive)),
+        r("GET", "/v1/incidents", Some(Viewer), get(list_incidents)),
+        r("GET", "/v1/incidents/{id}", Some(Viewer), get(get_incident)),
+        r("GET", "/v1/incidents/{id}/timeline", Some(Viewer), get(incident_timeline)),
+        r("POST", "/v1/incidents/{id}/transition", Some(Responder), post(transition_incident)),
+        r("POST", "/v1/incidents/{id}/acknowledge", Some(Responder), post(acknowledge_incident)),
+        r("POST", "/v1/incidents/{id}/assign", Some(Responder), post(assign_incident)),
+        r("POST", "/v1/incidents/{id}/comment", Some(Responder), post(comment_incident)),
+        r("POST", "/v1/incidents/{id}/runs", Some(Responder), post(response::start_run)),
+        r("GET", "/v1/incidents/{id}/plan", Some(Viewer), get(response::plan)),
+        r("GET", "/v1/incidents/{id}/report", Some(Viewer), get(response::report)),
+        r("GET", "/v1/rules", Some(Viewer), get(list_rules)),
+        r("POST", "/v1/rules/reload", Some(Admin), post(reload_rules)),
+        r("GET", "/v1/sinks", Some(Viewer), get(sinks::list)),
+        r("GET", "/v1/dlq", Some(Viewer), get(sinks::list_dlq)),
+        r("GET", "/v1/dlq/{sink}/{seq}", Some(Viewer), get(sinks::get_dlq)),
+        r("POST", "/v1/dlq/replay", Some(Admin), post(sinks::replay)),
+        r("POST", "/v1/dlq/purge", Some(Admin), post(sinks::purge)),
+        r("GET", "/v1/blocklist", Some(Viewer), get(response::blocklist)),
+        r("GET", "/v1/controls", Some(Viewer), get(response::controls)),
+        r("GET", "/v1/actions", Some(Viewer), get(response::actions)),
+        r("GET", "/v1/playbooks", Some(Viewer), get(response::playbooks)),
+        r("GET", "/v1/runs", Some(Viewer), get(response::list_runs)),
+        r("GET", "/v1/runs/{id}", Some(Viewer), get(response::get_run)),
+        r("POST", "/v1/runs/{id}/cancel", Some(Responder), post(response::cancel_run)),
+        r("POST", "/v1/runs/{id}/steps/{step}/{decision}", Some(Responder), post(response::decide_step)),
+        r("GET", "/v1/audit", Some(Admin), get(response::export_audit)),
+        r("GET", "/v1/audit/verify", Some(Viewer), get(response::verify_audit)),
+        r("GET", "/metrics", Some(Viewer), get(metrics)),
+        r("GET", "/healthz", None, get(|| async { "ok\n" })),
+        r("GET", "/readyz", None, get(readyz)),
+    ]
+}
+
+/// The route table: every route with the role it needs (the auth test walks it).
+pub fn route_table() -> Vec<RouteSpec> {
+    routes().into_iter().map(|(spec, _)| spec).collect()
+}
+
 /// The API's routes.
 pub fn router(state: ApiState, config: &ApiConfig) -> Router {
     let max_body = state.ingestor.config().max_body_bytes.as_u64() as usize;
-    Router::new()
-        .route("/v1/events", post(post_events))
-        .route("/v1/incidents", get(list_incidents))
-        .route("/v1/incidents/{id}", get(get_incident))
-        .route("/v1/incidents/{id}/transition", post(transition_incident))
-        .route("/v1/incidents/{id}/assign", post(assign_incident))
-        .route("/v1/incidents/{id}/comment", post(comment_incident))
-        .route("/v1/rules", get(list_rules))
-        .route("/v1/rules/reload", post(reload_rules))
-        .route("/v1/sinks", get(sinks::list))
-        .route("/v1/dlq", get(sinks::list_dlq))
-        .route("/v1/dlq/{sink}/{seq}", get(sinks::get_dlq))
-        .route("/v1/dlq/replay", post(sinks::replay))
-        .route("/v1/dlq/purge", post(sinks::purge))
-        .route("/v1/blocklist", get(response::blocklist))
-        .route("/v1/controls", get(response::controls))
-        .route("/v1/actions", get(response::actions))
-        .route("/v1/playbooks", get(response::playbooks))
-        .route("/v1/runs", get(response::list_runs))
-        .route("/v1/runs/{id}", get(response::get_run))
-        .route("/v1/runs/{id}/cancel", post(response::cancel_run))
-        .route("/v1/runs/{id}/steps/{step}/{decision}", post(response::decide_step))
-        .route("/v1/incidents/{id}/runs", post(response::start_run))
-        .route("/v1/incidents/{id}/plan", get(response::plan))
-        .route("/v1/incidents/{id}/report", get(response::report))
-        .route("/v1/audit", get(response::export_audit))
-        .route("/v1/audit/verify", get(response::verify_audit))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
-        .with_state(state)
+    let auth = state.auth.clone();
+    let mut router = Router::new();
+    for (spec, handler) in routes() {
+        let layer = axum::middleware::from_fn_with_state((auth.clone(), spec.role), auth::require);
+        router = router.route(spec.path, handler.route_layer(layer));
+    }
+    router = router.fallback(|| async {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /v1/openapi.json")
+    });
+    let mut router = router.layer(DefaultBodyLimit::max(max_body)).layer(
+        tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout),
+    );
+    if !config.cors_origins.is_empty() {
+        let origins: Vec<axum::http::HeaderValue> = config.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+        router = router.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+        );
+    }
+    router.layer(axum::middleware::from_fn(auth::request_id)).with_state(state)
 }
 
 /// Serves `router` on `listener` until `shutdown`, then finishes requests in flight.
@@ -231,7 +314,7 @@ async fn list_incidents(State(state): State<ApiState>, Query(query): Query<ListQ
     Ok(axum::Json(serde_json::json!({ "incidents": incidents })).into_response())
 }
 
-async fn get_incident(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn read_incident(state: &ApiState, id: &str) -> Result<incident::Incident, ApiError> {
     let id: IncidentId =
         id.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "incident ids are UUIDs"))?;
     let store = state.store.clone();
@@ -240,10 +323,11 @@ async fn get_incident(State(state): State<ApiState>, Path(id): Path<String>) -> 
             tracing::error!(error = %e, "Reading an incident failed.");
             internal()
         })?;
-    match found {
-        Some(incident) => Ok(axum::Json(incident).into_response()),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}"))),
-    }
+    found.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}")))
+}
+
+async fn get_incident(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(axum::Json(read_incident(&state, &id).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,13 +350,10 @@ struct CommentBody {
     text: String,
 }
 
-/// The caller's identity for audit entries (tokens and roles come with API authentication).
-const ACTOR: &str = "api";
-
-async fn incident_action(state: &ApiState, id: &str, action: Action) -> Result<Response, ApiError> {
+async fn incident_action(state: &ApiState, caller: &Caller, id: &str, action: Action) -> Result<Response, ApiError> {
     let id: IncidentId =
         id.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "incident ids are UUIDs"))?;
-    match state.worker.incident(id, action, ACTOR).await {
+    match state.worker.incident(id, action, &caller.name).await {
         Ok(incident) => Ok(axum::Json(incident).into_response()),
         Err(incident::Error::NotFound(id)) => {
             Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}")))
@@ -294,35 +375,66 @@ async fn incident_action(state: &ApiState, id: &str, action: Action) -> Result<R
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, ApiError> {
-    body.map(|axum::Json(b)| b).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text()))
+    body.map(|axum::Json(b)| b).map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", e.body_text()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", e.body_text())
+        }
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text()),
+    })
 }
 
 async fn transition_incident(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<axum::Json<TransitionBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_body(body)?;
     let to = body.to.parse::<IncidentStatus>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_status", e))?;
-    incident_action(&state, &id, Action::Transition { to, note: body.note }).await
+    incident_action(&state, &caller, &id, Action::Transition { to, note: body.note }).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    #[serde(default)]
+    note: Option<String>,
+}
+
+async fn acknowledge_incident(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Option<axum::Json<NoteBody>>,
+) -> Result<Response, ApiError> {
+    let note = body.and_then(|axum::Json(b)| b.note);
+    incident_action(&state, &caller, &id, Action::Transition { to: IncidentStatus::Acknowledged, note }).await
+}
+
+async fn incident_timeline(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let incident = read_incident(&state, &id).await?;
+    Ok(axum::Json(serde_json::json!({ "id": incident.id, "timeline": incident.timeline })).into_response())
 }
 
 async fn assign_incident(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<axum::Json<AssignBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_body(body)?;
-    incident_action(&state, &id, Action::Assign(body.assignee)).await
+    incident_action(&state, &caller, &id, Action::Assign(body.assignee)).await
 }
 
 async fn comment_incident(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<axum::Json<CommentBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_body(body)?;
-    incident_action(&state, &id, Action::Comment(body.text)).await
+    incident_action(&state, &caller, &id, Action::Comment(body.text)).await
 }
 
 async fn list_rules(State(state): State<ApiState>) -> Response {

@@ -2,19 +2,21 @@
 //! playbooks, playbook runs (start, plan, approve, deny, complete, cancel), incident
 //! reports and the audit trail.
 //!
-//! Until API tokens exist, an approval names its approver and role in the request body;
-//! with tokens, the token's identity and role take their place.
+//! With authentication on, approvals, cancellations and started runs record the token's
+//! name and use its role; with it off, the request body names them.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::{ApiError, ApiState, internal, json_body};
 use crate::actions::{audit, block, controls};
 use crate::event::{IncidentId, RunId};
 use crate::playbook::runner::RunError;
 use crate::playbook::{Role, Runner, report};
+use axum::Extension;
 
 type JsonBody<T> = Result<axum::Json<T>, axum::extract::rejection::JsonRejection>;
 
@@ -144,25 +146,23 @@ pub struct StartBody {
     playbook: String,
     #[serde(default)]
     dry_run: bool,
-    #[serde(default = "api_actor")]
-    requested_by: String,
-}
-
-fn api_actor() -> String {
-    "api".into()
+    /// Who asks, when authentication is off (with a token, the token's name).
+    #[serde(default)]
+    requested_by: Option<String>,
 }
 
 /// `POST /v1/incidents/{id}/runs`: start a playbook on an incident (`dry_run` records a
 /// plan only).
 pub async fn start_run(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: JsonBody<StartBody>,
 ) -> Result<Response, ApiError> {
     let body = json_body(body)?;
     let id = incident_id(&id)?;
-    let run =
-        runner(&state)?.start_run(id, &body.playbook, &body.requested_by, body.dry_run).await.map_err(run_error)?;
+    let by = identity(&caller, body.requested_by)?;
+    let run = runner(&state)?.start_run(id, &body.playbook, &by, body.dry_run).await.map_err(run_error)?;
     Ok((StatusCode::CREATED, axum::Json(run)).into_response())
 }
 
@@ -190,15 +190,38 @@ pub async fn plan(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
-    approver: String,
-    role: Role,
+    /// Who decides, when authentication is off (with a token, the token's name).
+    #[serde(default)]
+    approver: Option<String>,
+    /// Their role, when authentication is off (with a token, the token's role).
+    #[serde(default)]
+    role: Option<Role>,
     #[serde(default)]
     note: Option<String>,
+}
+
+/// The identity to record: the token's name, or with authentication off the one the body
+/// names (required then).
+fn identity(caller: &Caller, named: Option<String>) -> Result<String, ApiError> {
+    if caller.authenticated {
+        if named.as_ref().is_some_and(|n| n != &caller.name) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "identity_mismatch",
+                "the body names someone other than the token's holder; leave it out",
+            ));
+        }
+        return Ok(caller.name.clone());
+    }
+    named
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", "name who acts (authentication is off)"))
 }
 
 /// `POST /v1/runs/{id}/steps/{step}/{approve|deny|complete}`.
 pub async fn decide_step(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path((id, step, decision)): Path<(String, String, String)>,
     body: JsonBody<DecisionBody>,
 ) -> Result<Response, ApiError> {
@@ -215,29 +238,36 @@ pub async fn decide_step(
             ));
         }
     };
-    if body.approver.trim().is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_body", "approver must not be empty"));
-    }
-    let run =
-        runner(&state)?.decide(id, &step, &body.approver, body.role, approve, body.note).await.map_err(run_error)?;
+    let approver = identity(&caller, body.approver)?;
+    let role = match (caller.authenticated, body.role) {
+        (true, _) => caller.role,
+        (false, Some(role)) => role,
+        (false, None) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_body", "name the role (authentication is off)"));
+        }
+    };
+    let run = runner(&state)?.decide(id, &step, &approver, role, approve, body.note).await.map_err(run_error)?;
     Ok(axum::Json(run).into_response())
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
-    #[serde(default = "api_actor")]
-    actor: String,
+    #[serde(default)]
+    actor: Option<String>,
 }
 
 /// `POST /v1/runs/{id}/cancel`.
 pub async fn cancel_run(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: JsonBody<CancelBody>,
 ) -> Result<Response, ApiError> {
     let body = json_body(body)?;
-    let run = runner(&state)?.cancel(run_id(&id)?, &body.actor).await.map_err(run_error)?;
+    let id = run_id(&id)?;
+    let actor = identity(&caller, body.actor)?;
+    let run = runner(&state)?.cancel(id, &actor).await.map_err(run_error)?;
     Ok(axum::Json(run).into_response())
 }
 

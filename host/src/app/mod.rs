@@ -325,6 +325,11 @@ impl Pipeline {
                 sinks: self.sinks.clone().into(),
                 runner: self.runner.clone(),
                 log: self.log.clone(),
+                auth: api::auth::Auth::new(
+                    &self.config.api.auth,
+                    self.config.api.auth.tokens_path(&self.config.store.path),
+                ),
+                webhooks: Arc::new(self.config.api.webhooks.clone()),
             };
             let router = api::router(state, &self.config.api);
             let token = self.intake.clone();

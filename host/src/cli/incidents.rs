@@ -77,14 +77,9 @@ pub fn run(config: &VigilConfig, command: IncidentsCommand) -> anyhow::Result<Ex
 
 async fn transition(url: String, id: String, status: String, note: Option<String>) -> anyhow::Result<ExitCode> {
     let endpoint = format!("{}/v1/incidents/{id}/transition", url.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&endpoint)
-        .json(&serde_json::json!({ "to": status, "note": note }))
-        .send()
-        .await
-        .with_context(|| format!("sending to {endpoint} (is Vigil running?)"))?;
-    let status_code = response.status();
-    let body: serde_json::Value = response.json().await.context("reading the response")?;
+    let (status_code, body) =
+        super::sinks::call(reqwest::Method::POST, endpoint, Some(serde_json::json!({ "to": status, "note": note })))
+            .await?;
     if status_code.is_success() {
         println!("{} is now {}", body["id"].as_str().unwrap_or("?"), body["status"].as_str().unwrap_or("?"));
         Ok(ExitCode::SUCCESS)

@@ -102,8 +102,11 @@ async fn send(target: &Target, body: &[u8]) -> anyhow::Result<BatchReport> {
     match target {
         Target::Direct(ingestor) => Ok(ingestor.ingest_body("cli", body, false).await?),
         Target::Http { client, url } => {
-            let response = client
-                .post(url)
+            let mut request = client.post(url);
+            if let Ok(token) = std::env::var("VIGIL_TOKEN") {
+                request = request.bearer_auth(token.trim());
+            }
+            let response = request
                 .header("content-type", "application/x-ndjson")
                 .body(body.to_vec())
                 .send()

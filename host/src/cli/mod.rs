@@ -106,6 +106,13 @@ pub enum Command {
         #[command(subcommand)]
         command: RunsCommand,
     },
+    /// API tokens: create (shown once), list, revoke. Works beside a running server, which
+    /// picks changes up at its next request.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// The audit trail of actions: verify its hash chain, export it.
     Audit {
         /// What to do.
@@ -359,14 +366,16 @@ pub enum RunsCommand {
         /// Record a plan only.
         #[arg(long)]
         dry_run: bool,
-        /// Who asks (recorded in the audit trail).
-        #[arg(long = "as", default_value = "cli")]
-        by: String,
+        /// Who asks (authentication off; with a token, the token's name is recorded).
+        #[arg(long = "as")]
+        by: Option<String>,
         /// The server (default: the configured `api.listen`).
         #[arg(long)]
         url: Option<String>,
     },
-    /// Approve, deny or complete a waiting step (through the running server).
+    /// Approve, deny or complete a waiting step (through the running server). With a token
+    /// (`VIGIL_TOKEN`), the token's name and role are recorded; without authentication,
+    /// `--as` and `--role` say who decides.
     Decide {
         /// approve, deny or complete.
         decision: StepDecision,
@@ -374,12 +383,12 @@ pub enum RunsCommand {
         run: String,
         /// Step id.
         step: String,
-        /// Who decides (recorded in the audit trail).
+        /// Who decides (authentication off).
         #[arg(long = "as")]
-        by: String,
-        /// Their role: viewer, responder, admin.
-        #[arg(long, default_value = "responder")]
-        role: String,
+        by: Option<String>,
+        /// Their role (authentication off): viewer, responder, admin.
+        #[arg(long)]
+        role: Option<String>,
         /// Why.
         #[arg(long)]
         note: Option<String>,
@@ -391,12 +400,36 @@ pub enum RunsCommand {
     Cancel {
         /// Run id.
         run: String,
-        /// Who cancels.
-        #[arg(long = "as", default_value = "cli")]
-        by: String,
+        /// Who cancels (authentication off; with a token, the token's name is recorded).
+        #[arg(long = "as")]
+        by: Option<String>,
         /// The server (default: the configured `api.listen`).
         #[arg(long)]
         url: Option<String>,
+    },
+}
+
+/// `vigil token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it once (only its hash is stored).
+    Create {
+        /// ingest, viewer, responder or admin.
+        #[arg(long)]
+        role: String,
+        /// Who or what holds it (recorded on what it does).
+        #[arg(long)]
+        name: String,
+        /// Expire after this long (`90d`); default never.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// List tokens (never their values).
+    List,
+    /// Revoke a token by id or name.
+    Revoke {
+        /// Token id (from `list`) or name.
+        token: String,
     },
 }
 
@@ -452,7 +485,48 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Playbooks { command } => response::playbooks(&config, command),
         Command::Runs { command } => response::runs(&config, command),
         Command::Audit { command } => response::audit(&config, command),
+        Command::Token { command } => token(&config, command),
     }
+}
+
+fn token(config: &VigilConfig, command: TokenCommand) -> anyhow::Result<ExitCode> {
+    use crate::api::auth;
+    let path = config.api.auth.tokens_path(&config.store.path);
+    match command {
+        TokenCommand::Create { role, name, expires_in } => {
+            let role: crate::playbook::Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let expires = expires_in
+                .map(|e| humantime::parse_duration(&e).with_context(|| format!("--expires-in {e}")))
+                .transpose()?;
+            let (token, record) = auth::create_token(&path, &name, role, expires)
+                .with_context(|| format!("creating a token in {}", path.display()))?;
+            eprintln!("token {} ({}, {}) created; it is shown once:", record.id, record.name, record.role.as_str());
+            println!("{token}");
+        }
+        TokenCommand::List => {
+            println!("{:<8}  {:<24}  {:<9}  {:<20}  STATE", "ID", "NAME", "ROLE", "CREATED");
+            for t in auth::read_tokens(&path)? {
+                let state = match (t.revoked_at, t.expires_at) {
+                    (Some(at), _) => format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
+                    (None, Some(at)) if at <= chrono::Utc::now() => "expired".into(),
+                    (None, Some(at)) => format!("expires {}", at.format("%Y-%m-%d")),
+                    (None, None) => "live".into(),
+                };
+                println!(
+                    "{:<8}  {:<24}  {:<9}  {:<20}  {state}",
+                    t.id,
+                    t.name,
+                    t.role.as_str(),
+                    t.created_at.format("%Y-%m-%d %H:%M:%S")
+                );
+            }
+        }
+        TokenCommand::Revoke { token } => {
+            let record = auth::revoke_token(&path, &token)?;
+            println!("revoked {} ({})", record.id, record.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_config(cli: &Cli) -> Result<VigilConfig, Vec<config::ConfigError>> {

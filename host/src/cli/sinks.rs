@@ -32,6 +32,9 @@ pub(crate) async fn call(
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
     let mut request = reqwest::Client::new().request(method, &endpoint);
+    if let Ok(token) = std::env::var("VIGIL_TOKEN") {
+        request = request.bearer_auth(token.trim());
+    }
     if let Some(body) = body {
         request = request.json(&body);
     }

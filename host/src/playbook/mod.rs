@@ -33,6 +33,8 @@ pub use runner::{Runner, RunnerDeps};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Sends events only (log shippers, inbound webhooks).
+    Ingest,
     /// Reads.
     Viewer,
     /// Acknowledges, approves, runs playbooks.
@@ -46,10 +48,23 @@ impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "ingest" => Ok(Self::Ingest),
             "viewer" => Ok(Self::Viewer),
             "responder" => Ok(Self::Responder),
             "admin" => Ok(Self::Admin),
-            other => Err(format!("unknown role `{other}` (viewer, responder, admin)")),
+            other => Err(format!("unknown role `{other}` (ingest, viewer, responder, admin)")),
+        }
+    }
+}
+
+impl Role {
+    /// The role as written in config and tokens.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingest",
+            Self::Viewer => "viewer",
+            Self::Responder => "responder",
+            Self::Admin => "admin",
         }
     }
 }

@@ -1166,7 +1166,7 @@ impl Runner {
                     return Err(RunError::Conflict(format!("step {step_id} is not waiting")));
                 }
                 let def = &r.steps[index].def;
-                if role < def.approvers {
+                if !role.permits(def.approvers) {
                     return Err(RunError::Forbidden(format!(
                         "step {step_id} needs a {:?} or above",
                         def.approvers
