@@ -31,6 +31,13 @@ fn main() {
         dir.path().join("data")
     );
     std::fs::write(dir.path().join("vigil.toml"), config).expect("config");
+    let minted = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["--config", dir.path().join("vigil.toml").to_str().expect("utf8")])
+        .args(["token", "create", "--role", "admin", "--name", "loadgen"])
+        .output()
+        .expect("vigil token create");
+    assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
+    let token = String::from_utf8(minted.stdout).expect("utf8").trim().to_owned();
     let mut server = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["--config", dir.path().join("vigil.toml").to_str().expect("utf8"), "serve"])
         .stdout(Stdio::null())
@@ -39,7 +46,9 @@ fn main() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let (events, latencies, elapsed) = rt.block_on(async {
-        let client = reqwest::Client::new();
+        let mut auth = reqwest::header::HeaderMap::new();
+        auth.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().expect("header"));
+        let client = reqwest::Client::builder().default_headers(auth).build().expect("client");
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while client.get(format!("{base}/readyz")).send().await.map(|r| r.status().as_u16()).ok() != Some(200) {

@@ -14,7 +14,8 @@
 #   nats-server    the NATS server isolate_node publishes to (and the scale-out tests)
 #   python3-venv   a venv (~/.cache/vigil-venv) with the OCSF JSON Schemas and ECS
 #                  validators that check the transforms' output, and aiosmtpd, the
-#                  SMTP server the email channel is tested against
+#                  SMTP server the email channel is tested against; schemathesis and
+#                  openapi-spec-validator for the API's OpenAPI document and fuzz run
 #
 # usage: scripts/setup.sh [--build-only]   (--build-only: just what building needs)
 set -euo pipefail
@@ -54,8 +55,9 @@ fi
 
 # Python peers: the transforms' validators and an SMTP server.
 venv="${VIGIL_VENV:-$HOME/.cache/vigil-venv}"
-if ! "$venv/bin/python" -c 'import ocsf_json_schema, jsonschema, yaml, aiosmtpd' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import ocsf_json_schema, jsonschema, yaml, aiosmtpd, schemathesis, openapi_spec_validator' 2>/dev/null; then
   echo "setup: creating the Python venv in $venv" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q ocsf-json-schema==1.2.0 jsonschema==4.23.0 pyyaml==6.0.2 aiosmtpd==1.4.6
+  "$venv/bin/pip" install -q ocsf-json-schema==1.2.0 jsonschema==4.23.0 pyyaml==6.0.2 aiosmtpd==1.4.6 \
+    schemathesis==3.39.16 hypothesis==6.124.7 openapi-spec-validator==0.7.1
 fi

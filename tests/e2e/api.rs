@@ -292,3 +292,68 @@ fn tokens_are_rate_limited_and_revocation_takes_effect_without_a_restart() {
     assert!(listed.contains("dashboard") && listed.contains("revoked"), "{listed}");
     assert!(!listed.contains(&viewer) && !listed.contains(&other), "tokens are never shown again");
 }
+
+fn venv() -> std::path::PathBuf {
+    std::env::var_os("VIGIL_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/vigil-venv"))
+}
+
+#[test]
+fn the_openapi_document_validates_and_a_fuzz_run_finds_no_error() {
+    let venv = venv();
+    assert!(
+        venv.join("bin/schemathesis").exists(),
+        "schemathesis is missing from {}; scripts/setup.sh installs it",
+        venv.display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), "[api.auth]\nrequired = true\nrate_per_second = 10000\nburst = 10000\n");
+    let admin = token(dir.path(), "admin", "fuzzer");
+    // Some data, so list and get answers carry real incidents, runs and blocks.
+    let status = blocking(async {
+        reqwest::Client::new()
+            .post(server.url("/v1/events"))
+            .bearer_auth(&admin)
+            .body(failures("198.51.100.44", 12))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    assert_eq!(status.ok(), Some(202));
+    wait_for(Duration::from_secs(30), "a playbook run", || {
+        let (_, runs, _) = call(&server, "GET", "/v1/runs", Some(&admin), None);
+        runs["runs"].as_array().is_some_and(|r| !r.is_empty()).then_some(())
+    });
+
+    let (status, document, _) = call(&server, "GET", "/v1/openapi.json", None, None);
+    assert_eq!(status, 200, "the document is public");
+    assert_eq!(document["openapi"], "3.1.0");
+    for route in vigil::api::route_table() {
+        let operation = &document["paths"][route.path][route.method.to_lowercase()];
+        assert!(operation.is_object(), "{} {} is not in the document", route.method, route.path);
+        assert_eq!(
+            operation["x-vigil-role"].as_str(),
+            route.role.map(|r| r.as_str()),
+            "{} {} documents its role",
+            route.method,
+            route.path
+        );
+    }
+    let spec = dir.path().join("openapi.json");
+    std::fs::write(&spec, document.to_string()).expect("write");
+    let out = Command::new(venv.join("bin/openapi-spec-validator")).arg(&spec).output().expect("validator runs");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    let out = Command::new(venv.join("bin/schemathesis"))
+        .args(["run", &server.url("/v1/openapi.json"), "--experimental=openapi-3.1", "--checks", "all"])
+        .args(["--hypothesis-max-examples", "12", "--hypothesis-seed", "7", "--hypothesis-deadline", "None"])
+        .args(["-H", &format!("Authorization: Bearer {admin}")])
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        .output()
+        .expect("schemathesis runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "schemathesis found problems:\n{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("not_a_server_error") && report.contains("response_schema_conformance"), "{report}");
+    assert!(!server.log().contains(&admin), "the token never reaches the log");
+}

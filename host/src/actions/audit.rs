@@ -20,7 +20,7 @@ use super::quarantine::hex;
 use crate::store::{self, Cf, Store, Table};
 
 /// What an audit record is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditKind {
     /// An action is about to run (or was refused by policy).
@@ -36,7 +36,7 @@ pub enum AuditKind {
 }
 
 /// One record of the trail.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditRecord {
     /// Position in the chain, from 1.
     pub seq: u64,

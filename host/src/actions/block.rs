@@ -102,7 +102,7 @@ impl Default for NftConfig {
 }
 
 /// One address on the deny list.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BlockEntry {
     /// The address.
     pub ip: String,

@@ -38,7 +38,7 @@ impl ControlsConfig {
 }
 
 /// One control in force.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Control {
     /// `read_only_mode`, `rate_limit_adjust` or `enhance_logging`.
     pub control: String,

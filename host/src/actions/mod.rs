@@ -59,7 +59,7 @@ impl ActionError {
 }
 
 /// The type of a declared parameter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ParamKind {
     /// Any string.
@@ -79,7 +79,7 @@ pub enum ParamKind {
 }
 
 /// One declared parameter.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ParamSpec {
     /// Name in a step's `params`.
     pub name: String,
@@ -99,7 +99,7 @@ impl ParamSpec {
 
 /// What kind of thing an action's target is: the safety policy's protected assets are
 /// matched by kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetKind {
     /// An IP address.
@@ -115,7 +115,7 @@ pub enum TargetKind {
 }
 
 /// What an action declares about itself.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ActionSpec {
     /// The id steps name (`block_ip`).
     pub id: String,
@@ -136,6 +136,7 @@ pub struct ActionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inverse: Option<String>,
     /// How long its effect lasts unless the step says otherwise (then the inverse runs).
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub default_ttl: Option<Duration>,
 }
@@ -279,7 +280,7 @@ impl ActionContext {
 }
 
 /// What an execution did.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Outcome {
     /// The target acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -132,7 +132,7 @@ impl PolicyConfig {
 }
 
 /// What the policy said about one execution.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decision {
     /// Whether it may run.
     pub allowed: bool,
@@ -142,6 +142,7 @@ pub struct Decision {
     /// The checks made, for the audit trail and the plan.
     pub checks: Vec<String>,
     /// The TTL after repeat-offender escalation.
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Duration>,
 }

@@ -7,6 +7,7 @@
 //! `export`.
 
 pub mod auth;
+pub mod openapi;
 mod response;
 mod sinks;
 mod webhooks;
@@ -207,9 +208,16 @@ fn routes() -> Vec<(RouteSpec, Handler)> {
         r("GET", "/v1/audit", Some(Admin), get(response::export_audit)),
         r("GET", "/v1/audit/verify", Some(Viewer), get(response::verify_audit)),
         r("GET", "/metrics", Some(Viewer), get(metrics)),
+        r("GET", "/v1/openapi.json", None, get(openapi_json)),
         r("GET", "/healthz", None, get(|| async { "ok\n" })),
         r("GET", "/readyz", None, get(readyz)),
     ]
+}
+
+async fn openapi_json() -> Response {
+    static DOCUMENT: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| openapi::document(&route_table()).to_string());
+    ([(header::CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
 }
 
 /// The route table: every route with the role it needs (the auth test walks it).
@@ -283,35 +291,53 @@ async fn post_events(
     Ok((status, axum::Json(report)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
+/// `GET /v1/incidents` filters and paging.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    /// Page size (at most 1,000).
     #[serde(default = "default_limit")]
+    #[schemars(range(min = 1, max = 1000))]
     limit: usize,
+    /// Only incidents in this status.
     #[serde(default)]
-    status: Option<String>,
+    status: Option<IncidentStatus>,
+    /// Only incidents of this priority or more urgent (`P1` takes P0 and P1).
+    #[serde(default)]
+    min_priority: Option<crate::event::Priority>,
+    /// Only incidents of this rule.
+    #[serde(default)]
+    rule: Option<String>,
+    /// The page after this one: the `next` of the previous page.
+    #[serde(default)]
+    before: Option<IncidentId>,
 }
 
 fn default_limit() -> usize {
     100
 }
 
-async fn list_incidents(State(state): State<ApiState>, Query(query): Query<ListQuery>) -> Result<Response, ApiError> {
-    let limit = query.limit.min(1000);
-    let status = match query.status.as_deref() {
-        None => None,
-        Some(s) => {
-            Some(s.parse::<IncidentStatus>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_status", e))?)
-        }
-    };
+async fn list_incidents(
+    State(state): State<ApiState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.clamp(1, 1000);
     let store = state.store.clone();
-    let incidents = tokio::task::spawn_blocking(move || incident::list(&store, limit, status))
+    let (status, least, rule) = (query.status, query.min_priority, query.rule);
+    let keep = move |i: &incident::Incident| {
+        status.is_none_or(|s| i.status == s)
+            && least.is_none_or(|p| i.priority <= p)
+            && rule.as_deref().is_none_or(|r| i.rule_id.as_str() == r)
+    };
+    let incidents = tokio::task::spawn_blocking(move || incident::page(&store, limit, query.before, keep))
         .await
         .map_err(|_| internal())?
         .map_err(|e| {
             tracing::error!(error = %e, "Listing incidents failed.");
             internal()
         })?;
-    Ok(axum::Json(serde_json::json!({ "incidents": incidents })).into_response())
+    let next = (incidents.len() == limit).then(|| incidents.last().map(|i| i.id)).flatten();
+    Ok(axum::Json(serde_json::json!({ "incidents": incidents, "next": next })).into_response())
 }
 
 async fn read_incident(state: &ApiState, id: &str) -> Result<incident::Incident, ApiError> {
@@ -326,27 +352,27 @@ async fn read_incident(state: &ApiState, id: &str) -> Result<incident::Incident,
     found.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}")))
 }
 
-async fn get_incident(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_incident(State(state): State<ApiState>, ApiPath(id): ApiPath<String>) -> Result<Response, ApiError> {
     Ok(axum::Json(read_incident(&state, &id).await?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TransitionBody {
+pub(crate) struct TransitionBody {
     to: String,
     #[serde(default)]
     note: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AssignBody {
+pub(crate) struct AssignBody {
     assignee: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CommentBody {
+pub(crate) struct CommentBody {
     text: String,
 }
 
@@ -372,6 +398,36 @@ async fn incident_action(state: &ApiState, caller: &Caller, id: &str, action: Ac
     }
 }
 
+/// `Query` whose rejection is an [`ApiError`] (JSON, with the request id).
+#[derive(Debug)]
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Self(q))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))
+    }
+}
+
+/// `Path` whose rejection is an [`ApiError`].
+#[derive(Debug)]
+pub(crate) struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| Self(p))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))
+    }
+}
+
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, ApiError> {
@@ -387,7 +443,7 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
 async fn transition_incident(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Result<axum::Json<TransitionBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_body(body)?;
@@ -395,9 +451,9 @@ async fn transition_incident(
     incident_action(&state, &caller, &id, Action::Transition { to, note: body.note }).await
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NoteBody {
+pub(crate) struct NoteBody {
     #[serde(default)]
     note: Option<String>,
 }
@@ -405,14 +461,14 @@ struct NoteBody {
 async fn acknowledge_incident(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Option<axum::Json<NoteBody>>,
 ) -> Result<Response, ApiError> {
     let note = body.and_then(|axum::Json(b)| b.note);
     incident_action(&state, &caller, &id, Action::Transition { to: IncidentStatus::Acknowledged, note }).await
 }
 
-async fn incident_timeline(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn incident_timeline(State(state): State<ApiState>, ApiPath(id): ApiPath<String>) -> Result<Response, ApiError> {
     let incident = read_incident(&state, &id).await?;
     Ok(axum::Json(serde_json::json!({ "id": incident.id, "timeline": incident.timeline })).into_response())
 }
@@ -420,7 +476,7 @@ async fn incident_timeline(State(state): State<ApiState>, Path(id): Path<String>
 async fn assign_incident(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Result<axum::Json<AssignBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_body(body)?;
@@ -430,7 +486,7 @@ async fn assign_incident(
 async fn comment_incident(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Result<axum::Json<CommentBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_body(body)?;

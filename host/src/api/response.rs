@@ -5,7 +5,8 @@
 //! With authentication on, approvals, cancellations and started runs record the token's
 //! name and use its role; with it off, the request body names them.
 
-use axum::extract::{Path, Query, State};
+use super::{ApiPath, ApiQuery};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -56,9 +57,9 @@ fn run_id(id: &str) -> Result<RunId, ApiError> {
     id.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "run ids are UUIDs"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct FormatQuery {
+pub(crate) struct FormatQuery {
     format: Option<String>,
 }
 
@@ -76,7 +77,7 @@ fn wants_json(headers: &HeaderMap, query: &FormatQuery) -> bool {
 pub async fn blocklist(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Query(query): Query<FormatQuery>,
+    ApiQuery(query): ApiQuery<FormatQuery>,
 ) -> Result<Response, ApiError> {
     let store = state.store.clone();
     let entries = blocking("Reading the deny list", move || block::deny_list(&store, chrono::Utc::now())).await?;
@@ -116,14 +117,14 @@ pub async fn playbooks(State(state): State<ApiState>) -> Result<Response, ApiErr
     Ok(axum::Json(serde_json::json!({ "playbooks": list })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RunsQuery {
+pub(crate) struct RunsQuery {
     incident: Option<String>,
 }
 
 /// `GET /v1/runs`: runs, oldest first (`?incident=ID` for one incident's).
-pub async fn list_runs(State(state): State<ApiState>, Query(q): Query<RunsQuery>) -> Result<Response, ApiError> {
+pub async fn list_runs(State(state): State<ApiState>, ApiQuery(q): ApiQuery<RunsQuery>) -> Result<Response, ApiError> {
     let incident = q.incident.as_deref().map(incident_id).transpose()?;
     let runner = runner(&state)?.clone();
     let runs = blocking("Listing runs", move || runner.list(incident)).await?;
@@ -131,7 +132,7 @@ pub async fn list_runs(State(state): State<ApiState>, Query(q): Query<RunsQuery>
 }
 
 /// `GET /v1/runs/{id}`.
-pub async fn get_run(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get_run(State(state): State<ApiState>, ApiPath(id): ApiPath<String>) -> Result<Response, ApiError> {
     let id = run_id(&id)?;
     let runner = runner(&state)?.clone();
     match blocking("Reading a run", move || runner.get(id)).await? {
@@ -140,9 +141,9 @@ pub async fn get_run(State(state): State<ApiState>, Path(id): Path<String>) -> R
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StartBody {
+pub(crate) struct StartBody {
     playbook: String,
     #[serde(default)]
     dry_run: bool,
@@ -156,7 +157,7 @@ pub struct StartBody {
 pub async fn start_run(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: JsonBody<StartBody>,
 ) -> Result<Response, ApiError> {
     let body = json_body(body)?;
@@ -166,17 +167,17 @@ pub async fn start_run(
     Ok((StatusCode::CREATED, axum::Json(run)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PlanQuery {
+pub(crate) struct PlanQuery {
     playbook: String,
 }
 
 /// `GET /v1/incidents/{id}/plan?playbook=ID`: what a run would do; nothing runs.
 pub async fn plan(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
-    Query(q): Query<PlanQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PlanQuery>,
 ) -> Result<Response, ApiError> {
     let id = incident_id(&id)?;
     let runner = runner(&state)?.clone();
@@ -187,9 +188,9 @@ pub async fn plan(
     Ok(axum::Json(plan).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DecisionBody {
+pub(crate) struct DecisionBody {
     /// Who decides, when authentication is off (with a token, the token's name).
     #[serde(default)]
     approver: Option<String>,
@@ -222,7 +223,7 @@ fn identity(caller: &Caller, named: Option<String>) -> Result<String, ApiError> 
 pub async fn decide_step(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    Path((id, step, decision)): Path<(String, String, String)>,
+    ApiPath((id, step, decision)): ApiPath<(String, String, String)>,
     body: JsonBody<DecisionBody>,
 ) -> Result<Response, ApiError> {
     let body = json_body(body)?;
@@ -250,9 +251,9 @@ pub async fn decide_step(
     Ok(axum::Json(run).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CancelBody {
+pub(crate) struct CancelBody {
     #[serde(default)]
     actor: Option<String>,
 }
@@ -261,7 +262,7 @@ pub struct CancelBody {
 pub async fn cancel_run(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: JsonBody<CancelBody>,
 ) -> Result<Response, ApiError> {
     let body = json_body(body)?;
@@ -272,7 +273,7 @@ pub async fn cancel_run(
 }
 
 /// `GET /v1/incidents/{id}/report`: the post-incident report (Markdown).
-pub async fn report(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn report(State(state): State<ApiState>, ApiPath(id): ApiPath<String>) -> Result<Response, ApiError> {
     let id = incident_id(&id)?;
     let (store, log) = (state.store.clone(), state.log.clone());
     match blocking("Writing a report", move || report::markdown(&store, &log, id)).await? {

@@ -1,6 +1,7 @@
 //! Sink routes: status, and the dead-letter queue (list, show, replay, purge).
 
-use axum::extract::{Path, Query, State};
+use super::{ApiPath, ApiQuery};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -15,9 +16,9 @@ pub async fn list(State(state): State<ApiState>) -> Response {
     axum::Json(serde_json::json!({ "sinks": sinks })).into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DlqQuery {
+pub(crate) struct DlqQuery {
     sink: Option<String>,
     reason: Option<String>,
     from: Option<DateTime<Utc>>,
@@ -27,7 +28,7 @@ pub struct DlqQuery {
 }
 
 /// `GET /v1/dlq`: dead letters matching the query, oldest first per sink.
-pub async fn list_dlq(State(state): State<ApiState>, Query(q): Query<DlqQuery>) -> Result<Response, ApiError> {
+pub async fn list_dlq(State(state): State<ApiState>, ApiQuery(q): ApiQuery<DlqQuery>) -> Result<Response, ApiError> {
     let filter = DlqFilter { sink: q.sink, reason: q.reason, from: q.from, to: q.to };
     let limit = q.limit.min(1000);
     let store = state.store.clone();
@@ -44,7 +45,7 @@ pub async fn list_dlq(State(state): State<ApiState>, Query(q): Query<DlqQuery>) 
 /// `GET /v1/dlq/{sink}/{seq}`: one dead letter.
 pub async fn get_dlq(
     State(state): State<ApiState>,
-    Path((sink, seq)): Path<(String, u64)>,
+    ApiPath((sink, seq)): ApiPath<(String, u64)>,
 ) -> Result<Response, ApiError> {
     let store = state.store.clone();
     let name = sink.clone();

@@ -15,8 +15,9 @@
 
 use std::collections::BTreeMap;
 
+use super::ApiPath;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
@@ -298,7 +299,7 @@ fn clean(mut e: Map<String, Value>) -> Map<String, Value> {
 /// `POST /v1/webhooks/{name}`: verifies, maps and stores a tool's payload.
 pub async fn receive(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {

@@ -9,7 +9,7 @@ use crate::event::{AlertId, EventId, Field, Priority, RuleId, SecurityEvent};
 use crate::rules::Category;
 
 /// The entities an alert or incident concerns.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Entities {
     /// IP addresses (source and destination).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]

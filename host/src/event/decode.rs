@@ -29,7 +29,7 @@ impl Default for DecodeLimits {
 
 /// One thing wrong with a record: the field (dotted path; empty for the record as a whole)
 /// and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Problem {
     /// Dotted path of the offending field; empty when the record itself is at fault.
     pub field: String,
@@ -51,7 +51,7 @@ impl std::fmt::Display for Problem {
 }
 
 /// Why a record was not accepted. Each variant says exactly what to fix.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, schemars::JsonSchema)]
 #[serde(tag = "error", rename_all = "snake_case")]
 pub enum DecodeError {
     /// The record is larger than `max_event_bytes`.

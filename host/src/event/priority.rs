@@ -107,6 +107,16 @@ impl<'de> Deserialize<'de> for Priority {
     }
 }
 
+impl schemars::JsonSchema for Priority {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Priority".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "enum": ["P0", "P1", "P2", "P3", "P4"] })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,7 +38,7 @@ pub struct DeadLetter {
 }
 
 /// Which letters an operation concerns; every part that is set must match.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DlqFilter {
     /// The sink.

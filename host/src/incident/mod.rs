@@ -51,7 +51,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// One line of an incident's history.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TimelineEntry {
     /// When it happened (wall clock).
     pub time: DateTime<Utc>,
@@ -65,7 +65,7 @@ pub struct TimelineEntry {
 }
 
 /// An incident: what a responder works on.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Incident {
     /// Incident id.
     pub id: IncidentId,
@@ -620,10 +620,32 @@ fn join(incident: &mut Incident, alert: &Alert, change: ChangeKind, related: usi
 
 /// Up to `limit` incidents, newest first, optionally only those with `status`.
 pub fn list(store: &Store, limit: usize, status: Option<IncidentStatus>) -> store::Result<Vec<Incident>> {
-    // Ids are UUIDv7: key order is creation order.
-    let mut all = incidents_table(store).scan(None, usize::MAX)?;
-    all.reverse();
-    Ok(all.into_iter().map(|(_, i)| i).filter(|i| status.is_none_or(|s| i.status == s)).take(limit).collect())
+    page(store, limit, None, |i| status.is_none_or(|s| i.status == s))
+}
+
+/// Up to `limit` incidents older than `before` (or the newest), newest first, that `keep`
+/// accepts. Ids are UUIDv7: key order is creation order, so this reads only as far back as
+/// it must.
+pub fn page(
+    store: &Store,
+    limit: usize,
+    before: Option<IncidentId>,
+    keep: impl Fn(&Incident) -> bool,
+) -> store::Result<Vec<Incident>> {
+    let table = incidents_table(store);
+    let mut out = Vec::new();
+    let mut end = before.map(|id| *id.as_bytes());
+    while out.len() < limit {
+        let chunk = table.scan_rev(end.as_ref(), 256)?;
+        let Some((last, _)) = chunk.last() else { break };
+        end = Some(*last);
+        let done = chunk.len() < 256;
+        out.extend(chunk.into_iter().map(|(_, i)| i).filter(|i| keep(i)).take(limit - out.len()));
+        if done {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// One incident by id.

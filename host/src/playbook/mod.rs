@@ -30,7 +30,9 @@ use crate::rules::{Category, Lists, SandboxLimits, build_engine};
 pub use runner::{Runner, RunnerDeps};
 
 /// Who may do what. Approvals name the least role that may approve.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Sends events only (log shippers, inbound webhooks).
@@ -70,7 +72,7 @@ impl Role {
 }
 
 /// When a playbook runs on its own.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Triggers {
     /// Incidents of these rules.
@@ -82,7 +84,7 @@ pub struct Triggers {
 }
 
 /// What happens to the incident when a run succeeds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Completion {
     /// The incident moves to `contained` and waits for a person to resolve it.
@@ -93,7 +95,7 @@ pub enum Completion {
 }
 
 /// What a step is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
     /// Runs an action.
@@ -106,7 +108,7 @@ pub enum StepKind {
 }
 
 /// What a failed step does to the run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFailure {
     /// Stop the run (failed).
@@ -121,7 +123,7 @@ pub enum OnFailure {
 }
 
 /// One step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepDef {
     /// Unique within the playbook.
@@ -142,18 +144,21 @@ pub struct StepDef {
     #[serde(default)]
     pub when: Option<String>,
     /// Longest the action may take (automated) or the wait may last (manual, approval).
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
     /// Further attempts after a retryable failure.
     #[serde(default)]
     pub retries: u32,
     /// Wait before the first retry; doubles each time.
+    #[schemars(with = "String")]
     #[serde(default = "default_backoff", with = "humantime_serde")]
     pub backoff: Duration,
     /// What a failure does to the run.
     #[serde(default)]
     pub on_failure: OnFailure,
     /// How long a reversible effect lasts (overrides the action's default).
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     pub ttl: Option<Duration>,
     /// What a person should do (manual) or check (approval).
@@ -186,7 +191,7 @@ impl StepDef {
 }
 
 /// A playbook file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Playbook {
     /// Id (what rules' `playbook` names).

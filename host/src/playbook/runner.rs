@@ -53,7 +53,7 @@ use crate::telemetry::{MetricsRegistry, names};
 pub const CONSUMER: &str = "playbooks";
 
 /// Where a run is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Steps are being run.
@@ -92,7 +92,7 @@ impl RunStatus {
 }
 
 /// Where a step is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     /// Not started.
@@ -114,7 +114,7 @@ pub enum StepStatus {
 }
 
 /// A decision on an approval step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApprovalRecord {
     /// Who decided (`timeout` when nobody did).
     pub by: String,
@@ -131,7 +131,7 @@ pub struct ApprovalRecord {
 }
 
 /// One step of a run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StepRun {
     /// The step's definition, as it was when the run started.
     pub def: StepDef,
@@ -173,7 +173,7 @@ pub struct StepRun {
 }
 
 /// A playbook run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Run {
     /// Run id.
     pub id: RunId,
@@ -209,7 +209,7 @@ pub struct Run {
 }
 
 /// One step of a plan.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlanStep {
     /// Step id.
     pub id: String,
@@ -232,6 +232,7 @@ pub struct PlanStep {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inverse: Option<String>,
     /// How long its effect would last (after repeat-offender escalation).
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Duration>,
     /// The approval it needs.
@@ -246,7 +247,7 @@ pub struct PlanStep {
 }
 
 /// What a run would do, with no side effects.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Plan {
     /// The playbook.
     pub playbook: String,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{EventClass, FieldPath, Priority, RuleId};
 
 /// What kind of problem a rule detects; drives incident classification.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     /// An attacker got in or is getting in.

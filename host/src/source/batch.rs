@@ -14,7 +14,7 @@ use super::{Error, Result};
 use crate::event::{DecodeError, DecodeLimits, SecurityEvent, decode_event};
 
 /// A record that was not accepted.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Rejection {
     /// Line number (NDJSON) or 1-based position (JSON array) of the record.
     pub line: usize,
@@ -26,7 +26,7 @@ pub struct Rejection {
 }
 
 /// The outcome of one batch.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct BatchReport {
     /// Records stored.
     pub accepted: usize,

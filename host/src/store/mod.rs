@@ -349,6 +349,49 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `limit` entries under `prefix` in descending key order, starting before `end`
+    /// (exclusive) or at the last key.
+    pub fn scan_rev(&self, cf: Cf, prefix: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut it = self.db().raw_iterator_cf(self.cf(cf));
+        match end {
+            Some(end) => {
+                it.seek_for_prev(end);
+                if it.valid() && it.key() == Some(end) {
+                    it.prev();
+                }
+            }
+            None => {
+                // The first key after the prefix range, then one step back.
+                let mut upper = prefix.to_vec();
+                while let Some(last) = upper.pop() {
+                    if last < u8::MAX {
+                        upper.push(last + 1);
+                        break;
+                    }
+                }
+                if upper.is_empty() {
+                    it.seek_to_last();
+                } else {
+                    it.seek_for_prev(&upper);
+                    if it.valid() && it.key() == Some(&upper[..]) {
+                        it.prev();
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        while it.valid() && out.len() < limit {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+            it.prev();
+        }
+        it.status().map_err(|source| Error::Rocks { op: "scan", source })?;
+        Ok(out)
+    }
+
     /// fsyncs the write-ahead log.
     pub fn sync_wal(&self) -> Result<()> {
         if self.inner.read_only {

@@ -127,6 +127,24 @@ impl<K: Key, V: Serialize + DeserializeOwned> Table<K, V> {
             .collect()
     }
 
+    /// Up to `limit` entries in descending key order, before `end` (exclusive) or from the
+    /// last key.
+    pub fn scan_rev(&self, end: Option<&K>, limit: usize) -> Result<Vec<(K, V)>> {
+        let end = end.map(|k| self.key(k));
+        self.store
+            .scan_rev(self.cf, self.prefix, end.as_deref(), limit)?
+            .into_iter()
+            .map(|(k, v)| {
+                let key = K::decode(&k[self.prefix.len()..]).ok_or_else(|| Error::Corrupt {
+                    cf: self.cf.name(),
+                    key: super::hex(&k),
+                    reason: "undecodable key".into(),
+                })?;
+                Ok((key, self.decode_value(&k, &v)?))
+            })
+            .collect()
+    }
+
     fn decode_value(&self, key: &[u8], bytes: &[u8]) -> Result<V> {
         serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
             cf: self.cf.name(),
@@ -154,6 +172,21 @@ mod tests {
         assert_eq!(a.scan(None, 10).expect("scan"), vec![("x".into(), 1), ("y".into(), 2)]);
         assert_eq!(a.scan(Some(&"y".into()), 10).expect("scan"), vec![("y".into(), 2)]);
         assert_eq!(b.scan(None, 10).expect("scan").len(), 1);
+    }
+
+    #[test]
+    fn reverse_scans_page_backwards_within_the_prefix() {
+        let (_dir, store) = temp_store();
+        let a: Table<u64, u64> = Table::new(&store, Cf::State, b"a/");
+        let b: Table<u64, u64> = Table::new(&store, Cf::State, b"b/");
+        for n in 1..=5u64 {
+            a.put(&n, &n).expect("put");
+            b.put(&n, &(n * 10)).expect("put");
+        }
+        let keys = |v: Vec<(u64, u64)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(keys(a.scan_rev(None, 2).expect("scan")), [5, 4]);
+        assert_eq!(keys(a.scan_rev(Some(&4), 10).expect("scan")), [3, 2, 1]);
+        assert_eq!(b.scan_rev(None, 1).expect("scan"), [(5, 50)]);
     }
 
     #[test]
