@@ -161,8 +161,10 @@ pub fn metric(text: &str, parts: &[&str]) -> f64 {
 
 /// The JSON lines of a file sink's output (an empty list while the file does not exist).
 pub fn sink_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // The sink may be mid-write: only complete lines count.
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("sink line is not JSON ({e}): {l}")))
         .collect()

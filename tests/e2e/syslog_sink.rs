@@ -26,8 +26,10 @@ impl Drop for Peer {
 
 impl Peer {
     fn lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.join("out.jsonl"))
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(self.dir.join("out.jsonl")).unwrap_or_default();
+        // The receiver may be mid-write: only complete lines count.
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
             .lines()
             .filter(|l| !l.contains(PROBE))
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("receiver wrote non-JSON ({e}): {l}")))
