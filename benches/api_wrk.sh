@@ -18,6 +18,9 @@ port=18990
 cat > "$dir/vigil.toml" <<TOML
 [api]
 listen = "127.0.0.1:$port"
+[api.auth]
+rate_per_second = 1000000   # measure the server, not the per-token limit
+burst = 1000000
 [store]
 path = "$dir/data"
 [rules]
