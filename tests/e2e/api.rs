@@ -357,3 +357,111 @@ fn the_openapi_document_validates_and_a_fuzz_run_finds_no_error() {
     assert!(report.contains("not_a_server_error") && report.contains("response_schema_conformance"), "{report}");
     assert!(!server.log().contains(&admin), "the token never reaches the log");
 }
+
+#[test]
+fn the_api_serves_tls_and_requires_client_certificates_with_mutual_tls() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let ca = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().expect("key");
+    let server_cert = CertificateParams::new(vec!["localhost".into()])
+        .expect("params")
+        .signed_by(&server_key, &ca)
+        .expect("server cert");
+    let client_key = KeyPair::generate().expect("key");
+    let client_cert = CertificateParams::new(vec!["soc-console".into()])
+        .expect("params")
+        .signed_by(&client_key, &ca)
+        .expect("client");
+    let ca_file = write("ca.pem", ca_cert.pem());
+    let cert_file = write("server.pem", server_cert.pem());
+    let key_file = write("server.key", server_key.serialize_pem());
+    let identity = format!("{}{}", client_cert.pem(), client_key.serialize_pem());
+
+    let port = crate::helpers::free_port();
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\nlisten = \"127.0.0.1:{port}\"\n[api.tls]\ncert_file = {cert_file:?}\nkey_file = {key_file:?}\nclient_ca_file = {ca_file:?}\n[store]\npath = {:?}\n[rules]\ndir = {:?}\n",
+            dir.path().join("data"),
+            crate::helpers::rules_dir()
+        ),
+    )
+    .expect("config");
+    let admin = token(dir.path(), "admin", "console");
+    let mut child = Command::new(vigil_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let client = |with_identity: bool| {
+        let mut builder = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_cert.pem().as_bytes()).expect("ca"))
+            .timeout(Duration::from_secs(5));
+        if with_identity {
+            builder = builder.identity(reqwest::Identity::from_pem(identity.as_bytes()).expect("identity"));
+        }
+        builder.build().expect("client")
+    };
+    let url = format!("https://localhost:{port}");
+    let ready = wait_for(Duration::from_secs(60), "the TLS API", || {
+        blocking(async { client(true).get(format!("{url}/readyz")).send().await.ok().map(|r| r.status().as_u16()) })
+            .filter(|s| *s == 200)
+    });
+    assert_eq!(ready, 200);
+    let (with_cert, without_cert, plain) = blocking(async {
+        let with_cert = client(true)
+            .get(format!("{url}/v1/incidents"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        let without_cert = client(false)
+            .get(format!("{url}/v1/incidents"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        let plain = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        (with_cert, without_cert, plain)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(with_cert.ok(), Some(200), "a client certificate from the CA and a token: in");
+    assert!(without_cert.is_err(), "no client certificate: the handshake fails ({without_cert:?})");
+    assert!(plain.is_err() || plain.as_ref().is_ok_and(|s| *s != 200), "plain HTTP is not served ({plain:?})");
+}
+
+#[test]
+fn rules_can_be_read_checked_and_tested_through_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), "");
+    let (status, rule, _) = call(&server, "GET", "/v1/rules/ssh_brute_force", None, None);
+    assert_eq!(status, 200);
+    assert_eq!((rule["playbook"].as_str(), rule["auto_remediate"].as_bool()), (Some("block_source_ip"), Some(true)));
+    assert_eq!(call(&server, "GET", "/v1/rules/nope", None, None).0, 404);
+    let (status, tested, _) = call(&server, "POST", "/v1/rules/test", None, None);
+    assert_eq!(status, 200);
+    assert!(tested["examples"].as_u64().is_some_and(|n| n > 20), "{tested}");
+    assert_eq!(tested["failed"], json!([]), "the shipped examples pass");
+    let (status, checked, _) = call(&server, "POST", "/v1/rules/check", None, None);
+    assert_eq!((status, checked["ok"].as_bool()), (200, Some(true)), "{checked}");
+    assert!(checked["rules"].as_u64().is_some_and(|n| n >= 24));
+}

@@ -55,6 +55,22 @@ pub struct ApiConfig {
     pub auth: auth::AuthConfig,
     /// Inbound webhooks from other tools (`[api.webhooks.NAME]`).
     pub webhooks: webhooks::WebhooksConfig,
+    /// Serve HTTPS (and require client certificates with `client_ca_file`).
+    pub tls: Option<ApiTlsConfig>,
+}
+
+/// TLS on the API listener (`[api.tls]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTlsConfig {
+    /// PEM file with the server certificate chain.
+    pub cert_file: std::path::PathBuf,
+    /// PEM file with the server's private key.
+    pub key_file: std::path::PathBuf,
+    /// PEM file of CAs; when set, clients must present a certificate signed by one (mutual
+    /// TLS), in addition to their token.
+    #[serde(default)]
+    pub client_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +81,7 @@ impl Default for ApiConfig {
             cors_origins: Vec::new(),
             auth: auth::AuthConfig::default(),
             webhooks: webhooks::WebhooksConfig::default(),
+            tls: None,
         }
     }
 }
@@ -191,6 +208,9 @@ fn routes() -> Vec<(RouteSpec, Handler)> {
         r("GET", "/v1/incidents/{id}/plan", Some(Viewer), get(response::plan)),
         r("GET", "/v1/incidents/{id}/report", Some(Viewer), get(response::report)),
         r("GET", "/v1/rules", Some(Viewer), get(list_rules)),
+        r("GET", "/v1/rules/{id}", Some(Viewer), get(get_rule)),
+        r("POST", "/v1/rules/check", Some(Admin), post(check_rules)),
+        r("POST", "/v1/rules/test", Some(Admin), post(test_rules)),
         r("POST", "/v1/rules/reload", Some(Admin), post(reload_rules)),
         r("GET", "/v1/sinks", Some(Viewer), get(sinks::list)),
         r("GET", "/v1/dlq", Some(Viewer), get(sinks::list_dlq)),
@@ -252,9 +272,82 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
     router.layer(axum::middleware::from_fn(auth::request_id)).with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown`, then finishes requests in flight.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+/// Serves `router` on `listener` until `shutdown`, then finishes requests in flight; with
+/// `tls`, over TLS (handshakes run concurrently, each bounded to 10 s).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let done = shutdown.clone();
+    let graceful = async move { done.cancelled().await };
+    match tls {
+        None => axum::serve(listener, router).with_graceful_shutdown(graceful).await,
+        Some(acceptor) => {
+            let listener = TlsListener::new(listener, acceptor, shutdown)?;
+            axum::serve(listener, router).with_graceful_shutdown(graceful).await
+        }
+    }
+}
+
+/// A listener that hands axum only connections whose TLS handshake succeeded.
+struct TlsListener {
+    rx: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl TlsListener {
+    fn new(
+        listener: TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "API accept failed.");
+                            continue;
+                        }
+                    },
+                    () = shutdown.cancelled() => return,
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "API TLS handshake failed."),
+                        Err(_) => tracing::debug!(%peer, "API TLS handshake timed out."),
+                    }
+                });
+            }
+        });
+        Ok(Self { rx, addr })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            // The accept loop stopped (shutdown): wait for the graceful shutdown to end us.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
 }
 
 async fn post_events(
@@ -493,27 +586,84 @@ async fn comment_incident(
     incident_action(&state, &caller, &id, Action::Comment(body.text)).await
 }
 
+fn rule_json(r: &crate::rules::CompiledRule) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.meta.id, "title": r.meta.title, "severity": r.meta.severity, "enabled": r.meta.enabled,
+        "category": r.meta.category, "mitre": r.meta.mitre, "tags": r.meta.tags, "classes": r.classes,
+        "native": r.is_native(), "window": r.meta.window, "path": r.path.file_name().map(|f| f.to_string_lossy()),
+    })
+}
+
 async fn list_rules(State(state): State<ApiState>) -> Response {
     let rules = state.rules.current();
-    let list: Vec<serde_json::Value> = rules
+    let list: Vec<serde_json::Value> = rules.rules().iter().map(|r| rule_json(r)).collect();
+    axum::Json(serde_json::json!({ "rules": list })).into_response()
+}
+
+async fn get_rule(State(state): State<ApiState>, ApiPath(id): ApiPath<String>) -> Result<Response, ApiError> {
+    let rules = state.rules.current();
+    let rule = rules
         .rules()
         .iter()
-        .map(|r| {
-            serde_json::json!({
-                "id": r.meta.id, "title": r.meta.title, "severity": r.meta.severity, "enabled": r.meta.enabled,
-                "category": r.meta.category, "mitre": r.meta.mitre, "tags": r.meta.tags, "classes": r.classes,
-                "native": r.is_native(), "window": r.meta.window, "path": r.path.file_name().map(|f| f.to_string_lossy()),
-            })
+        .find(|r| r.meta.id.as_str() == id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no rule {id}")))?;
+    let mut body = rule_json(rule);
+    body["description"] = serde_json::json!(rule.meta.description);
+    body["playbook"] = serde_json::json!(rule.meta.playbook);
+    body["notify"] = serde_json::json!(rule.meta.notify);
+    body["auto_remediate"] = serde_json::json!(rule.meta.auto_remediate);
+    body["group_by"] = serde_json::json!(rule.meta.group_by);
+    body["examples"] = serde_json::json!(rule.meta.examples.len());
+    Ok(axum::Json(body).into_response())
+}
+
+/// Rule errors name the file, not the server's directory layout.
+fn rule_errors(errors: &[crate::rules::RuleError]) -> Vec<String> {
+    errors
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.path = e.path.file_name().map(std::path::PathBuf::from).unwrap_or_default();
+            e.to_string()
+        })
+        .collect()
+}
+
+/// `POST /v1/rules/check`: compiles the rule directory as it is on disk now, without
+/// swapping it in.
+async fn check_rules(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let (dir, options) = (state.rules.dir().to_owned(), state.rules.options().clone());
+    let compiled = tokio::task::spawn_blocking(move || crate::rules::RuleSet::load_dir(&dir, &options))
+        .await
+        .map_err(|_| internal())?;
+    let body = match compiled {
+        Ok(rules) => serde_json::json!({ "ok": true, "rules": rules.rules().len(), "errors": [] }),
+        Err(errors) => serde_json::json!({ "ok": false, "rules": 0, "errors": rule_errors(&errors) }),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+/// `POST /v1/rules/test`: runs the running rules' examples.
+async fn test_rules(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let rules = state.rules.current();
+    let results =
+        tokio::task::spawn_blocking(move || crate::detect::examples::run(&rules)).await.map_err(|_| internal())?;
+    let failed: Vec<serde_json::Value> = results
+        .iter()
+        .filter_map(|r| {
+            r.failure.as_ref().map(|f| serde_json::json!({ "rule": r.rule, "example": r.example, "failure": f }))
         })
         .collect();
-    axum::Json(serde_json::json!({ "rules": list })).into_response()
+    let body =
+        serde_json::json!({ "examples": results.len(), "passed": results.len() - failed.len(), "failed": failed });
+    Ok(axum::Json(body).into_response())
 }
 
 async fn reload_rules(State(state): State<ApiState>) -> Result<Response, ApiError> {
     match state.rules.reload().await {
         Ok(count) => Ok(axum::Json(serde_json::json!({ "rules": count })).into_response()),
         Err(ReloadError::Invalid(errors)) => {
-            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            let errors = rule_errors(&errors);
             let body = serde_json::json!({ "error": { "code": "invalid_rules", "message": "the new rules do not compile; the previous rules keep running", "errors": errors } });
             Ok((StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response())
         }

@@ -111,7 +111,10 @@ fn operation(route: &RouteSpec, s: &mut Schemas) -> Op {
                 Some(json!({ "type": "array", "items": event })),
                 (202, json, report.clone()),
             );
-            events.also = vec![(207, report.clone()), (400, json!({ "anyOf": [report, { "$ref": "#/components/schemas/Error" }] }))];
+            events.also = vec![
+                (207, report.clone()),
+                (400, json!({ "anyOf": [report, { "$ref": "#/components/schemas/Error" }] })),
+            ];
             events
         }
         ("POST", "/v1/webhooks/{source}") => {
@@ -177,6 +180,31 @@ fn operation(route: &RouteSpec, s: &mut Schemas) -> Op {
             op("The post-incident report.", None, None, (200, "text/markdown", text()))
         }
         ("GET", "/v1/rules") => op("The running rules.", None, None, (200, json, list_of("rules", object()))),
+        ("GET", "/v1/rules/{id}") => op("One running rule.", None, None, (200, json, object())),
+        ("POST", "/v1/rules/check") => op(
+            "Compile the rule directory as it is on disk, without swapping it in.",
+            None,
+            None,
+            (
+                200,
+                json,
+                json!({ "type": "object", "required": ["ok", "rules", "errors"], "properties": {
+                    "ok": { "type": "boolean" }, "rules": { "type": "integer" },
+                    "errors": { "type": "array", "items": { "type": "string" } } } }),
+            ),
+        ),
+        ("POST", "/v1/rules/test") => op(
+            "Run the running rules' examples.",
+            None,
+            None,
+            (
+                200,
+                json,
+                json!({ "type": "object", "required": ["examples", "passed", "failed"], "properties": {
+                    "examples": { "type": "integer" }, "passed": { "type": "integer" },
+                    "failed": { "type": "array", "items": { "type": "object" } } } }),
+            ),
+        ),
         ("POST", "/v1/rules/reload") => op(
             "Compile the rule directory again and swap it in.",
             None,
@@ -324,7 +352,8 @@ pub fn document(routes: &[RouteSpec]) -> Value {
         }
         if let Some(body) = op.body {
             let required = route.path != "/v1/incidents/{id}/acknowledge";
-            operation["requestBody"] = json!({ "required": required, "content": { "application/json": { "schema": body } } });
+            operation["requestBody"] =
+                json!({ "required": required, "content": { "application/json": { "schema": body } } });
         }
         match route.role {
             Some(role) => {

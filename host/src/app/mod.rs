@@ -332,9 +332,16 @@ impl Pipeline {
                 webhooks: Arc::new(self.config.api.webhooks.clone()),
             };
             let router = api::router(state, &self.config.api);
+            let tls = match &self.config.api.tls {
+                Some(t) => Some(
+                    crate::source::tls::acceptor(&t.cert_file, &t.key_file, t.client_ca_file.as_deref())
+                        .map_err(|e| anyhow::anyhow!("api.tls: {e}"))?,
+                ),
+                None => None,
+            };
             let token = self.intake.clone();
             self.intake_tasks.spawn(async move {
-                if let Err(e) = api::serve(listener, router, token).await {
+                if let Err(e) = api::serve(listener, router, tls, token).await {
                     tracing::error!(error = %e, "API server failed.");
                 }
             });

@@ -411,6 +411,16 @@ impl LiveRules {
         Self { dir, options, handle, current: Arc::new(arc_swap::ArcSwap::from_pointee(current)) }
     }
 
+    /// The rule directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// How rules compile.
+    pub fn options(&self) -> &crate::rules::CompileOptions {
+        &self.options
+    }
+
     /// The rule set running now.
     pub fn current(&self) -> Arc<RuleSet> {
         self.current.load_full()

@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod file;
 pub mod syslog;
+pub mod tls;
 
 use std::sync::Arc;
 

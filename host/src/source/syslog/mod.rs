@@ -175,36 +175,8 @@ async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener> {
 }
 
 fn tls_acceptor(config: &SyslogTlsConfig) -> Result<TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let tls_err =
-        |what: &str, path: &PathBuf, e: &dyn std::fmt::Display| Error::Tls(format!("{what} {}: {e}", path.display()));
-    let certs = CertificateDer::pem_file_iter(&config.cert_file)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| tls_err("cannot read certificates from", &config.cert_file, &e))?;
-    let key = PrivateKeyDer::from_pem_file(&config.key_file)
-        .map_err(|e| tls_err("cannot read private key from", &config.key_file, &e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?;
-    let builder = match &config.client_ca_file {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| tls_err("cannot read CAs from", ca, &e))? {
-                roots
-                    .add(cert.map_err(|e| tls_err("bad CA certificate in", ca, &e))?)
-                    .map_err(|e| tls_err("bad CA certificate in", ca, &e))?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| Error::Tls(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let server = builder.with_single_cert(certs, key).map_err(|e| Error::Tls(e.to_string()))?;
-    Ok(TlsAcceptor::from(Arc::new(server)))
+    crate::source::tls::acceptor(&config.cert_file, &config.key_file, config.client_ca_file.as_deref())
+        .map_err(Error::Tls)
 }
 
 /// What every connection handler shares.
