@@ -465,3 +465,36 @@ fn rules_can_be_read_checked_and_tested_through_the_api() {
     assert_eq!((status, checked["ok"].as_bool()), (200, Some(true)), "{checked}");
     assert!(checked["rules"].as_u64().is_some_and(|n| n >= 24));
 }
+
+#[test]
+fn a_backtest_job_replays_stored_events_through_the_running_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), "[playbooks]\ndry_run = true\n");
+    let status = blocking(async {
+        reqwest::Client::new()
+            .post(server.url("/v1/events"))
+            .body(failures("198.51.100.71", 12))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    assert_eq!(status.ok(), Some(202));
+    let (status, body, _) = call(
+        &server,
+        "POST",
+        "/v1/rules/backtest",
+        None,
+        Some(br#"{"to":"2001-01-01T00:00:00Z","from":"2002-01-01T00:00:00Z"}"#.to_vec()),
+    );
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_body")));
+    let (status, job, _) = call(&server, "POST", "/v1/rules/backtest", None, Some(b"{}".to_vec()));
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().expect("id").to_owned();
+    let done = wait_for(Duration::from_secs(30), "the backtest", || {
+        let (_, job, _) = call(&server, "GET", &format!("/v1/rules/backtest/{id}"), None, None);
+        (job["status"] == "done").then_some(job)
+    });
+    assert_eq!(done["events"], 12);
+    assert_eq!(done["by_rule"]["ssh_brute_force"]["incidents"], 1, "{done}");
+    assert_eq!(call(&server, "GET", "/v1/rules/backtest/nope", None, None).0, 404);
+}

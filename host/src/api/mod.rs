@@ -7,6 +7,7 @@
 //! `export`.
 
 pub mod auth;
+mod backtest;
 pub mod openapi;
 mod response;
 mod sinks;
@@ -129,6 +130,10 @@ pub struct ApiState {
     pub auth: Arc<auth::Auth>,
     /// Inbound webhook settings.
     pub webhooks: Arc<webhooks::WebhooksConfig>,
+    /// Detection settings (backtests replay with them).
+    pub detect: crate::detect::DetectConfig,
+    /// Backtest jobs.
+    pub backtests: backtest::Jobs,
 }
 
 /// An API error: status, stable code, message for the client.
@@ -212,6 +217,8 @@ fn routes() -> Vec<(RouteSpec, Handler)> {
         r("POST", "/v1/rules/check", Some(Admin), post(check_rules)),
         r("POST", "/v1/rules/test", Some(Admin), post(test_rules)),
         r("POST", "/v1/rules/reload", Some(Admin), post(reload_rules)),
+        r("POST", "/v1/rules/backtest", Some(Responder), post(backtest::start)),
+        r("GET", "/v1/rules/backtest/{id}", Some(Viewer), get(backtest::get)),
         r("GET", "/v1/sinks", Some(Viewer), get(sinks::list)),
         r("GET", "/v1/dlq", Some(Viewer), get(sinks::list_dlq)),
         r("GET", "/v1/dlq/{sink}/{seq}", Some(Viewer), get(sinks::get_dlq)),

@@ -205,6 +205,18 @@ fn operation(route: &RouteSpec, s: &mut Schemas) -> Op {
                     "failed": { "type": "array", "items": { "type": "object" } } } }),
             ),
         ),
+        ("POST", "/v1/rules/backtest") => op(
+            "Start a backtest of the running rules over stored events (nothing is written).",
+            None,
+            Some(s.input::<super::backtest::BacktestBody>()),
+            (202, json, s.out::<super::backtest::Job>()),
+        ),
+        ("GET", "/v1/rules/backtest/{id}") => op(
+            "A backtest job: progress, then alerts and incidents per rule.",
+            None,
+            None,
+            (200, json, s.out::<super::backtest::Job>()),
+        ),
         ("POST", "/v1/rules/reload") => op(
             "Compile the rule directory again and swap it in.",
             None,

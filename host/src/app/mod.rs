@@ -330,6 +330,8 @@ impl Pipeline {
                     self.config.api.auth.tokens_path(&self.config.store.path),
                 ),
                 webhooks: Arc::new(self.config.api.webhooks.clone()),
+                detect: self.config.detect.clone(),
+                backtests: Default::default(),
             };
             let router = api::router(state, &self.config.api);
             let tls = match &self.config.api.tls {
