@@ -57,7 +57,7 @@ impl Decoder for SyslogFramer {
     type Error = std::io::Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Self::Error> {
-        loop {
+        {
             if self.skip_bytes > 0 {
                 let n = self.skip_bytes.min(buf.len());
                 buf.advance(n);
