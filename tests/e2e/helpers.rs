@@ -169,3 +169,39 @@ pub fn sink_lines(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("sink line is not JSON ({e}): {l}")))
         .collect()
 }
+
+/// A `nats-server` on a free loopback port (with JetStream when given a store directory),
+/// stopped on drop.
+pub struct Nats {
+    child: Child,
+    /// `nats://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl Nats {
+    /// Starts the server and waits until it listens.
+    pub fn start(jetstream_dir: Option<&Path>) -> Self {
+        let port = free_port();
+        let mut command = Command::new("nats-server");
+        command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some(dir) = jetstream_dir {
+            command.arg("-js").arg("-sd").arg(dir);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs (Debian package nats-server; scripts/setup.sh installs it)");
+        wait_for(Duration::from_secs(10), "nats-server to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        Self { child, url: format!("nats://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -3,6 +3,7 @@
 mod api;
 mod channels;
 mod cli;
+mod cluster;
 mod crash;
 mod detection;
 mod email;

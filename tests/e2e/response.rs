@@ -366,36 +366,6 @@ fn a_playbook_notify_step_reaches_the_named_channel_through_the_router() {
     assert!(hook.requests_to("/quiet/").is_empty(), "a channel the playbook did not name stays quiet");
 }
 
-/// A `nats-server` on a free loopback port, stopped on drop.
-struct Nats {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Nats {
-    fn start() -> Self {
-        let port = crate::helpers::free_port();
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server runs (Debian package nats-server; scripts/setup.sh installs it)");
-        let url = format!("nats://127.0.0.1:{port}");
-        wait_for(Duration::from_secs(10), "nats-server to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
-        });
-        Self { child, url }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn isolate_node_publishes_to_a_nats_subject_and_waits_for_the_agent() {
     use futures_util::StreamExt;
@@ -403,7 +373,7 @@ fn isolate_node_publishes_to_a_nats_subject_and_waits_for_the_agent() {
     use vigil::actions::nats::NatsTarget;
     use vigil::actions::node::{NodeConfig, actions};
 
-    let nats = Nats::start();
+    let nats = crate::helpers::Nats::start(None);
     blocking(async {
         // An EDR agent: answers isolation requests, refuses to release `db-01`.
         let agent = async_nats::connect(&nats.url).await.expect("agent connects");

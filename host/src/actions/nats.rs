@@ -88,30 +88,15 @@ impl Publisher {
         self.client
             .get_or_try_init(|| async {
                 let t = &self.target;
-                let mut options = async_nats::ConnectOptions::new()
-                    .connection_timeout(t.timeout)
-                    .request_timeout(Some(t.timeout))
-                    .retry_on_initial_connect()
-                    .max_reconnects(None);
-                if let (Some(user), Some(password)) = (&t.user, &t.password) {
-                    options = options.user_and_password(user.clone(), password.expose().to_owned());
-                }
-                if let Some(token) = &t.token {
-                    options = options.token(token.expose().to_owned());
-                }
-                if let Some(seed) = &t.nkey {
-                    options = options.nkey(seed.expose().to_owned());
-                }
-                if let Some(file) = &t.credentials_file {
-                    options = options.credentials_file(file).await.map_err(|e| {
-                        ActionError::Failed(format!("NATS credentials file {}: {}", file.display(), e.kind()))
-                    })?;
-                }
-                let servers: Vec<String> = t.url.split(',').map(|s| s.trim().to_owned()).collect();
-                tokio::time::timeout(t.timeout, options.connect(servers))
-                    .await
-                    .map_err(|_| ActionError::Retryable("NATS connect timed out".into()))?
-                    .map_err(|e| ActionError::Retryable(format!("NATS connect failed: {}", e.kind())))
+                let connection = crate::source::nats::NatsConnection {
+                    url: t.url.clone(),
+                    user: t.user.clone(),
+                    password: t.password.clone(),
+                    token: t.token.clone(),
+                    nkey: t.nkey.clone(),
+                    credentials_file: t.credentials_file.clone(),
+                };
+                connection.connect(t.timeout).await.map_err(ActionError::Retryable)
             })
             .await
     }

@@ -303,6 +303,12 @@ impl Pipeline {
             tracing::info!(udp = ?self.syslog_addrs.0, tcp = ?self.syslog_addrs.1, tls = ?self.syslog_addrs.2, "Syslog listening.");
             self.intake_tasks.spawn(syslog.run(self.intake.clone()));
         }
+        if let Some(nats) = self.config.sources.nats.clone() {
+            let source = crate::source::nats::NatsSource::new(nats, self.ingestor.clone(), &self.metrics);
+            let mut tasks =
+                source.start(self.intake.clone()).await.map_err(|e| anyhow::anyhow!("sources.nats: {e}"))?;
+            self.intake_tasks.spawn(async move { while tasks.join_next().await.is_some() {} });
+        }
         for file in self.config.sources.file.clone() {
             tracing::info!(path = %file.path.display(), "Tailing file.");
             let source = FileSource::new(file, self.ingestor.clone(), &self.store);

@@ -69,6 +69,21 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Publish events to NATS JetStream, partitioned by a key field, for Vigil instances
+    /// that consume `[sources.nats]`.
+    Publish {
+        /// NDJSON file of events, or `-` for stdin.
+        input: PathBuf,
+        /// Server URL (default: `sources.nats.url`).
+        #[arg(long)]
+        url: Option<String>,
+        /// Partition count (default: `sources.nats.partitions`).
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// The field whose value picks the partition.
+        #[arg(long, default_value = "source.ip")]
+        key: String,
+    },
     /// Inspect incidents.
     #[command(alias = "incident")]
     Incidents {
@@ -486,7 +501,49 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs { command } => response::runs(&config, command),
         Command::Audit { command } => response::audit(&config, command),
         Command::Token { command } => token(&config, command),
+        Command::Publish { input, url, partitions, key } => block_on(publish(config, input, url, partitions, key)),
     }
+}
+
+async fn publish(
+    config: VigilConfig,
+    input: PathBuf,
+    url: Option<String>,
+    partitions: Option<u32>,
+    key: String,
+) -> anyhow::Result<ExitCode> {
+    use crate::source::nats;
+    let mut settings = config.sources.nats.clone().unwrap_or_default();
+    if let Some(url) = url {
+        settings.connection.url = url;
+    }
+    if let Some(p) = partitions {
+        settings.partitions = p;
+    }
+    anyhow::ensure!(!settings.connection.url.is_empty(), "no NATS server: give --url or set sources.nats.url");
+    let text = if input.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&input).with_context(|| format!("reading {}", input.display()))?
+    };
+    let mut events = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        events.push(
+            serde_json::from_str::<serde_json::Value>(line).with_context(|| format!("line {}: not JSON", i + 1))?,
+        );
+    }
+    let client = settings.connection.connect(std::time::Duration::from_secs(10)).await.map_err(anyhow::Error::msg)?;
+    let js = async_nats::jetstream::new(client);
+    nats::ensure_stream(&js, &settings.stream, &settings.prefix).await.map_err(anyhow::Error::msg)?;
+    let counts =
+        nats::publish(&js, &settings.prefix, settings.partitions, &key, &events).await.map_err(anyhow::Error::msg)?;
+    println!(
+        "published {} events to {} over {} partitions: {counts:?}",
+        events.len(),
+        settings.stream,
+        settings.partitions
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn token(config: &VigilConfig, command: TokenCommand) -> anyhow::Result<ExitCode> {

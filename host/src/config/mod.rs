@@ -52,6 +52,8 @@ pub struct SourcesConfig {
     pub syslog: SyslogConfig,
     /// Tailed files (`[[sources.file]]`).
     pub file: Vec<FileSourceConfig>,
+    /// NATS JetStream (`[sources.nats]`).
+    pub nats: Option<crate::source::nats::NatsSourceConfig>,
 }
 
 /// Shutdown behaviour (`[shutdown]`).
@@ -175,6 +177,9 @@ pub fn validate(config: &VigilConfig) -> Vec<ConfigError> {
     problems.extend(config.ingest.validate());
     problems.extend(config.api.validate());
     problems.extend(config.sources.syslog.validate());
+    if let Some(nats) = &config.sources.nats {
+        problems.extend(nats.validate());
+    }
     problems.extend(config.rules.validate());
     problems.extend(config.detect.validate());
     problems.extend(config.incidents.escalation.validate());

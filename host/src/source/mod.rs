@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod file;
+pub mod nats;
 pub mod syslog;
 pub mod tls;
 

@@ -1,0 +1,365 @@
+//! NATS JetStream: the source several Vigil instances share, and the publisher that
+//! partitions events for producers that do not.
+//!
+//! Events are published on `<prefix>.events.<partition>`, the partition being a stable hash
+//! (FNV-1a, 64 bit) of a key field (`source.ip` by default) modulo the partition count, so
+//! every event of one key reaches the one instance that owns its partition and stateful
+//! windows stay as correct as on a single instance. Each instance consumes the partitions it
+//! owns through one durable pull consumer per partition (`<consumer>-p<N>`), acknowledges a
+//! message only after its event is durable in the local log (a crash redelivers, never
+//! loses), and fetches the next batch only after the last one is committed, so a slow
+//! instance does not grow memory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::Ingestor;
+use crate::event::{DecodeLimits, decode_event};
+use crate::telemetry::{MetricsRegistry, Secret};
+
+/// How to reach a NATS server and authenticate.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConnection {
+    /// Server URL(s), comma-separated (`tls://` for TLS).
+    pub url: String,
+    /// User (with `password`).
+    pub user: Option<String>,
+    /// Password.
+    pub password: Option<Secret>,
+    /// Token.
+    pub token: Option<Secret>,
+    /// NKey seed.
+    pub nkey: Option<Secret>,
+    /// A `.creds` file (JWT and NKey seed).
+    pub credentials_file: Option<PathBuf>,
+}
+
+impl NatsConnection {
+    /// Connects (retrying the first connection within `timeout`); errors never carry secrets.
+    pub async fn connect(&self, timeout: Duration) -> Result<async_nats::Client, String> {
+        let mut options = async_nats::ConnectOptions::new()
+            .connection_timeout(timeout)
+            .request_timeout(Some(timeout))
+            .retry_on_initial_connect()
+            .max_reconnects(None);
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            options = options.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.expose().to_owned());
+        }
+        if let Some(seed) = &self.nkey {
+            options = options.nkey(seed.expose().to_owned());
+        }
+        if let Some(file) = &self.credentials_file {
+            options = options
+                .credentials_file(file)
+                .await
+                .map_err(|e| format!("NATS credentials file {}: {}", file.display(), e.kind()))?;
+        }
+        let servers: Vec<String> = self.url.split(',').map(|s| s.trim().to_owned()).collect();
+        tokio::time::timeout(timeout, options.connect(servers))
+            .await
+            .map_err(|_| "NATS connect timed out".to_owned())?
+            .map_err(|e| format!("NATS connect failed: {}", e.kind()))
+    }
+}
+
+/// The JetStream source (`[sources.nats]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSourceConfig {
+    /// The server.
+    #[serde(flatten)]
+    pub connection: NatsConnection,
+    /// The stream (created with subjects `<prefix>.events.>` when missing).
+    pub stream: String,
+    /// Subject prefix.
+    pub prefix: String,
+    /// How many partitions the producers use.
+    pub partitions: u32,
+    /// The partitions this instance consumes; empty: all.
+    pub owned: Vec<u32>,
+    /// Durable consumer name prefix (`<consumer>-p<N>`); instances that split partitions
+    /// share it.
+    pub consumer: String,
+    /// Most messages per fetch.
+    pub batch: usize,
+    /// How long the server waits for an ack before redelivering.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Deliveries before the server gives up on a message.
+    pub max_deliver: i64,
+}
+
+impl Default for NatsSourceConfig {
+    fn default() -> Self {
+        Self {
+            connection: NatsConnection::default(),
+            stream: "VIGIL_EVENTS".into(),
+            prefix: "vigil".into(),
+            partitions: 16,
+            owned: Vec::new(),
+            consumer: "vigil".into(),
+            batch: 512,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 10,
+        }
+    }
+}
+
+impl NatsSourceConfig {
+    /// Problems with the settings.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        let path = |k: &str| format!("sources.nats.{k}");
+        if self.connection.url.trim().is_empty() {
+            errors.push((path("url"), "must not be empty".into()));
+        }
+        if self.partitions == 0 {
+            errors.push((path("partitions"), "must be at least 1".into()));
+        }
+        if let Some(p) = self.owned.iter().find(|p| **p >= self.partitions) {
+            errors.push((path("owned"), format!("partition {p} does not exist (0..{})", self.partitions)));
+        }
+        if self.batch == 0 {
+            errors.push((path("batch"), "must be at least 1".into()));
+        }
+        for (name, value) in [("stream", &self.stream), ("prefix", &self.prefix), ("consumer", &self.consumer)] {
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                errors.push((path(name), "must be A-Z a-z 0-9 _ - only".into()));
+            }
+        }
+        errors
+    }
+
+    /// The partitions this instance consumes.
+    pub fn owned_partitions(&self) -> Vec<u32> {
+        if self.owned.is_empty() { (0..self.partitions).collect() } else { self.owned.clone() }
+    }
+}
+
+/// FNV-1a, 64 bit: stable across builds and platforms (the partition of a key must never
+/// change).
+pub fn partition_of(key: &str, partitions: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.as_bytes() {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(partitions.max(1))) as u32
+}
+
+/// The value of a dotted field path in an event's JSON (`source.ip`), as text.
+pub fn key_of(event: &Value, field: &str) -> String {
+    let mut v = event;
+    for part in field.split('.') {
+        match v.get(part) {
+            Some(next) => v = next,
+            None => return String::new(),
+        }
+    }
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Creates the stream when it does not exist.
+pub async fn ensure_stream(js: &jetstream::Context, stream: &str, prefix: &str) -> Result<(), String> {
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: stream.to_owned(),
+        subjects: vec![format!("{prefix}.events.>")],
+        ..Default::default()
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| format!("JetStream stream {stream}: {e}"))
+}
+
+/// Publishes events (JSON objects) partitioned by `key`, each acknowledged by JetStream;
+/// an event's `id`, when it has one, is its `Nats-Msg-Id` (JetStream drops duplicates).
+/// Returns how many went to each partition.
+pub async fn publish(
+    js: &jetstream::Context,
+    prefix: &str,
+    partitions: u32,
+    key: &str,
+    events: &[Value],
+) -> Result<BTreeMap<u32, u64>, String> {
+    let mut counts = BTreeMap::new();
+    let mut pending = Vec::with_capacity(events.len());
+    for event in events {
+        let partition = partition_of(&key_of(event, key), partitions);
+        let payload = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(id) = event.get("id").and_then(Value::as_str) {
+            headers.insert("Nats-Msg-Id", id);
+        }
+        let ack = js
+            .publish_with_headers(format!("{prefix}.events.{partition}"), headers, payload.into())
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        pending.push(ack);
+        *counts.entry(partition).or_insert(0) += 1;
+        if pending.len() >= 256 {
+            for ack in pending.drain(..) {
+                ack.await.map_err(|e| format!("publish ack: {e}"))?;
+            }
+        }
+    }
+    for ack in pending {
+        ack.await.map_err(|e| format!("publish ack: {e}"))?;
+    }
+    Ok(counts)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    partition: String,
+}
+
+/// The running source.
+#[derive(Debug)]
+pub struct NatsSource {
+    config: NatsSourceConfig,
+    ingestor: Ingestor,
+    limits: DecodeLimits,
+    redelivered: Family<PartitionLabels, Counter>,
+    consumed: Family<PartitionLabels, Counter>,
+}
+
+impl NatsSource {
+    /// The source of `config`, storing through `ingestor`.
+    pub fn new(config: NatsSourceConfig, ingestor: Ingestor, registry: &MetricsRegistry) -> Self {
+        let limits = *ingestor.limits();
+        let redelivered = Family::<PartitionLabels, Counter>::default();
+        let consumed = Family::<PartitionLabels, Counter>::default();
+        registry.register(
+            "nats_redelivered",
+            "JetStream messages delivered more than once, by partition.",
+            redelivered.clone(),
+        );
+        registry.register(
+            "nats_consumed",
+            "JetStream messages stored and acknowledged, by partition.",
+            consumed.clone(),
+        );
+        Self { config, ingestor, limits, redelivered, consumed }
+    }
+
+    /// Connects, makes sure the stream and this instance's consumers exist, and consumes
+    /// until `shutdown`. Fails before consuming if the server or stream cannot be set up.
+    pub async fn start(self, shutdown: CancellationToken) -> Result<tokio::task::JoinSet<()>, String> {
+        let client = self.config.connection.connect(Duration::from_secs(10)).await?;
+        let js = jetstream::new(client);
+        ensure_stream(&js, &self.config.stream, &self.config.prefix).await?;
+        let stream = js.get_stream(&self.config.stream).await.map_err(|e| format!("JetStream stream: {e}"))?;
+        let mut tasks = tokio::task::JoinSet::new();
+        let source = std::sync::Arc::new(self);
+        for partition in source.config.owned_partitions() {
+            let name = format!("{}-p{partition}", source.config.consumer);
+            let consumer: jetstream::consumer::PullConsumer = stream
+                .get_or_create_consumer(
+                    &name,
+                    jetstream::consumer::pull::Config {
+                        durable_name: Some(name.clone()),
+                        filter_subject: format!("{}.events.{partition}", source.config.prefix),
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        ack_wait: source.config.ack_wait,
+                        max_deliver: source.config.max_deliver,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| format!("JetStream consumer {name}: {e}"))?;
+            let (source, shutdown) = (source.clone(), shutdown.clone());
+            tasks.spawn(async move { source.consume(partition, consumer, shutdown).await });
+        }
+        tracing::info!(partitions = ?source.config.owned_partitions(), stream = %source.config.stream, "Consuming JetStream.");
+        Ok(tasks)
+    }
+
+    async fn consume(&self, partition: u32, consumer: jetstream::consumer::PullConsumer, shutdown: CancellationToken) {
+        let labels = PartitionLabels { partition: partition.to_string() };
+        let source = format!("nats/{partition}");
+        while !shutdown.is_cancelled() {
+            let fetched = tokio::select! {
+                batch = consumer.fetch().max_messages(self.config.batch).expires(Duration::from_secs(1)).messages() => batch,
+                () = shutdown.cancelled() => return,
+            };
+            let mut batch = match fetched {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(partition, error = %e, "JetStream fetch failed; retrying.");
+                    tokio::select! { () = tokio::time::sleep(Duration::from_secs(1)) => continue, () = shutdown.cancelled() => return }
+                }
+            };
+            let mut messages = Vec::new();
+            while let Some(message) = batch.next().await {
+                match message {
+                    Ok(m) => messages.push(m),
+                    Err(e) => tracing::debug!(partition, error = %e, "JetStream batch ended early."),
+                }
+            }
+            if messages.is_empty() {
+                continue;
+            }
+            let now = chrono::Utc::now();
+            let mut events = Vec::with_capacity(messages.len());
+            for m in &messages {
+                if m.info().is_ok_and(|i| i.delivered > 1) {
+                    self.redelivered.get_or_create(&labels).inc();
+                }
+                match decode_event(&m.payload, &self.limits, now) {
+                    Ok(event) => events.push(event),
+                    Err(e) => {
+                        self.ingestor.count_rejected(&source, super::reject_reason(&e));
+                        tracing::warn!(partition, subject = %m.subject, error = %e, "JetStream event refused.");
+                    }
+                }
+            }
+            // Acknowledged only once durable: a crash before this point redelivers.
+            if let Err(e) = self.ingestor.append(&source, &events, Vec::new()).await {
+                tracing::error!(partition, error = %e, "Storing JetStream events failed; they will be redelivered.");
+                continue;
+            }
+            for m in &messages {
+                if let Err(e) = m.ack().await {
+                    tracing::warn!(partition, error = %e, "JetStream ack failed; the message will be redelivered (ids deduplicate it).");
+                }
+            }
+            self.consumed.get_or_create(&labels).inc_by(messages.len() as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        assert_eq!(partition_of("203.0.113.7", 16), partition_of("203.0.113.7", 16));
+        // Pinned: a change here would move every key to another instance.
+        assert_eq!(partition_of("", 16), (0xcbf2_9ce4_8422_2325u64 % 16) as u32);
+        let used: std::collections::BTreeSet<u32> =
+            (0..200).map(|i| partition_of(&format!("10.0.{}.{}", i / 256, i % 256), 8)).collect();
+        assert_eq!(used.len(), 8, "200 addresses use every one of 8 partitions");
+        let event = serde_json::json!({ "source": { "ip": "192.0.2.1" }, "user": { "name": "alice" } });
+        assert_eq!(key_of(&event, "source.ip"), "192.0.2.1");
+        assert_eq!(key_of(&event, "host.name"), "");
+    }
+}

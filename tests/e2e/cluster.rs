@@ -1,0 +1,106 @@
+//! Scale-out on NATS JetStream: three instances that split the partitions of a brute-force
+//! stream open exactly the incidents one instance opens alone.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{Nats, Server, blocking, metric, vigil_bin, wait_for};
+
+const PARTITIONS: u32 = 6;
+
+fn stream_file(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
+    let now = chrono::Utc::now();
+    let mut lines = Vec::new();
+    // 24 attackers with 12 failures each, and 40 addresses with 3 (below the threshold).
+    for (hosts, failures) in [(24, 12), (40, 3)] {
+        for h in 0..hosts {
+            let ip = if failures == 12 { format!("203.0.113.{h}") } else { format!("198.51.100.{h}") };
+            for i in 0..failures {
+                let time = (now - chrono::Duration::seconds(120 - i64::from(i) * 5)).to_rfc3339();
+                lines.push(format!(
+                    r#"{{"class":"authentication","action":"ssh_login","outcome":"failure","source":{{"ip":"{ip}"}},"user":{{"name":"root"}},"time":"{time}"}}"#
+                ));
+            }
+        }
+    }
+    let path = dir.join("stream.ndjson");
+    std::fs::write(&path, lines.join("\n")).expect("write");
+    (path, lines.len())
+}
+
+fn get(server: &Server, path: &str) -> Value {
+    blocking(async { reqwest::get(server.url(path)).await.expect("request").json().await.expect("json") })
+}
+
+/// (dedup key → (events, alerts)) of the brute-force incidents a server opened.
+fn incidents(server: &Server) -> BTreeMap<String, (u64, u64)> {
+    get(server, "/v1/incidents?limit=1000")["incidents"]
+        .as_array()
+        .expect("incidents")
+        .iter()
+        .filter(|i| i["rule_id"] == "ssh_brute_force")
+        .map(|i| {
+            let key = i["dedup_key"].as_str().unwrap_or("").to_owned();
+            (key, (i["event_count"].as_u64().unwrap_or(0), i["alert_count"].as_u64().unwrap_or(0)))
+        })
+        .collect()
+}
+
+fn consumed(servers: &[&Server]) -> f64 {
+    servers.iter().map(|s| metric(&s.metrics(), &["vigil_nats_consumed_total"])).sum()
+}
+
+fn config(nats: &Nats, consumer: &str, owned: &[u32]) -> String {
+    format!(
+        "[sources.nats]\nurl = \"{}\"\npartitions = {PARTITIONS}\nconsumer = \"{consumer}\"\nowned = {owned:?}\n[playbooks]\ndry_run = true\n",
+        nats.url
+    )
+}
+
+#[test]
+fn three_instances_open_the_incidents_one_instance_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = Nats::start(Some(&dir.path().join("jetstream")));
+    let (stream, total) = stream_file(dir.path());
+    let out = Command::new(vigil_bin())
+        .args(["publish", stream.to_str().expect("utf-8"), "--url", &nats.url, "--partitions", &PARTITIONS.to_string()])
+        .output()
+        .expect("vigil publish");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("published {total} events")));
+
+    let single_dir = tempfile::tempdir().expect("tempdir");
+    let single = Server::start(single_dir.path(), &config(&nats, "single", &[]));
+    wait_for(Duration::from_secs(60), "one instance to consume the stream", || {
+        (consumed(&[&single]) as usize >= total).then_some(())
+    });
+    let alone = wait_for(Duration::from_secs(30), "the single instance's incidents", || {
+        let found = incidents(&single);
+        (found.len() == 24).then_some(found)
+    });
+
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let owned: [&[u32]; 3] = [&[0, 1], &[2, 3], &[4, 5]];
+    let cluster: Vec<Server> =
+        dirs.iter().zip(owned).map(|(d, parts)| Server::start(d.path(), &config(&nats, "cluster", parts))).collect();
+    let refs: Vec<&Server> = cluster.iter().collect();
+    wait_for(Duration::from_secs(60), "three instances to consume the stream", || {
+        (consumed(&refs) as usize >= total).then_some(())
+    });
+    let together = wait_for(Duration::from_secs(30), "the cluster's incidents", || {
+        let mut all = BTreeMap::new();
+        for server in &cluster {
+            for (key, counts) in incidents(server) {
+                assert!(all.insert(key.clone(), counts).is_none(), "incident {key} opened by two instances");
+            }
+        }
+        (all.len() == 24).then_some(all)
+    });
+    assert_eq!(together, alone, "same incident keys with the same event and alert counts");
+    let per_instance: Vec<usize> = cluster.iter().map(|s| incidents(s).len()).collect();
+    assert!(per_instance.iter().filter(|n| **n > 0).count() >= 2, "the work was spread: {per_instance:?}");
+    assert_eq!(consumed(&refs) as usize, total, "every event consumed once across the cluster");
+}
