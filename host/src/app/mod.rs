@@ -304,7 +304,7 @@ impl Pipeline {
             self.intake_tasks.spawn(syslog.run(self.intake.clone()));
         }
         if let Some(nats) = self.config.sources.nats.clone() {
-            let source = crate::source::nats::NatsSource::new(nats, self.ingestor.clone(), &self.metrics);
+            let source = crate::source::nats::NatsSource::new(nats, self.ingestor.clone(), &self.store, &self.metrics);
             let mut tasks =
                 source.start(self.intake.clone()).await.map_err(|e| anyhow::anyhow!("sources.nats: {e}"))?;
             self.intake_tasks.spawn(async move { while tasks.join_next().await.is_some() {} });

@@ -8,7 +8,9 @@
 //! owns through one durable pull consumer per partition (`<consumer>-p<N>`), acknowledges a
 //! message only after its event is durable in the local log (a crash redelivers, never
 //! loses), and fetches the next batch only after the last one is committed, so a slow
-//! instance does not grow memory.
+//! instance does not grow memory. The highest stream sequence stored per partition is
+//! committed in the same write as the events, so a message redelivered after a crash is
+//! recognised and acknowledged without being stored twice: exactly once into the log.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Ingestor;
 use crate::event::{DecodeLimits, decode_event};
+use crate::store::{Cf, Store, Table};
 use crate::telemetry::{MetricsRegistry, Secret};
 
 /// How to reach a NATS server and authenticate.
@@ -236,6 +239,7 @@ struct PartitionLabels {
 pub struct NatsSource {
     config: NatsSourceConfig,
     ingestor: Ingestor,
+    sequences: Table<String, u64>,
     limits: DecodeLimits,
     redelivered: Family<PartitionLabels, Counter>,
     consumed: Family<PartitionLabels, Counter>,
@@ -243,8 +247,9 @@ pub struct NatsSource {
 
 impl NatsSource {
     /// The source of `config`, storing through `ingestor`.
-    pub fn new(config: NatsSourceConfig, ingestor: Ingestor, registry: &MetricsRegistry) -> Self {
+    pub fn new(config: NatsSourceConfig, ingestor: Ingestor, store: &Store, registry: &MetricsRegistry) -> Self {
         let limits = *ingestor.limits();
+        let sequences = Table::new(store, Cf::Cursors, b"nats/");
         let redelivered = Family::<PartitionLabels, Counter>::default();
         let consumed = Family::<PartitionLabels, Counter>::default();
         registry.register(
@@ -257,7 +262,7 @@ impl NatsSource {
             "JetStream messages stored and acknowledged, by partition.",
             consumed.clone(),
         );
-        Self { config, ingestor, limits, redelivered, consumed }
+        Self { config, ingestor, sequences, limits, redelivered, consumed }
     }
 
     /// Connects, makes sure the stream and this instance's consumers exist, and consumes
@@ -295,6 +300,14 @@ impl NatsSource {
     async fn consume(&self, partition: u32, consumer: jetstream::consumer::PullConsumer, shutdown: CancellationToken) {
         let labels = PartitionLabels { partition: partition.to_string() };
         let source = format!("nats/{partition}");
+        let key = format!("{}/{}-p{partition}", self.config.stream, self.config.consumer);
+        let mut stored = match self.sequences.get(&key) {
+            Ok(seq) => seq.unwrap_or(0),
+            Err(e) => {
+                tracing::error!(partition, error = %e, "Cannot read the JetStream position; not consuming this partition.");
+                return;
+            }
+        };
         while !shutdown.is_cancelled() {
             let fetched = tokio::select! {
                 batch = consumer.fetch().max_messages(self.config.batch).expires(Duration::from_secs(1)).messages() => batch,
@@ -319,10 +332,17 @@ impl NatsSource {
             }
             let now = chrono::Utc::now();
             let mut events = Vec::with_capacity(messages.len());
+            let mut highest = stored;
             for m in &messages {
-                if m.info().is_ok_and(|i| i.delivered > 1) {
+                let Ok(info) = m.info() else { continue };
+                if info.delivered > 1 {
                     self.redelivered.get_or_create(&labels).inc();
                 }
+                if info.stream_sequence <= stored {
+                    // Stored before a crash, not acknowledged: acknowledge, do not store again.
+                    continue;
+                }
+                highest = highest.max(info.stream_sequence);
                 match decode_event(&m.payload, &self.limits, now) {
                     Ok(event) => events.push(event),
                     Err(e) => {
@@ -331,11 +351,22 @@ impl NatsSource {
                     }
                 }
             }
-            // Acknowledged only once durable: a crash before this point redelivers.
-            if let Err(e) = self.ingestor.append(&source, &events, Vec::new()).await {
-                tracing::error!(partition, error = %e, "Storing JetStream events failed; they will be redelivered.");
-                continue;
+            // Acknowledged only once durable, with the position in the same write: a crash
+            // before this point redelivers, and a redelivery after it is recognised.
+            let ops = match self.sequences.put_op(&key, &highest) {
+                Ok(op) => vec![op],
+                Err(e) => {
+                    tracing::error!(partition, error = %e, "Cannot encode the JetStream position.");
+                    continue;
+                }
+            };
+            // Retried until stored: moving on past an unstored message would skip it when it
+            // is redelivered (its sequence would be below the position).
+            while let Err(e) = self.ingestor.append(&source, &events, ops.clone()).await {
+                tracing::error!(partition, error = %e, "Storing JetStream events failed; retrying.");
+                tokio::select! { () = tokio::time::sleep(Duration::from_secs(1)) => {}, () = shutdown.cancelled() => return }
             }
+            stored = highest;
             for m in &messages {
                 if let Err(e) = m.ack().await {
                     tracing::warn!(partition, error = %e, "JetStream ack failed; the message will be redelivered (ids deduplicate it).");
