@@ -285,6 +285,9 @@ impl NatsSource {
                         ack_policy: jetstream::consumer::AckPolicy::Explicit,
                         ack_wait: source.config.ack_wait,
                         max_deliver: source.config.max_deliver,
+                        // Above the batch, or a fetch waits out its expiry for messages the
+                        // server will not send while the batch is unacknowledged.
+                        max_ack_pending: i64::try_from(source.config.batch * 2).unwrap_or(i64::MAX),
                         ..Default::default()
                     },
                 )
