@@ -103,6 +103,20 @@ fn three_instances_open_the_incidents_one_instance_opens() {
     let per_instance: Vec<usize> = cluster.iter().map(|s| incidents(s).len()).collect();
     assert!(per_instance.iter().filter(|n| **n > 0).count() >= 2, "the work was spread: {per_instance:?}");
     assert_eq!(consumed(&refs) as usize, total, "every event consumed once across the cluster");
+
+    let out = Command::new(vigil_bin())
+        .args(["cluster", "status", "--json", "--url", &nats.url])
+        .output()
+        .expect("vigil cluster status");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let cluster_rows: Vec<&Value> =
+        rows.iter().filter(|r| r["consumer"].as_str().is_some_and(|c| c.starts_with("cluster-p"))).collect();
+    assert_eq!(cluster_rows.len(), PARTITIONS as usize, "{rows:?}");
+    assert!(cluster_rows.iter().all(|r| r["pending"] == 0 && r["ack_pending"] == 0), "{rows:?}");
+    assert_eq!(cluster_rows[0]["subject"], "vigil.events.0");
+    assert!(cluster[0].metrics().contains("vigil_nats_lag{partition=\"0\"}"), "each instance exports its lag");
 }
 
 fn publish(nats: &Nats, path: &std::path::Path) {

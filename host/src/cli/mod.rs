@@ -84,6 +84,13 @@ pub enum Command {
         #[arg(long, default_value = "source.ip")]
         key: String,
     },
+    /// Scale-out status from JetStream: each partition consumer's lag, unacknowledged and
+    /// redelivered messages (each instance's own view is in its `/metrics`: `vigil_nats_*`).
+    Cluster {
+        /// What to show.
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Inspect incidents.
     #[command(alias = "incident")]
     Incidents {
@@ -424,6 +431,20 @@ pub enum RunsCommand {
     },
 }
 
+/// `vigil cluster …`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Partition consumers with their lag and redeliveries.
+    Status {
+        /// Server URL (default: `sources.nats.url`).
+        #[arg(long)]
+        url: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `vigil token …`
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -502,6 +523,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { command } => response::audit(&config, command),
         Command::Token { command } => token(&config, command),
         Command::Publish { input, url, partitions, key } => block_on(publish(config, input, url, partitions, key)),
+        Command::Cluster { command: ClusterCommand::Status { url, json } } => {
+            block_on(cluster_status(config, url, json))
+        }
     }
 }
 
@@ -543,6 +567,31 @@ async fn publish(
         settings.stream,
         settings.partitions
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cluster_status(config: VigilConfig, url: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let mut settings = config.sources.nats.clone().unwrap_or_default();
+    if let Some(url) = url {
+        settings.connection.url = url;
+    }
+    anyhow::ensure!(!settings.connection.url.is_empty(), "no NATS server: give --url or set sources.nats.url");
+    let client = settings.connection.connect(std::time::Duration::from_secs(10)).await.map_err(anyhow::Error::msg)?;
+    let js = async_nats::jetstream::new(client);
+    let status = crate::source::nats::cluster_status(&js, &settings.stream).await.map_err(anyhow::Error::msg)?;
+    if json {
+        for s in &status {
+            println!("{}", serde_json::to_string(s)?);
+        }
+    } else {
+        println!("{:<24}  {:<24}  {:>10}  {:>11}  {:>11}", "CONSUMER", "SUBJECT", "LAG", "UNACKED", "REDELIVERED");
+        for s in &status {
+            println!(
+                "{:<24}  {:<24}  {:>10}  {:>11}  {:>11}",
+                s.consumer, s.subject, s.pending, s.ack_pending, s.redelivered
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

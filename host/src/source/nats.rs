@@ -180,6 +180,40 @@ pub fn key_of(event: &Value, field: &str) -> String {
     }
 }
 
+/// One partition's consumer as JetStream reports it (`vigil cluster status`).
+#[derive(Clone, Debug, Serialize)]
+pub struct PartitionStatus {
+    /// Consumer name (`<consumer>-p<N>`).
+    pub consumer: String,
+    /// The partition's subject.
+    pub subject: String,
+    /// Messages not yet delivered (the lag).
+    pub pending: u64,
+    /// Delivered, not yet acknowledged.
+    pub ack_pending: usize,
+    /// Delivered more than once.
+    pub redelivered: usize,
+}
+
+/// Every consumer of the stream with its lag and redeliveries, by name.
+pub async fn cluster_status(js: &jetstream::Context, stream: &str) -> Result<Vec<PartitionStatus>, String> {
+    let stream = js.get_stream(stream).await.map_err(|e| format!("JetStream stream {stream}: {e}"))?;
+    let mut consumers = stream.consumers();
+    let mut out = Vec::new();
+    while let Some(info) = consumers.next().await {
+        let info = info.map_err(|e| format!("listing consumers: {e}"))?;
+        out.push(PartitionStatus {
+            consumer: info.name.clone(),
+            subject: info.config.filter_subject.clone(),
+            pending: info.num_pending,
+            ack_pending: info.num_ack_pending,
+            redelivered: info.num_redelivered,
+        });
+    }
+    out.sort_by(|a, b| a.consumer.cmp(&b.consumer));
+    Ok(out)
+}
+
 /// Creates the stream when it does not exist.
 pub async fn ensure_stream(js: &jetstream::Context, stream: &str, prefix: &str) -> Result<(), String> {
     js.get_or_create_stream(jetstream::stream::Config {
@@ -243,6 +277,7 @@ pub struct NatsSource {
     limits: DecodeLimits,
     redelivered: Family<PartitionLabels, Counter>,
     consumed: Family<PartitionLabels, Counter>,
+    lag: Family<PartitionLabels, prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl NatsSource {
@@ -262,7 +297,9 @@ impl NatsSource {
             "JetStream messages stored and acknowledged, by partition.",
             consumed.clone(),
         );
-        Self { config, ingestor, sequences, limits, redelivered, consumed }
+        let lag = Family::<PartitionLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register("nats_lag", "JetStream messages of an owned partition not yet consumed.", lag.clone());
+        Self { config, ingestor, sequences, limits, redelivered, consumed, lag }
     }
 
     /// Connects, makes sure the stream and this instance's consumers exist, and consumes
@@ -293,11 +330,30 @@ impl NatsSource {
                 )
                 .await
                 .map_err(|e| format!("JetStream consumer {name}: {e}"))?;
+            let (source2, shutdown2, watched) = (source.clone(), shutdown.clone(), consumer.clone());
+            tasks.spawn(async move { source2.watch_lag(partition, watched, shutdown2).await });
             let (source, shutdown) = (source.clone(), shutdown.clone());
             tasks.spawn(async move { source.consume(partition, consumer, shutdown).await });
         }
         tracing::info!(partitions = ?source.config.owned_partitions(), stream = %source.config.stream, "Consuming JetStream.");
         Ok(tasks)
+    }
+
+    /// Samples the partition's backlog every 5 s into `vigil_nats_lag`.
+    async fn watch_lag(
+        &self,
+        partition: u32,
+        consumer: jetstream::consumer::PullConsumer,
+        shutdown: CancellationToken,
+    ) {
+        let gauge = self.lag.get_or_create(&PartitionLabels { partition: partition.to_string() }).clone();
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! { _ = tick.tick() => {}, () = shutdown.cancelled() => return }
+            if let Ok(info) = consumer.get_info().await {
+                gauge.set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+            }
+        }
     }
 
     async fn consume(&self, partition: u32, consumer: jetstream::consumer::PullConsumer, shutdown: CancellationToken) {
