@@ -84,8 +84,14 @@ fn three_instances_open_the_incidents_one_instance_opens() {
 
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
     let owned: [&[u32]; 3] = [&[0, 1], &[2, 3], &[4, 5]];
-    let cluster: Vec<Server> =
-        dirs.iter().zip(owned).map(|(d, parts)| Server::start(d.path(), &config(&nats, "cluster", parts))).collect();
+    // Each instance also publishes its incident changes to one shared JetStream stream.
+    let shared =
+        format!("[sinks.shared]\ntype = \"nats\"\nurl = \"{}\"\nroute = {{ records = [\"incident\"] }}\n", nats.url);
+    let cluster: Vec<Server> = dirs
+        .iter()
+        .zip(owned)
+        .map(|(d, parts)| Server::start(d.path(), &format!("{}{shared}", config(&nats, "cluster", parts))))
+        .collect();
     let refs: Vec<&Server> = cluster.iter().collect();
     wait_for(Duration::from_secs(60), "three instances to consume the stream", || {
         (consumed(&refs) as usize >= total).then_some(())
@@ -117,6 +123,31 @@ fn three_instances_open_the_incidents_one_instance_opens() {
     assert!(cluster_rows.iter().all(|r| r["pending"] == 0 && r["ack_pending"] == 0), "{rows:?}");
     assert_eq!(cluster_rows[0]["subject"], "vigil.events.0");
     assert!(cluster[0].metrics().contains("vigil_nats_lag{partition=\"0\"}"), "each instance exports its lag");
+
+    // The shared view: every instance's openings in one stream.
+    let opened = wait_for(Duration::from_secs(30), "the shared incident stream", || {
+        let n = blocking(shared_openings(&nats.url));
+        (n == 24).then_some(n)
+    });
+    assert_eq!(opened, 24);
+}
+
+/// How many brute-force incidents the shared stream says were opened.
+async fn shared_openings(url: &str) -> usize {
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let Ok(stream) = js.get_stream("VIGIL_SHARED").await else { return 0 };
+    let last = stream.get_info().await.map(|i| i.state.last_sequence).unwrap_or(0);
+    let mut opened = 0;
+    for seq in 1..=last {
+        if let Ok(m) = stream.get_raw_message(seq).await
+            && m.subject.as_str() == "vigil.shared.incidents"
+        {
+            let change: Value = serde_json::from_slice(&m.payload).expect("JSON");
+            opened += usize::from(change["change"] == "opened" && change["incident"]["rule_id"] == "ssh_brute_force");
+        }
+    }
+    opened
 }
 
 fn publish(nats: &Nats, path: &std::path::Path) {

@@ -217,6 +217,10 @@ impl Pipeline {
                     let sink = ChatSink::new(c.clone(), teams::card).map_err(built)?;
                     self.spawn_sink(&name, sink, config, &metrics).await?
                 }
+                SinkKind::Nats(c) => {
+                    let sink = crate::export::sinks::nats::NatsSink::new(c.clone());
+                    self.spawn_sink(&name, sink, config, &metrics).await?
+                }
             }
         }
         Ok(())

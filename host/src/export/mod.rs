@@ -200,6 +200,8 @@ pub enum SinkKind {
     Teams(sinks::teams::TeamsConfig),
     /// Email over SMTP (incidents).
     Email(sinks::email::EmailConfig),
+    /// NATS JetStream subjects (the shared view of a scaled-out deployment).
+    Nats(sinks::nats::NatsSinkConfig),
 }
 
 impl SinkKind {
@@ -218,6 +220,7 @@ impl SinkKind {
             Self::Slack(_) => "slack",
             Self::Teams(_) => "teams",
             Self::Email(_) => "email",
+            Self::Nats(_) => "nats",
         }
     }
 
@@ -481,6 +484,7 @@ impl SinkConfig {
             SinkKind::Slack(c) => errors.extend(c.validate(&p)),
             SinkKind::Teams(c) => errors.extend(c.validate(&p)),
             SinkKind::Email(c) => errors.extend(c.validate(&p)),
+            SinkKind::Nats(c) => errors.extend(c.validate(&p)),
         }
         if self.kind.is_channel() {
             errors.extend(sinks::incident::validate_records(&p, &self.route, &self.format));

@@ -9,6 +9,7 @@ pub mod email;
 pub mod file;
 pub mod http;
 pub mod incident;
+pub mod nats;
 pub mod opsgenie;
 pub mod pagerduty;
 pub mod slack;
