@@ -356,7 +356,7 @@ impl Registry {
         let (isolate, release) = node::actions(&config.isolate_node)?;
         registry.insert(Arc::new(isolate));
         registry.insert(Arc::new(release));
-        let vault = Arc::new(quarantine::Vault::new(&config.quarantine_data));
+        let vault = Arc::new(quarantine::Vault::new(&config.quarantine_data, store.path()));
         registry.insert(Arc::new(quarantine::QuarantineData::new(vault.clone())));
         registry.insert(Arc::new(quarantine::RestoreData::new(vault)));
         for action in controls::actions(store, &config.controls)? {

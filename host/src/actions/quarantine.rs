@@ -23,15 +23,15 @@ use super::{Action, ActionContext, ActionError, ActionSpec, Outcome, ParamKind, 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuarantineConfig {
-    /// Where quarantined files go.
-    pub dir: PathBuf,
+    /// Where quarantined files go (default: `quarantine/` in the data directory).
+    pub dir: Option<PathBuf>,
     /// Directories whose files may be quarantined; empty: none.
     pub allowed_roots: Vec<PathBuf>,
 }
 
 impl Default for QuarantineConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("quarantine"), allowed_roots: Vec::new() }
+        Self { dir: None, allowed_roots: Vec::new() }
     }
 }
 
@@ -60,6 +60,7 @@ pub struct QuarantineRecord {
 #[derive(Debug)]
 pub struct Vault {
     config: QuarantineConfig,
+    dir: PathBuf,
 }
 
 fn failed(what: &str, e: impl std::fmt::Display) -> ActionError {
@@ -102,13 +103,15 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 impl Vault {
-    /// The vault of `config` (its directory is created on first use).
-    pub fn new(config: &QuarantineConfig) -> Self {
-        Self { config: config.clone() }
+    /// The vault of `config` (its directory, by default `quarantine/` in `data_dir`, is
+    /// created on first use).
+    pub fn new(config: &QuarantineConfig, data_dir: &Path) -> Self {
+        let dir = config.dir.clone().unwrap_or_else(|| data_dir.join("quarantine"));
+        Self { config: config.clone(), dir }
     }
 
     fn records(&self) -> Vec<QuarantineRecord> {
-        let Ok(entries) = std::fs::read_dir(&self.config.dir) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
         let mut out: Vec<QuarantineRecord> = entries
             .flatten()
             .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
@@ -140,7 +143,7 @@ impl Vault {
         if !meta.is_file() {
             return Err(ActionError::Failed(format!("{} is not a regular file", path.display())));
         }
-        std::fs::create_dir_all(&self.config.dir).map_err(|e| failed("creating the quarantine directory", e))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| failed("creating the quarantine directory", e))?;
         let (sha256, size) = sha256_file(&real).map_err(|e| failed("hashing", e))?;
         let id = uuid::Uuid::now_v7().to_string();
         #[cfg(unix)]
@@ -157,7 +160,7 @@ impl Vault {
             incident_id: ctx.incident_id.clone(),
             idempotency_key: ctx.idempotency_key.clone(),
         };
-        let stored = self.config.dir.join(format!("{id}.bin"));
+        let stored = self.dir.join(format!("{id}.bin"));
         move_file(&real, &stored).map_err(|e| failed("moving into quarantine", e))?;
         let (check, _) = sha256_file(&stored).map_err(|e| failed("hashing the quarantined copy", e))?;
         if check != record.sha256 {
@@ -166,7 +169,7 @@ impl Vault {
         #[cfg(unix)]
         let _ = std::fs::set_permissions(&stored, std::os::unix::fs::PermissionsExt::from_mode(0o400));
         let json = serde_json::to_vec_pretty(&record).map_err(|e| failed("encoding", e))?;
-        std::fs::write(self.config.dir.join(format!("{id}.json")), json).map_err(|e| failed("writing metadata", e))?;
+        std::fs::write(self.dir.join(format!("{id}.json")), json).map_err(|e| failed("writing metadata", e))?;
         Ok(outcome(&record, "quarantined"))
     }
 
@@ -182,7 +185,7 @@ impl Vault {
                     || (id.is_none() && path.is_some_and(|p| r.original_path == Path::new(p)))
             })
             .ok_or_else(|| ActionError::Failed("no such file in quarantine".into()))?;
-        let stored = self.config.dir.join(format!("{}.bin", record.id));
+        let stored = self.dir.join(format!("{}.bin", record.id));
         let (sha, _) = sha256_file(&stored).map_err(|e| failed("reading the quarantined file", e))?;
         if sha != record.sha256 {
             return Err(ActionError::Failed(format!("quarantined file {} was altered (SHA-256 differs)", record.id)));
@@ -197,7 +200,7 @@ impl Vault {
         #[cfg(unix)]
         let _ =
             std::fs::set_permissions(&record.original_path, std::os::unix::fs::PermissionsExt::from_mode(record.mode));
-        let _ = std::fs::remove_file(self.config.dir.join(format!("{}.json", record.id)));
+        let _ = std::fs::remove_file(self.dir.join(format!("{}.json", record.id)));
         Ok(outcome(&record, "restored"))
     }
 }
@@ -310,8 +313,10 @@ mod tests {
         let file = data.join("leak.csv");
         let content: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
         std::fs::write(&file, &content).expect("write");
-        let vault =
-            Arc::new(Vault::new(&QuarantineConfig { dir: dir.path().join("q"), allowed_roots: vec![data.clone()] }));
+        let vault = Arc::new(Vault::new(
+            &QuarantineConfig { dir: Some(dir.path().join("q")), allowed_roots: vec![data.clone()] },
+            dir.path(),
+        ));
         let (take, give) = (QuarantineData::new(vault.clone()), RestoreData::new(vault));
         let ctx =
             ActionContext::new("k1", json!({ "path": file.display().to_string() }).as_object().cloned().expect("o"));

@@ -27,8 +27,8 @@ use crate::store::Log;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SnapshotConfig {
-    /// Where bundles go.
-    pub dir: PathBuf,
+    /// Where bundles go (default: `evidence/` in the data directory).
+    pub dir: Option<PathBuf>,
     /// Events within this much of the incident's first and last event are captured.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
@@ -38,7 +38,7 @@ pub struct SnapshotConfig {
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("evidence"), window: Duration::from_secs(900), max_events: 100_000 }
+        Self { dir: None, window: Duration::from_secs(900), max_events: 100_000 }
     }
 }
 
@@ -47,12 +47,14 @@ impl Default for SnapshotConfig {
 pub struct AuditSnapshot {
     log: Log,
     config: SnapshotConfig,
+    dir: PathBuf,
     spec: ActionSpec,
 }
 
 impl AuditSnapshot {
     /// The action over `log`.
     pub fn new(log: Log, config: SnapshotConfig) -> Self {
+        let dir = config.dir.clone().unwrap_or_else(|| log.store().path().join("evidence"));
         let spec = ActionSpec {
             id: "audit_snapshot".into(),
             description: "Capture the incident, its events and the log around them into a hashed evidence bundle."
@@ -65,7 +67,7 @@ impl AuditSnapshot {
             inverse: None,
             default_ttl: None,
         };
-        Self { log, config, spec }
+        Self { log, config, dir, spec }
     }
 }
 
@@ -144,7 +146,7 @@ impl AuditSnapshot {
         let incident = &ctx.incident;
         let id = incident.get("id").and_then(Value::as_str).unwrap_or("none").to_owned();
         let key = hex(&Sha256::digest(ctx.idempotency_key.as_bytes()))[..12].to_owned();
-        let bundle = self.config.dir.join(format!("{id}-{key}"));
+        let bundle = self.dir.join(format!("{id}-{key}"));
         if let Ok(hash) = std::fs::read_to_string(bundle.join("manifest.sha256")) {
             return Ok(outcome(&bundle, hash.trim(), None));
         }
@@ -200,7 +202,12 @@ impl Action for AuditSnapshot {
 
     fn execute<'a>(&'a self, ctx: &'a ActionContext) -> BoxFuture<'a, Result<Outcome, ActionError>> {
         Box::pin(async move {
-            let this = AuditSnapshot { log: self.log.clone(), config: self.config.clone(), spec: self.spec.clone() };
+            let this = AuditSnapshot {
+                log: self.log.clone(),
+                config: self.config.clone(),
+                dir: self.dir.clone(),
+                spec: self.spec.clone(),
+            };
             let ctx = ctx.clone();
             tokio::task::spawn_blocking(move || this.take(&ctx))
                 .await
