@@ -434,3 +434,45 @@ fn isolate_node_publishes_to_a_nats_subject_and_waits_for_the_agent() {
         assert!(err.is_retryable(), "{err}");
     });
 }
+
+#[test]
+fn an_approval_nobody_gives_in_time_escalates_the_incident() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let playbooks = dir.path().join("playbooks");
+    std::fs::create_dir_all(&playbooks).expect("mkdir");
+    std::fs::write(
+        playbooks.join("slow.toml"),
+        r#"
+            id = "slow"
+            [triggers]
+            rules = ["ssh_brute_force"]
+            [[steps]]
+            id = "approve"
+            kind = "approval"
+            timeout = "1s"
+            [[steps]]
+            id = "block"
+            action = "block_ip"
+            params = { ip = "{{ incident.entities.source_ip }}" }
+        "#,
+    )
+    .expect("playbook");
+    let extra = format!("[playbooks]\ndir = {playbooks:?}\ncheck_every = \"200ms\"\n");
+    let server = Server::start(dir.path(), &extra);
+    post_events(&server, failures("198.51.100.55", 12));
+    let run = wait_for(Duration::from_secs(30), "the approval to time out", || {
+        runs(&server).into_iter().find(|r| r["status"] == "failed")
+    });
+    assert_eq!(step(&run, "approve")["approval"]["decision"], "timed_out");
+    assert_eq!(step(&run, "block")["status"], "cancelled", "nothing ran without the approval");
+    let incident = wait_for(Duration::from_secs(10), "the escalation", || {
+        let i = get(&server, &format!("/v1/incidents/{}", run["incident_id"].as_str().expect("id")));
+        (i["escalation"] == 1).then_some(i)
+    });
+    let escalated = incident["timeline"].as_array().expect("timeline").iter().any(|e| {
+        e["kind"] == "escalated"
+            && e["detail"].as_str().is_some_and(|d| d.contains("step approve was not handled in time"))
+    });
+    assert!(escalated, "{incident:#}");
+    assert_eq!(http_get_text(&server.url("/v1/blocklist")).expect("blocklist"), "");
+}
