@@ -199,3 +199,46 @@ fn an_instance_killed_mid_stream_loses_and_duplicates_nothing() {
     // Equal event counts per incident: an event lost or stored twice would change them.
     assert_eq!(pair, expected, "no event lost, no incident missing or duplicated");
 }
+
+#[test]
+fn the_audit_trail_is_published_to_jetstream_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = Nats::start(Some(&dir.path().join("jetstream")));
+    let server_dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        server_dir.path(),
+        &format!("[actions.audit_nats]\nurl = \"{}\"\ninstance = \"edge-1\"\n", nats.url),
+    );
+    let (stream, _) = stream_file(dir.path());
+    let body = std::fs::read_to_string(stream).expect("stream");
+    let status = blocking(async {
+        reqwest::Client::new().post(server.url("/v1/events")).body(body).send().await.map(|r| r.status().as_u16())
+    });
+    assert_eq!(status.ok(), Some(202));
+    let local = wait_for(Duration::from_secs(60), "audit records of the playbook runs", || {
+        let text = crate::helpers::http_get_text(&server.url("/v1/audit")).unwrap_or_default();
+        let records: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        (records.iter().filter(|r| r["kind"] == "result").count() >= 24).then_some(records)
+    });
+    let published = wait_for(Duration::from_secs(30), "the audit stream to catch up", || {
+        let published = blocking(audit_stream(&nats.url));
+        (published.len() >= local.len()).then_some(published)
+    });
+    let hashes =
+        |records: &[Value]| records.iter().map(|r| r["hash"].as_str().unwrap_or("").to_owned()).collect::<Vec<_>>();
+    assert_eq!(hashes(&published[..local.len()]), hashes(&local), "the same chain, in order");
+}
+
+async fn audit_stream(url: &str) -> Vec<Value> {
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let Ok(stream) = js.get_stream("VIGIL_AUDIT").await else { return Vec::new() };
+    let last = stream.get_info().await.map(|i| i.state.last_sequence).unwrap_or(0);
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            out.push(serde_json::from_slice(&m.payload).expect("json"));
+        }
+    }
+    out
+}

@@ -236,6 +236,105 @@ pub fn export(store: &Store, mut each: impl FnMut(&AuditRecord) -> std::io::Resu
     Ok(n)
 }
 
+/// Publishing the trail to NATS JetStream (`[actions.audit_nats]`), so a scaled-out
+/// deployment has one audit view: every record, in order, to `subject`, with
+/// `Nats-Msg-Id` = `<instance>-<seq>` (a record sent twice is dropped); the position is
+/// kept in the store, so a restart goes on where it stopped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditNatsConfig {
+    /// The server.
+    #[serde(flatten)]
+    pub connection: crate::source::nats::NatsConnection,
+    /// The subject.
+    #[serde(default = "default_audit_subject")]
+    pub subject: String,
+    /// The stream to create when missing (empty: the subject belongs to an existing one).
+    #[serde(default = "default_audit_stream")]
+    pub stream: String,
+    /// This instance's name in message ids (default: the data directory's path).
+    #[serde(default)]
+    pub instance: Option<String>,
+}
+
+fn default_audit_subject() -> String {
+    "vigil.audit".into()
+}
+
+fn default_audit_stream() -> String {
+    "VIGIL_AUDIT".into()
+}
+
+/// Publishes new audit records to JetStream until `shutdown` (checked every second).
+pub async fn publish_to_nats(store: Store, config: AuditNatsConfig, shutdown: tokio_util::sync::CancellationToken) {
+    let positions: Table<String, u64> = Table::new(&store, Cf::Cursors, b"audit-nats/");
+    let key = config.subject.clone();
+    let instance = config.instance.clone().unwrap_or_else(|| store.path().display().to_string());
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut js = None;
+    loop {
+        tokio::select! { _ = tick.tick() => {}, () = shutdown.cancelled() => return }
+        if js.is_none() {
+            match config.connection.connect(std::time::Duration::from_secs(10)).await {
+                Ok(client) => {
+                    let context = async_nats::jetstream::new(client);
+                    if !config.stream.is_empty() {
+                        let created = context
+                            .get_or_create_stream(async_nats::jetstream::stream::Config {
+                                name: config.stream.clone(),
+                                subjects: vec![config.subject.clone()],
+                                ..Default::default()
+                            })
+                            .await;
+                        if let Err(e) = created {
+                            tracing::warn!(error = %e, "Audit stream unavailable; retrying.");
+                            continue;
+                        }
+                    }
+                    js = Some(context);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Audit publisher cannot reach NATS; retrying.");
+                    continue;
+                }
+            }
+        }
+        let Some(context) = &js else { continue };
+        let from = match positions.get(&key) {
+            Ok(p) => p.unwrap_or(0) + 1,
+            Err(e) => {
+                tracing::error!(error = %e, "Audit publisher cannot read its position.");
+                continue;
+            }
+        };
+        let page = match records(&store).scan(Some(&from), 512) {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(error = %e, "Audit publisher cannot read the trail.");
+                continue;
+            }
+        };
+        for (seq, record) in page {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("{instance}-{seq}").as_str());
+            // Plain data: encoding cannot fail.
+            let payload = serde_json::to_vec(&record).expect("audit record serializes");
+            let sent = match context.publish_with_headers(config.subject.clone(), headers, payload.into()).await {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = sent {
+                tracing::warn!(seq, error = %e, "Publishing an audit record failed; retrying.");
+                break;
+            }
+            if let Err(e) = positions.put(&key, &seq) {
+                tracing::error!(error = %e, "Audit publisher cannot store its position.");
+                break;
+            }
+        }
+    }
+}
+
 /// Records of one run (or all when `run` is empty), in order.
 pub fn of_run(store: &Store, run: &str) -> store::Result<Vec<AuditRecord>> {
     let mut out = Vec::new();

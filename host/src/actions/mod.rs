@@ -385,6 +385,8 @@ pub struct ActionsConfig {
     pub audit_snapshot: snapshot::SnapshotConfig,
     /// Protected assets, budgets, rate limits, repeat offenders.
     pub policy: PolicyConfig,
+    /// Publish the audit trail to NATS JetStream.
+    pub audit_nats: Option<audit::AuditNatsConfig>,
 }
 
 impl ActionsConfig {

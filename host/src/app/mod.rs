@@ -284,6 +284,10 @@ impl Pipeline {
         };
         let runner = Runner::new(deps, &self.metrics);
         runner.start().context("starting the playbook runner")?;
+        if let Some(nats) = self.config.actions.audit_nats.clone() {
+            let (store, token) = (self.store.clone(), self.background.clone());
+            tokio::spawn(crate::actions::audit::publish_to_nats(store, nats, token));
+        }
         self.runner = Some(runner);
         self.playbooks = Some(playbooks);
         Ok(())
