@@ -242,3 +242,37 @@ async fn audit_stream(url: &str) -> Vec<Value> {
     }
     out
 }
+
+#[test]
+fn two_instances_seeing_the_same_keys_never_open_one_incident_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = Nats::start(Some(&dir.path().join("jetstream")));
+    let (stream, total) = stream_file(dir.path());
+    publish(&nats, &stream);
+    // Both consume every partition (different consumer names): without claims, each would
+    // open all 24 incidents.
+    let claims = |name: &str| format!("[incidents.claims]\nurl = \"{}\"\ninstance = \"{name}\"\n", nats.url);
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let servers: Vec<Server> = ["left", "right"]
+        .iter()
+        .zip(&dirs)
+        .map(|(name, d)| Server::start(d.path(), &format!("{}{}", config(&nats, name, &[]), claims(name))))
+        .collect();
+    let refs: Vec<&Server> = servers.iter().collect();
+    wait_for(Duration::from_secs(60), "both instances to consume everything", || {
+        (consumed(&refs) as usize >= 2 * total).then_some(())
+    });
+    let all = wait_for(Duration::from_secs(30), "24 incidents in all", || {
+        let mut all = BTreeMap::new();
+        for server in &servers {
+            for (key, counts) in incidents(server) {
+                assert!(all.insert(key.clone(), counts).is_none(), "incident {key} opened by both instances");
+            }
+        }
+        (all.len() == 24).then_some(all)
+    });
+    assert_eq!(all.len(), 24);
+    let elsewhere: f64 =
+        servers.iter().map(|s| metric(&s.metrics(), &["vigil_incidents_claimed_elsewhere_total"])).sum();
+    assert!(elsewhere >= 24.0, "each key was refused to the second instance at least once ({elsewhere})");
+}

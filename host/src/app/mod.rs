@@ -118,6 +118,16 @@ impl Pipeline {
         .context("starting detection")?;
         let live_rules =
             LiveRules::new(config.rules.dir.clone(), config.rules.compile_options(), handle.clone(), rules);
+        let worker = match &config.incidents.claims {
+            Some(claims) => {
+                let instance = config.store.path.display().to_string();
+                let claims = crate::incident::claims::Claims::connect(claims, instance)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("incidents.claims: {e}"))?;
+                worker.with_claims(Arc::new(claims))
+            }
+            None => worker,
+        };
         let drain_detection = CancellationToken::new();
         let stop_detection = CancellationToken::new();
         let (drained_tx, detection_drained) = tokio::sync::oneshot::channel();

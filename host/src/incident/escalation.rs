@@ -95,4 +95,6 @@ impl EscalationConfig {
 pub struct IncidentsConfig {
     /// Escalation of unacknowledged incidents.
     pub escalation: EscalationConfig,
+    /// Claims of dedup keys across instances (scale-out).
+    pub claims: Option<super::claims::ClaimsConfig>,
 }

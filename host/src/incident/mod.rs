@@ -10,6 +10,7 @@
 //! Layer 5: uses `event`, `store`, `telemetry`, `rules`, `detect`.
 
 pub mod backtest;
+pub mod claims;
 pub mod escalation;
 mod lifecycle;
 pub mod worker;
@@ -327,6 +328,18 @@ impl IncidentBook {
             recent.pop_front();
         }
         recent.len()
+    }
+
+    /// Whether `alert` would open a new incident (no open incident for its key, and not
+    /// absorbed by suppression); with the key it would be opened under.
+    pub fn opens(&mut self, alert: &Alert) -> Result<(bool, String)> {
+        let key = format!("{}:{}", alert.rule_id, alert.dedup_key);
+        let opens = match self.latest_for_key(&key)? {
+            Some((_, true, _)) => false,
+            Some((_, false, Some(until))) if alert.time < until => false,
+            _ => true,
+        };
+        Ok((opens, key))
     }
 
     /// Opens, updates or suppresses into the incident for `alert`'s dedup key.

@@ -136,6 +136,9 @@ pub struct DetectionWorker {
     changes: broadcast::Sender<IncidentChange>,
     commands: mpsc::Receiver<Command>,
     opened: Family<RuleLabels, Counter>,
+    claims: Option<Arc<super::claims::Claims>>,
+    claimed_elsewhere: Counter,
+    claim_failures: Counter,
 }
 
 impl DetectionWorker {
@@ -156,6 +159,18 @@ impl DetectionWorker {
         let detect_metrics = DetectMetrics::register(registry);
         let opened = Family::<RuleLabels, Counter>::default();
         registry.register(names::INCIDENTS_OPENED, "Incidents opened, by rule.", opened.clone());
+        let claimed_elsewhere = Counter::default();
+        let claim_failures = Counter::default();
+        registry.register(
+            "incidents_claimed_elsewhere",
+            "Incidents not opened here because another instance holds their dedup key.",
+            claimed_elsewhere.clone(),
+        );
+        registry.register(
+            "incident_claim_failures",
+            "Claims that could not be checked (the incident was opened here anyway).",
+            claim_failures.clone(),
+        );
         let mut detector = Detector::new(rules.clone(), config.clone(), detect_metrics.clone());
         let windows = detector.load_state(&store)?;
         let consumer = log.register_consumer(CONSUMER, cursor);
@@ -176,8 +191,43 @@ impl DetectionWorker {
             changes,
             commands,
             opened,
+            claims: None,
+            claimed_elsewhere,
+            claim_failures,
         };
         Ok((worker, WorkerHandle { tx }))
+    }
+
+    /// Claims dedup keys across instances before opening incidents.
+    pub fn with_claims(mut self, claims: Arc<super::claims::Claims>) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+
+    /// Whether this instance may open the incident `alert` would open (always, without
+    /// claims).
+    fn may_open(&mut self, alert: &Alert) -> store::Result<bool> {
+        let Some(claims) = self.claims.clone() else { return Ok(true) };
+        let (opens, key) = self.book.opens(alert).map_err(|e| match e {
+            Error::Store(e) => e,
+            other => store::Error::Corrupt { cf: "incidents", key: String::new(), reason: other.to_string() },
+        })?;
+        if !opens {
+            return Ok(true);
+        }
+        match claims.claim(&key) {
+            Ok(super::claims::Claim::Ours) => Ok(true),
+            Ok(super::claims::Claim::Theirs(holder)) => {
+                self.claimed_elsewhere.inc();
+                tracing::info!(key = %key, holder = %holder, "Incident key held by another instance; not opened here.");
+                Ok(false)
+            }
+            Err(e) => {
+                self.claim_failures.inc();
+                tracing::warn!(key = %key, error = %e, "Incident claim could not be checked; opening it here.");
+                Ok(true)
+            }
+        }
     }
 
     /// Processes records and commands as they arrive. When `drain` is cancelled (intake
@@ -309,6 +359,10 @@ impl DetectionWorker {
         let mut records = Vec::with_capacity(alerts.len() * 2);
         let mut changes = Vec::with_capacity(alerts.len());
         for alert in &alerts {
+            if !self.may_open(alert)? {
+                records.push(record(RecordKind::Alert, alert));
+                continue;
+            }
             let change = self.book.apply(alert, now).map_err(|e| match e {
                 Error::Store(e) => e,
                 other => store::Error::Corrupt { cf: "incidents", key: String::new(), reason: other.to_string() },
