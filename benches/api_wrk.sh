@@ -34,7 +34,7 @@ TOML
 token=$("$vigil" --config "$dir/vigil.toml" token create --role admin --name wrk 2>/dev/null)
 "$vigil" --config "$dir/vigil.toml" serve 2>"$dir/log" &
 pid=$!
-until curl -sf "127.0.0.1:$port/readyz" >/dev/null; do sleep 0.2; done
+curl -sf --retry 60 --retry-connrefused --retry-max-time 60 "127.0.0.1:$port/readyz" >/dev/null
 
 echo "seeding 10,000 incidents (100,000 events)…" >&2
 python3 - "$dir/seed.ndjson" <<'PY'
@@ -53,7 +53,12 @@ for part in "$dir"/part-*; do
   curl -sf -H "Authorization: Bearer $token" --data-binary "@$part" "127.0.0.1:$port/v1/events" >/dev/null
 done
 count() { curl -sf -H "Authorization: Bearer $token" "127.0.0.1:$port/metrics" | awk '/^vigil_incidents_opened_total/ {s+=$2} END {print s+0}'; }
-until [ "$(count)" -ge 10000 ]; do sleep 0.5; done
+# Polls a condition, with a deadline.
+deadline=$((SECONDS + 120))
+until [ "$(count)" -ge 10000 ]; do
+  [ $SECONDS -lt $deadline ] || { echo "detection did not open 10,000 incidents in 120 s" >&2; exit 1; }
+  sleep 0.5
+done
 before=$(curl -sf -H "Authorization: Bearer $token" "127.0.0.1:$port/v1/incidents?limit=1000" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["incidents"][-1]["id"])')
 

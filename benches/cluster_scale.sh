@@ -18,9 +18,10 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
 port=14222
-nats-server -a 127.0.0.1 -p $port -js -sd "$dir/js" >/dev/null 2>&1 &
+nats-server -a 127.0.0.1 -p $port -js -sd "$dir/js" >"$dir/nats.log" 2>&1 &
 pids+=($!)
-until (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done
+# Ready when it says so (no polling).
+timeout 10 grep -q -m1 "Server is ready" <(tail -F "$dir/nats.log" 2>/dev/null)
 
 python3 - "$dir/events.ndjson" "$events" <<'PY'
 import json, sys, datetime, random
@@ -95,7 +96,13 @@ TOML
     "$vigil" --config "$dir/n$n-$i/vigil.toml" serve 2>"$dir/n$n-$i/log" &
     pids+=($!)
   done
-  until [ "$(consumed "${ports[@]}")" -ge "$events" ]; do sleep 0.2; done
+  # Polls the instances' counters (the measurement's resolution is the 0.2 s interval),
+  # with a deadline.
+  deadline=$((SECONDS + 600))
+  until [ "$(consumed "${ports[@]}")" -ge "$events" ]; do
+    [ $SECONDS -lt $deadline ] || { echo "$n instance(s) did not consume $events events in 600 s" >&2; exit 1; }
+    sleep 0.2
+  done
   t1=$(now)
   echo "$n instance(s): $(rate "$events" "$t0" "$t1") events/s consumed (stored, detected, acked)"
 done

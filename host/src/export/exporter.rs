@@ -30,7 +30,7 @@ use super::encode::{Encoded, Encoder, decode};
 use super::{Backoff, CircuitBreaker, Item, PlatformLimits, RetryBudget, Sink, SinkConfig, SinkError};
 use crate::event::RecordKind;
 use crate::store::{self, ConsumerHandle, Cursor, Log, LogEntry, Op, Table, cursors};
-use crate::telemetry::{MetricsRegistry, names};
+use crate::telemetry::{MetricsRegistry, names, pause};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SinkLabels {
@@ -937,14 +937,6 @@ async fn deliver<S: Sink>(shared: &Shared<S>, items: Vec<Item>) -> Outcome {
         remaining = retry;
         retrying = true;
         attempt = attempt.saturating_add(1);
-    }
-}
-
-/// Waits `wait`, or less when `stop` is cancelled; returns whether the whole wait passed.
-async fn pause(stop: &CancellationToken, wait: Duration) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(wait) => true,
-        () = stop.cancelled() => false,
     }
 }
 

@@ -47,7 +47,7 @@ use crate::event::{IncidentId, RecordKind, RunId};
 use crate::incident::worker::{Action as IncidentAction, LiveRules, WorkerHandle};
 use crate::incident::{self, ChangeKind, Incident, IncidentChange, IncidentStatus};
 use crate::store::{self, Cursor, Log, Store, Table, cursors};
-use crate::telemetry::{MetricsRegistry, names};
+use crate::telemetry::{MetricsRegistry, names, pause};
 
 /// The name of the runner's log cursor.
 pub const CONSUMER: &str = "playbooks";
@@ -978,7 +978,9 @@ impl Runner {
                 Err(e) if e.is_retryable() && tries <= def.retries && !self.inner.shutdown.is_cancelled() => {
                     let wait = def.backoff.saturating_mul(1 << (tries - 1).min(10));
                     tracing::warn!(run = %run.id, step = %def.id, error = %e, retry_in = ?wait, "Action failed; retrying.");
-                    tokio::time::sleep(wait).await;
+                    if !pause(&self.inner.shutdown, wait).await {
+                        break Err(e);
+                    }
                 }
                 other => break other,
             }
@@ -1288,7 +1290,10 @@ impl Runner {
                 Ok(Ok(entries)) => entries,
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "Playbook trigger cannot read the log; retrying.");
-                    tokio::select! { () = tokio::time::sleep(Duration::from_secs(1)) => continue, () = self.inner.shutdown.cancelled() => return }
+                    if pause(&self.inner.shutdown, Duration::from_secs(1)).await {
+                        continue;
+                    }
+                    return;
                 }
                 Err(_) => return,
             };
@@ -1313,7 +1318,10 @@ impl Runner {
             };
             if let Err(e) = commit() {
                 tracing::error!(error = %e, "Cannot store new playbook runs; retrying.");
-                tokio::select! { () = tokio::time::sleep(Duration::from_secs(1)) => continue, () = self.inner.shutdown.cancelled() => return }
+                if pause(&self.inner.shutdown, Duration::from_secs(1)).await {
+                    continue;
+                }
+                return;
             }
             cursor = last;
             consumer.set_committed(last);

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::Ingestor;
 use crate::event::{DecodeLimits, decode_event};
 use crate::store::{Cf, Store, Table};
-use crate::telemetry::{MetricsRegistry, Secret};
+use crate::telemetry::{MetricsRegistry, Secret, pause};
 
 /// How to reach a NATS server and authenticate.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -376,7 +376,10 @@ impl NatsSource {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::warn!(partition, error = %e, "JetStream fetch failed; retrying.");
-                    tokio::select! { () = tokio::time::sleep(Duration::from_secs(1)) => continue, () = shutdown.cancelled() => return }
+                    if pause(&shutdown, Duration::from_secs(1)).await {
+                        continue;
+                    }
+                    return;
                 }
             };
             let mut messages = Vec::new();
@@ -423,7 +426,9 @@ impl NatsSource {
             // is redelivered (its sequence would be below the position).
             while let Err(e) = self.ingestor.append(&source, &events, ops.clone()).await {
                 tracing::error!(partition, error = %e, "Storing JetStream events failed; retrying.");
-                tokio::select! { () = tokio::time::sleep(Duration::from_secs(1)) => {}, () = shutdown.cancelled() => return }
+                if !pause(&shutdown, Duration::from_secs(1)).await {
+                    return;
+                }
             }
             stored = highest;
             for m in &messages {

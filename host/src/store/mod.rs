@@ -238,6 +238,26 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Up to `limit` entries under `prefix` from where `it` stands, stepping with `step`.
+fn collect<'a>(
+    mut it: rocksdb::DBRawIteratorWithThreadMode<'a, DB>,
+    prefix: &[u8],
+    limit: usize,
+    step: fn(&mut rocksdb::DBRawIteratorWithThreadMode<'a, DB>),
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    while it.valid() && out.len() < limit {
+        let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+        if !k.starts_with(prefix) {
+            break;
+        }
+        out.push((k.to_vec(), v.to_vec()));
+        step(&mut it);
+    }
+    it.status().map_err(|source| Error::Rocks { op: "scan", source })?;
+    Ok(out)
+}
+
 impl Store {
     /// Opens (or creates) the store for writing. Recovers from a crash by replaying the WAL.
     pub fn open(config: &StoreConfig) -> Result<Self> {
@@ -336,17 +356,7 @@ impl Store {
     pub fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut it = self.db().raw_iterator_cf(self.cf(cf));
         it.seek(start);
-        let mut out = Vec::new();
-        while it.valid() && out.len() < limit {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
-            if !k.starts_with(prefix) {
-                break;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-            it.next();
-        }
-        it.status().map_err(|source| Error::Rocks { op: "scan", source })?;
-        Ok(out)
+        collect(it, prefix, limit, rocksdb::DBRawIteratorWithThreadMode::next)
     }
 
     /// Up to `limit` entries under `prefix` in descending key order, starting before `end`
@@ -379,17 +389,7 @@ impl Store {
                 }
             }
         }
-        let mut out = Vec::new();
-        while it.valid() && out.len() < limit {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
-            if !k.starts_with(prefix) {
-                break;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-            it.prev();
-        }
-        it.status().map_err(|source| Error::Rocks { op: "scan", source })?;
-        Ok(out)
+        collect(it, prefix, limit, rocksdb::DBRawIteratorWithThreadMode::prev)
     }
 
     /// fsyncs the write-ahead log.

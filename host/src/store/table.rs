@@ -113,27 +113,18 @@ impl<K: Key, V: Serialize + DeserializeOwned> Table<K, V> {
     /// Up to `limit` entries in key order, starting at `from` (inclusive) or the first key.
     pub fn scan(&self, from: Option<&K>, limit: usize) -> Result<Vec<(K, V)>> {
         let start = from.map(|k| self.key(k)).unwrap_or_else(|| self.prefix.to_vec());
-        self.store
-            .scan(self.cf, self.prefix, &start, limit)?
-            .into_iter()
-            .map(|(k, v)| {
-                let key = K::decode(&k[self.prefix.len()..]).ok_or_else(|| Error::Corrupt {
-                    cf: self.cf.name(),
-                    key: super::hex(&k),
-                    reason: "undecodable key".into(),
-                })?;
-                Ok((key, self.decode_value(&k, &v)?))
-            })
-            .collect()
+        self.decode_entries(self.store.scan(self.cf, self.prefix, &start, limit)?)
     }
 
     /// Up to `limit` entries in descending key order, before `end` (exclusive) or from the
     /// last key.
     pub fn scan_rev(&self, end: Option<&K>, limit: usize) -> Result<Vec<(K, V)>> {
         let end = end.map(|k| self.key(k));
-        self.store
-            .scan_rev(self.cf, self.prefix, end.as_deref(), limit)?
-            .into_iter()
+        self.decode_entries(self.store.scan_rev(self.cf, self.prefix, end.as_deref(), limit)?)
+    }
+
+    fn decode_entries(&self, raw: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<(K, V)>> {
+        raw.into_iter()
             .map(|(k, v)| {
                 let key = K::decode(&k[self.prefix.len()..]).ok_or_else(|| Error::Corrupt {
                     cf: self.cf.name(),

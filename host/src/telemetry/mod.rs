@@ -1,5 +1,6 @@
 //! Tracing setup, the metrics registry, metric names, the [`Secret`] type that redacts
-//! itself, and a log throttle for per-record warnings.
+//! itself, a log throttle for per-record warnings, and [`pause`], the one cancellable wait
+//! every retry loop uses.
 //!
 //! Layer 0: uses no other module of the crate.
 
@@ -117,5 +118,14 @@ mod tests {
         let t = Throttle::new(Duration::ZERO);
         assert_eq!(t.allow(), Some(0));
         assert_eq!(t.allow(), Some(0));
+    }
+}
+
+/// Waits `wait`, or less when `stop` is cancelled; returns whether the whole wait passed.
+/// Every retry and backoff waits through this, so shutdown never waits out a backoff.
+pub async fn pause(stop: &tokio_util::sync::CancellationToken, wait: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = stop.cancelled() => false,
     }
 }
