@@ -352,6 +352,14 @@ enum StepEnd {
     Fail(String),
 }
 
+/// Runs a store operation on the blocking pool (RocksDB fsyncs stay off the reactor).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> store::Result<T> + Send + 'static) -> Result<T, RunError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RunError::Conflict(format!("store task panicked: {e}")))?
+        .map_err(RunError::from)
+}
+
 fn expiry_key(at: DateTime<Utc>, run: RunId, step: &str) -> String {
     format!("{:020}/{run}/{step}", at.timestamp_millis().max(0))
 }
@@ -549,7 +557,8 @@ impl Runner {
         self.note(run.incident_id, IncidentAction::Timeline { kind: "playbook".into(), detail });
     }
 
-    fn audit(&self, run: &Run, step: Option<&StepRun>, kind: AuditKind, detail: Value) -> Result<(), RunError> {
+    /// Appends an audit record (fsynced, on the blocking pool: never on the reactor).
+    async fn audit(&self, run: &Run, step: Option<&StepRun>, kind: AuditKind, detail: Value) -> Result<(), RunError> {
         let entry = AuditEntry {
             kind: Some(kind),
             actor: run.requested_by.clone(),
@@ -560,7 +569,14 @@ impl Runner {
             target: step.and_then(|s| s.target.clone()),
             detail,
         };
-        self.deps().audit.append(entry)?;
+        self.append_audit(entry).await
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> Result<(), RunError> {
+        let audit = self.deps().audit.clone();
+        tokio::task::spawn_blocking(move || audit.append(entry))
+            .await
+            .map_err(|e| RunError::Conflict(format!("audit append panicked: {e}")))??;
         Ok(())
     }
 
@@ -652,18 +668,18 @@ impl Runner {
         if dry {
             run.plan = Some(self.plan_for(&run, &found)?);
         }
-        self.inner.runs.put(run.id.as_bytes(), &run)?;
-        self.started(&run);
+        let (runs, stored) = (self.inner.runs.clone(), run.clone());
+        blocking(move || runs.put(stored.id.as_bytes(), &stored)).await?;
+        self.started(&run).await;
         Ok(run)
     }
 
-    fn started(&self, run: &Run) {
-        let _ = self.audit(
-            run,
-            None,
-            AuditKind::Run,
-            json!({ "event": "started", "playbook": run.playbook, "version": run.version, "dry_run": run.dry_run }),
-        );
+    async fn started(&self, run: &Run) {
+        let detail =
+            json!({ "event": "started", "playbook": run.playbook, "version": run.version, "dry_run": run.dry_run });
+        if let Err(e) = self.audit(run, None, AuditKind::Run, detail).await {
+            tracing::error!(run = %run.id, error = %e, "Cannot audit the start of a run.");
+        }
         if run.dry_run {
             self.timeline(run, format!("dry run planned ({} steps, nothing executed)", run.steps.len()));
             self.finished(run);
@@ -910,7 +926,12 @@ impl Runner {
                 }
                 let context =
                     json!({ "incident": view, "run": { "id": run.id, "playbook": run.playbook }, "steps": outcomes });
-                match self.resolve(run, index, &context, incident, true) {
+                let (this, run2, incident2) = (self.clone(), run.clone(), incident.clone());
+                let resolved =
+                    tokio::task::spawn_blocking(move || this.resolve(&run2, index, &context, &incident2, true))
+                        .await
+                        .map_err(|e| RunError::Conflict(format!("resolving a step panicked: {e}")))?;
+                match resolved {
                     Ok((params, target, ttl, mut decision, _)) => {
                         decision.ttl = decision.ttl.or(ttl);
                         (params, target, decision)
@@ -926,7 +947,7 @@ impl Runner {
             "params": params, "decision": decision, "ttl": decision.ttl.map(|t| humantime::format_duration(t).to_string()),
             "idempotency_key": key, "resumed": resumed,
         });
-        self.audit(&current, Some(&current.steps[index]), AuditKind::Intent, intent)?;
+        self.audit(&current, Some(&current.steps[index]), AuditKind::Intent, intent).await?;
         if !decision.allowed {
             self.count_action(&spec.id, "refused");
             let why = decision.refusal.clone().unwrap_or_default();
@@ -990,10 +1011,11 @@ impl Runner {
             Ok(outcome) => {
                 self.count_action(&spec.id, "ok");
                 let detail = json!({ "outcome": outcome, "attempts": tries });
-                self.audit(&run, Some(&run.steps[index]), AuditKind::Result, detail)?;
+                self.audit(&run, Some(&run.steps[index]), AuditKind::Result, detail).await?;
                 if let (Some(at), true) = (outcome.expires_at, spec.inverse.is_some()) {
                     let expiry = Expiry { action: spec.id.clone(), ctx: ctx.clone(), outcome: outcome.clone() };
-                    self.inner.expiries.put(&expiry_key(at, run.id, &def.id), &expiry)?;
+                    let (expiries, key) = (self.inner.expiries.clone(), expiry_key(at, run.id, &def.id));
+                    blocking(move || expiries.put(&key, &expiry)).await?;
                 }
                 let o = outcome.clone();
                 let (run, ()) = self
@@ -1013,7 +1035,7 @@ impl Runner {
             Err(e) => {
                 self.count_action(&spec.id, "failed");
                 let detail = json!({ "error": e.to_string(), "attempts": tries });
-                self.audit(&run, Some(&run.steps[index]), AuditKind::Result, detail)?;
+                self.audit(&run, Some(&run.steps[index]), AuditKind::Result, detail).await?;
                 self.update(run.id, move |r| {
                     r.steps[index].attempts = attempt;
                     Ok(())
@@ -1092,9 +1114,11 @@ impl Runner {
                 Err(e) => (StepStatus::Succeeded, format!("undo failed: {e}"), "rollback_failed"),
             };
             self.count_action(action_id, metric);
-            self.audit(&run, Some(step), AuditKind::Rollback, json!({ "reason": "compensation", "result": text }))?;
+            self.audit(&run, Some(step), AuditKind::Rollback, json!({ "reason": "compensation", "result": text }))
+                .await?;
             if let (Ok(_), Some(at)) = (&result, outcome.expires_at) {
-                self.inner.expiries.delete(&expiry_key(at, run.id, &step.def.id))?;
+                let (expiries, key) = (self.inner.expiries.clone(), expiry_key(at, run.id, &step.def.id));
+                blocking(move || expiries.delete(&key)).await?;
             }
             let t = text.clone();
             self.update(id, move |r| {
@@ -1111,7 +1135,8 @@ impl Runner {
     async fn end(&self, id: RunId, status: RunStatus, error: Option<String>) -> Result<Run, RunError> {
         let before = self.get(id)?.ok_or_else(|| RunError::NotFound(format!("no run {id}")))?;
         // Audited before the status is stored: whoever sees the run ended sees its record.
-        self.audit(&before, None, AuditKind::Run, json!({ "event": "finished", "status": status, "error": error }))?;
+        self.audit(&before, None, AuditKind::Run, json!({ "event": "finished", "status": status, "error": error }))
+            .await?;
         let (run, ()) = self
             .update(id, move |r| {
                 r.status = status;
@@ -1208,7 +1233,7 @@ impl Runner {
             .await?;
         let step = &run.steps[index];
         let record = step.approval.clone();
-        self.audit(&run, Some(step), AuditKind::Approval, json!({ "approval": record }))?;
+        self.audit(&run, Some(step), AuditKind::Approval, json!({ "approval": record })).await?;
         let decision = record.as_ref().map_or("", |a| a.decision.as_str());
         self.timeline(&run, format!("step {} {decision} by {actor}", step.def.id));
         if approve {
@@ -1245,7 +1270,7 @@ impl Runner {
         let run = self.get(id)?.ok_or_else(|| RunError::NotFound(format!("no run {id}")))?;
         let mut audited = run.clone();
         audited.requested_by = actor.to_owned();
-        self.audit(&audited, None, AuditKind::Run, json!({ "event": "cancelled" }))?;
+        self.audit(&audited, None, AuditKind::Run, json!({ "event": "cancelled" })).await?;
         self.timeline(&run, format!("cancelled by {actor}"));
         self.finished(&run);
         Ok(run)
@@ -1308,15 +1333,17 @@ impl Runner {
                     }
                 }
             }
-            let commit = || -> store::Result<()> {
-                let mut ops = Vec::with_capacity(runs.len() + 1);
-                for run in &runs {
-                    ops.push(self.inner.runs.put_op(run.id.as_bytes(), run)?);
+            let (table, positions, store, new_runs) =
+                (self.inner.runs.clone(), cursors.clone(), self.deps().store.clone(), runs.clone());
+            let commit = blocking(move || {
+                let mut ops = Vec::with_capacity(new_runs.len() + 1);
+                for run in &new_runs {
+                    ops.push(table.put_op(run.id.as_bytes(), run)?);
                 }
-                ops.push(cursors.put_op(&CONSUMER.to_owned(), &Cursor { seq: last, state: Value::Null })?);
-                self.deps().store.write(ops, true)
-            };
-            if let Err(e) = commit() {
+                ops.push(positions.put_op(&CONSUMER.to_owned(), &Cursor { seq: last, state: Value::Null })?);
+                store.write(ops, true)
+            });
+            if let Err(e) = commit.await {
                 tracing::error!(error = %e, "Cannot store new playbook runs; retrying.");
                 if pause(&self.inner.shutdown, Duration::from_secs(1)).await {
                     continue;
@@ -1326,7 +1353,7 @@ impl Runner {
             cursor = last;
             consumer.set_committed(last);
             for run in &runs {
-                self.started(run);
+                self.started(run).await;
             }
         }
     }
@@ -1401,7 +1428,7 @@ impl Runner {
                 })
                 .await?;
             let step = &run.steps[index];
-            self.audit(&run, Some(step), AuditKind::Approval, json!({ "approval": step.approval }))?;
+            self.audit(&run, Some(step), AuditKind::Approval, json!({ "approval": step.approval })).await?;
             self.note(
                 run.incident_id,
                 IncidentAction::Escalate {
@@ -1421,7 +1448,8 @@ impl Runner {
                 break;
             }
             let Some(action) = self.deps().actions.get(&expiry.action).cloned() else {
-                self.inner.expiries.delete(&key)?;
+                let (expiries, gone) = (self.inner.expiries.clone(), key.clone());
+                blocking(move || expiries.delete(&gone)).await?;
                 continue;
             };
             let mut ctx = expiry.ctx.clone();
@@ -1449,12 +1477,13 @@ impl Runner {
                 target: expiry.outcome.target.clone(),
                 detail: json!({ "reason": "ttl expired", "result": text }),
             };
-            self.deps().audit.append(entry)?;
+            self.append_audit(entry).await?;
             if let Some(incident) = expiry.ctx.incident_id.as_deref().and_then(|i| i.parse().ok()) {
                 let detail = format!("{} expired: {text}", expiry.action);
                 self.note(incident, IncidentAction::Timeline { kind: "playbook".into(), detail });
             }
-            self.inner.expiries.delete(&key)?;
+            let (expiries, gone) = (self.inner.expiries.clone(), key.clone());
+            blocking(move || expiries.delete(&gone)).await?;
             expired += 1;
         }
         Ok((timeouts, expired))
