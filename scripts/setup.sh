@@ -12,6 +12,8 @@
 #   nftables       the real firewall `block_ip` is tested against, inside a network
 #   iproute2       namespace the test creates with `ip netns` (needs root)
 #   nats-server    the NATS server isolate_node publishes to (and the scale-out tests)
+#   rustc-web ...  a Rust toolchain for wasm32 guests when rustup has no wasm32 target
+#                  (scripts/wasm-setup.sh)
 #   python3-venv   a venv (~/.cache/vigil-venv) with the OCSF JSON Schemas and ECS
 #                  validators that check the transforms' output, and aiosmtpd, the
 #                  SMTP server the email channel is tested against; schemathesis and
@@ -39,6 +41,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust with rustup first" >&2; exit 1; }
+
+# The WebAssembly toolchain that builds the plugin examples (the test build needs it).
+"$(dirname "$0")/wasm-setup.sh"
 
 [ "${1:-}" = "--build-only" ] && exit 0
 

@@ -13,6 +13,7 @@
 //! | 0 | `event`, `telemetry`, `store` |
 //! | 1 | `source` |
 //! | 2 | `transform`, `actions` |
+//! | 3 | `plugins` |
 //! | 4 | `rules`, `detect` |
 //! | 5 | `incident` |
 //! | 6 | `playbook`, `export` |
@@ -30,6 +31,7 @@ pub mod event;
 pub mod export;
 pub mod incident;
 pub mod playbook;
+pub mod plugins;
 pub mod rules;
 pub mod source;
 pub mod store;

@@ -110,13 +110,7 @@ fn three_instances_open_the_incidents_one_instance_opens() {
     assert!(per_instance.iter().filter(|n| **n > 0).count() >= 2, "the work was spread: {per_instance:?}");
     assert_eq!(consumed(&refs) as usize, total, "every event consumed once across the cluster");
 
-    let out = Command::new(vigil_bin())
-        .args(["cluster", "status", "--json", "--url", &nats.url])
-        .output()
-        .expect("vigil cluster status");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let rows = cluster_status(&nats);
     let cluster_rows: Vec<&Value> =
         rows.iter().filter(|r| r["consumer"].as_str().is_some_and(|c| c.starts_with("cluster-p"))).collect();
     assert_eq!(cluster_rows.len(), PARTITIONS as usize, "{rows:?}");
@@ -130,6 +124,16 @@ fn three_instances_open_the_incidents_one_instance_opens() {
         (n == 24).then_some(n)
     });
     assert_eq!(opened, 24);
+}
+
+/// `vigil cluster status --json`: one row per consumer.
+fn cluster_status(nats: &Nats) -> Vec<Value> {
+    let out = Command::new(vigil_bin())
+        .args(["cluster", "status", "--json", "--url", &nats.url])
+        .output()
+        .expect("vigil cluster status");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect()
 }
 
 /// How many brute-force incidents the shared stream says were opened.
@@ -275,4 +279,70 @@ fn two_instances_seeing_the_same_keys_never_open_one_incident_twice() {
     let elsewhere: f64 =
         servers.iter().map(|s| metric(&s.metrics(), &["vigil_incidents_claimed_elsewhere_total"])).sum();
     assert!(elsewhere >= 24.0, "each key was refused to the second instance at least once ({elsewhere})");
+}
+
+#[test]
+fn window_state_follows_a_partition_to_its_new_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = Nats::start(Some(&dir.path().join("jetstream")));
+    let (stream, total) = stream_file(dir.path());
+    let text = std::fs::read_to_string(&stream).expect("stream");
+    // Each attacker's first 6 failures before the move, the other 6 after: the brute-force
+    // threshold (10 in 5 minutes) is reached only if the new owner counts the first 6.
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for line in text.lines() {
+        let ip = serde_json::from_str::<Value>(line).expect("json")["source"]["ip"].as_str().expect("ip").to_owned();
+        let n = seen.entry(ip).or_default();
+        *n += 1;
+        if *n <= 6 { before.push(line) } else { after.push(line) }
+    }
+    let (first, second) = (dir.path().join("first.ndjson"), dir.path().join("second.ndjson"));
+    std::fs::write(&first, before.join("\n")).expect("write");
+    std::fs::write(&second, after.join("\n")).expect("write");
+    publish(&nats, &first);
+
+    let old_dir = tempfile::tempdir().expect("tempdir");
+    let mut old = Server::start(old_dir.path(), &config(&nats, "moving", &[]));
+    wait_for(Duration::from_secs(60), "the old owner to consume the first half", || {
+        (consumed(&[&old]) as usize >= before.len()).then_some(())
+    });
+    assert!(incidents(&old).is_empty(), "6 failures per attacker are below the threshold");
+    wait_for(Duration::from_secs(30), "the old owner's acknowledgements to reach the server", || {
+        let rows = cluster_status(&nats);
+        rows.iter()
+            .filter(|r| r["consumer"].as_str().is_some_and(|c| c.starts_with("moving-p")))
+            .all(|r| r["pending"] == 0 && r["ack_pending"] == 0)
+            .then_some(())
+    });
+    assert!(old.terminate(), "the old owner stops cleanly");
+
+    // The new owner has never seen these partitions: it replays their recent history.
+    let new_dir = tempfile::tempdir().expect("tempdir");
+    let new = Server::start(new_dir.path(), &config(&nats, "moving", &[]));
+    publish(&nats, &second);
+    wait_for(Duration::from_secs(60), "the new owner to consume the second half", || {
+        (consumed(&[&new]) as usize >= after.len()).then_some(())
+    });
+    let moved = wait_for(Duration::from_secs(30), "the new owner's incidents", || {
+        let found = incidents(&new);
+        (found.len() == 24).then_some(found)
+    });
+
+    let reference_dir = tempfile::tempdir().expect("tempdir");
+    let reference = Server::start(reference_dir.path(), &config(&nats, "reference", &[]));
+    let expected = wait_for(Duration::from_secs(60), "the reference's incidents", || {
+        let found = incidents(&reference);
+        (found.len() == 24 && consumed(&[&reference]) as usize >= total).then_some(found)
+    });
+    assert_eq!(moved, expected, "the attacks that straddle the move are detected as by one instance");
+    let metrics = new.metrics();
+    assert_eq!(metric(&metrics, &["vigil_nats_replayed_total"]) as usize, before.len(), "the first half, replayed");
+    assert_eq!(consumed(&[&new]) as usize, after.len(), "replayed events are not consumed again");
+    assert_eq!(metric(&metrics, &["vigil_detect_replayed_alerts_total"]), 0.0);
+    assert_eq!(
+        metric(&metrics, &["vigil_events_ingested_total"]) as usize,
+        after.len(),
+        "replayed events warm windows; they are not this instance's events"
+    );
 }

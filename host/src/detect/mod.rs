@@ -278,6 +278,37 @@ impl Detector {
         }
     }
 
+    /// Adds a replayed event to the windows of the windowed rules it matches, as if it had
+    /// arrived in time, and raises nothing: the instance that consumed it first did. This
+    /// is how window state follows a NATS partition to its new owner (see
+    /// `source::nats`). An absence whose wait already ended is not started again, and a
+    /// rule error here is not counted against the rule (the live run counted it).
+    /// Returns the alerts the event would have raised, for the caller to count.
+    pub fn warm(&mut self, event: &Arc<SecurityEvent>) -> usize {
+        let mut discarded = Vec::new();
+        let event_ref = EventRef(event.clone());
+        let rules = self.rules.clone();
+        let watermark = self.watermark_ms();
+        let t = event.time.timestamp_millis();
+        for &index in rules.candidates(event.class) {
+            let state = &self.states[index];
+            let stateless = match state.kind {
+                Kind::Single => true,
+                Kind::Absence { within_ms, .. } => t.saturating_add(within_ms) <= watermark,
+                _ => false,
+            };
+            if state.disabled || stateless {
+                continue;
+            }
+            if let Ok(mask) = rules.evaluate(index, &event_ref)
+                && mask != 0
+            {
+                self.matched(index, mask, event, false, &mut discarded);
+            }
+        }
+        discarded.len()
+    }
+
     fn failed(&mut self, index: usize, error: &crate::rules::EvalError, event: &SecurityEvent, out: &mut Vec<Alert>) {
         let state = &mut self.states[index];
         let rule_id = state.rule.meta.id.to_string();

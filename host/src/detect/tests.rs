@@ -275,3 +275,32 @@ fn dedup_templates_and_affected_users() {
     assert_eq!(alerts[0].affected_users, Some(12000));
     assert_eq!(alerts[0].category, Some(Category::DataLeak));
 }
+
+#[test]
+fn warming_replays_windows_without_alerts_even_behind_the_watermark() {
+    const SINGLE: &str = r#"
+        const RULE = #{ id: "any_failure", title: "Failure", severity: "low" };
+        fn condition(event) { event.class == "authentication" && event.outcome == "failure" }
+    "#;
+    // The new owner of a partition has already seen newer events of other keys (its
+    // watermark is at 540 s); the moved key's last failures are replayed.
+    let mut d = detector(&[THRESHOLD, ABSENCE, SINGLE]);
+    assert_eq!(run(&mut d, &[fail("9.9.9.9", 600)]).len(), 1, "the single-event rule");
+    for secs in [590, 595] {
+        assert_eq!(d.warm(&fail("1.1.1.1", secs)), 0, "nothing fires, single-event rules are skipped");
+    }
+    // A login whose logout wait ended long ago is not started again.
+    let mut old_login = (*auth("1.1.1.1", "bob", Outcome::Success, 10)).clone();
+    old_login.action = Some("login".into());
+    assert_eq!(d.warm(&Arc::new(old_login)), 0);
+    // Live: one more failure within the minute fires with the replayed ones counted.
+    let alerts = run(&mut d, &[fail("1.1.1.1", 598), fail("9.9.9.9", 1000)]);
+    let brute: Vec<&Alert> = alerts.iter().filter(|a| a.rule_id.as_str() == "brute").collect();
+    assert_eq!(brute.len(), 1, "{alerts:?}");
+    assert_eq!(brute[0].count, 3);
+    assert_eq!(brute[0].first_time.timestamp(), BASE + 590);
+    assert!(alerts.iter().all(|a| a.rule_id.as_str() != "no_logout"), "{alerts:?}");
+    // What the first owner already raised is counted, not raised again.
+    let raised: usize = [990, 991, 992].iter().map(|s| d.warm(&fail("2.2.2.2", *s))).sum();
+    assert_eq!(raised, 1);
+}

@@ -33,6 +33,12 @@ pub enum RecordKind {
     Incident = 3,
 }
 
+/// The log tag of a *replayed* event: an event another instance already consumed, stored
+/// here only so detection can rebuild the windows of a NATS partition that moved to this
+/// instance (`source::nats`). Detection warms its windows with it and raises nothing; it is
+/// not a [`RecordKind`], so sinks, hunts, backtests and snapshots never see it.
+pub const REPLAY_TAG: u8 = 4;
+
 impl RecordKind {
     /// The tag byte stored in the log.
     pub fn tag(self) -> u8 {

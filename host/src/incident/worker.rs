@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::escalation::EscalationConfig;
 use super::{ChangeKind, Error, IncidentBook, IncidentChange, IncidentStatus};
 use crate::detect::{Alert, DetectConfig, DetectMetrics, Detector};
-use crate::event::{IncidentId, RecordKind, SecurityEvent};
+use crate::event::{IncidentId, REPLAY_TAG, RecordKind, SecurityEvent};
 use crate::rules::RuleSet;
 use crate::store::{self, ConsumerHandle, Cursor, Log, LogWriter, NewRecord, Op, Store, Table, cursors};
 use crate::telemetry::{MetricsRegistry, names};
@@ -139,6 +139,7 @@ pub struct DetectionWorker {
     claims: Option<Arc<super::claims::Claims>>,
     claimed_elsewhere: Counter,
     claim_failures: Counter,
+    replayed_alerts: Counter,
 }
 
 impl DetectionWorker {
@@ -171,6 +172,12 @@ impl DetectionWorker {
             "Claims that could not be checked (the incident was opened here anyway).",
             claim_failures.clone(),
         );
+        let replayed_alerts = Counter::default();
+        registry.register(
+            "detect_replayed_alerts",
+            "Alerts replayed events would have raised (the instance that consumed them first raised them).",
+            replayed_alerts.clone(),
+        );
         let mut detector = Detector::new(rules.clone(), config.clone(), detect_metrics.clone());
         let windows = detector.load_state(&store)?;
         let consumer = log.register_consumer(CONSUMER, cursor);
@@ -194,6 +201,7 @@ impl DetectionWorker {
             claims: None,
             claimed_elsewhere,
             claim_failures,
+            replayed_alerts,
         };
         Ok((worker, WorkerHandle { tx }))
     }
@@ -345,10 +353,15 @@ impl DetectionWorker {
         let Some(last) = entries.last().map(|e| e.seq) else { return Ok(0) };
         let mut alerts: Vec<Alert> = Vec::new();
         for entry in &entries {
-            if entry.kind != RecordKind::Event.tag() {
+            let replayed = entry.kind == REPLAY_TAG;
+            if entry.kind != RecordKind::Event.tag() && !replayed {
                 continue;
             }
             match serde_json::from_slice::<SecurityEvent>(&entry.payload) {
+                Ok(event) if replayed => {
+                    let raised = self.detector.warm(&Arc::new(event));
+                    self.replayed_alerts.inc_by(raised as u64);
+                }
                 Ok(event) => self.detector.process(&Arc::new(event), &mut alerts),
                 Err(e) => {
                     tracing::error!(seq = entry.seq, error = %e, "Stored event does not decode; detection skips it.")

@@ -193,7 +193,7 @@ impl Ingestor {
 
     /// Appends `events` (and `ops`, atomically with them); resolves once durable.
     pub async fn append(&self, source: &str, events: &[SecurityEvent], ops: Vec<Op>) -> Result<AppendReceipt> {
-        let records = encode(events);
+        let records = encode(events, RecordKind::Event.tag());
         let receipt = self.writer.append(records, ops).await?;
         self.count_ingested(source, receipt.count);
         Ok(receipt)
@@ -201,9 +201,17 @@ impl Ingestor {
 
     /// [`append`](Self::append) for threads outside the async runtime.
     pub fn append_blocking(&self, source: &str, events: &[SecurityEvent], ops: Vec<Op>) -> Result<AppendReceipt> {
-        let receipt = self.writer.append_blocking(encode(events), ops)?;
+        let receipt = self.writer.append_blocking(encode(events, RecordKind::Event.tag()), ops)?;
         self.count_ingested(source, receipt.count);
         Ok(receipt)
+    }
+
+    /// Appends events another instance already consumed, tagged [`REPLAY_TAG`]: detection
+    /// warms its windows with them and nothing else reads them. Not counted as ingested.
+    ///
+    /// [`REPLAY_TAG`]: crate::event::REPLAY_TAG
+    pub async fn append_replayed(&self, events: &[SecurityEvent], ops: Vec<Op>) -> Result<AppendReceipt> {
+        Ok(self.writer.append(encode(events, crate::event::REPLAY_TAG), ops).await?)
     }
 
     fn count_ingested(&self, source: &str, n: u64) {
@@ -237,11 +245,11 @@ impl Ingestor {
     }
 }
 
-fn encode(events: &[SecurityEvent]) -> Vec<NewRecord> {
+fn encode(events: &[SecurityEvent], tag: u8) -> Vec<NewRecord> {
     events
         .iter()
         .map(|event| {
-            NewRecord::encode(RecordKind::Event.tag(), 512, |buf| {
+            NewRecord::encode(tag, 512, |buf| {
                 // A SecurityEvent always serializes: its maps have string keys.
                 serde_json::to_writer(buf, event).expect("SecurityEvent serializes to JSON");
             })

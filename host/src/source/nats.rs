@@ -104,6 +104,11 @@ pub struct NatsSourceConfig {
     pub ack_wait: Duration,
     /// Deliveries before the server gives up on a message.
     pub max_deliver: i64,
+    /// How much of a partition's recent history is replayed into detection's windows when
+    /// this instance takes the partition over from another (set it to the longest window
+    /// of your rules plus the allowed lateness; `0s` turns the replay off).
+    #[serde(with = "humantime_serde")]
+    pub replay: Duration,
 }
 
 impl Default for NatsSourceConfig {
@@ -118,6 +123,7 @@ impl Default for NatsSourceConfig {
             batch: 512,
             ack_wait: Duration::from_secs(30),
             max_deliver: 10,
+            replay: Duration::from_secs(2 * 3600),
         }
     }
 }
@@ -278,6 +284,7 @@ pub struct NatsSource {
     redelivered: Family<PartitionLabels, Counter>,
     consumed: Family<PartitionLabels, Counter>,
     lag: Family<PartitionLabels, prometheus_client::metrics::gauge::Gauge>,
+    replayed: Family<PartitionLabels, Counter>,
 }
 
 impl NatsSource {
@@ -299,7 +306,13 @@ impl NatsSource {
         );
         let lag = Family::<PartitionLabels, prometheus_client::metrics::gauge::Gauge>::default();
         registry.register("nats_lag", "JetStream messages of an owned partition not yet consumed.", lag.clone());
-        Self { config, ingestor, sequences, limits, redelivered, consumed, lag }
+        let replayed = Family::<PartitionLabels, Counter>::default();
+        registry.register(
+            "nats_replayed",
+            "Events another instance consumed, replayed into detection's windows on takeover, by partition.",
+            replayed.clone(),
+        );
+        Self { config, ingestor, sequences, limits, redelivered, consumed, lag, replayed }
     }
 
     /// Connects, makes sure the stream and this instance's consumers exist, and consumes
@@ -332,8 +345,8 @@ impl NatsSource {
                 .map_err(|e| format!("JetStream consumer {name}: {e}"))?;
             let (source2, shutdown2, watched) = (source.clone(), shutdown.clone(), consumer.clone());
             tasks.spawn(async move { source2.watch_lag(partition, watched, shutdown2).await });
-            let (source, shutdown) = (source.clone(), shutdown.clone());
-            tasks.spawn(async move { source.consume(partition, consumer, shutdown).await });
+            let (source, shutdown, stream) = (source.clone(), shutdown.clone(), stream.clone());
+            tasks.spawn(async move { source.consume(partition, consumer, stream, shutdown).await });
         }
         tracing::info!(partitions = ?source.config.owned_partitions(), stream = %source.config.stream, "Consuming JetStream.");
         Ok(tasks)
@@ -356,7 +369,13 @@ impl NatsSource {
         }
     }
 
-    async fn consume(&self, partition: u32, consumer: jetstream::consumer::PullConsumer, shutdown: CancellationToken) {
+    async fn consume(
+        &self,
+        partition: u32,
+        consumer: jetstream::consumer::PullConsumer,
+        stream: jetstream::stream::Stream,
+        shutdown: CancellationToken,
+    ) {
         let labels = PartitionLabels { partition: partition.to_string() };
         let source = format!("nats/{partition}");
         let key = format!("{}/{}-p{partition}", self.config.stream, self.config.consumer);
@@ -367,6 +386,20 @@ impl NatsSource {
                 return;
             }
         };
+        loop {
+            match self.take_over(partition, &consumer, &stream, stored, &key).await {
+                Ok(position) => {
+                    stored = position;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(partition, error = %e, "Replaying the partition's history failed; retrying.");
+                    if !pause(&shutdown, Duration::from_secs(1)).await {
+                        return;
+                    }
+                }
+            }
+        }
         while !shutdown.is_cancelled() {
             let fetched = tokio::select! {
                 batch = consumer.fetch().max_messages(self.config.batch).expires(Duration::from_secs(1)).messages() => batch,
@@ -438,6 +471,102 @@ impl NatsSource {
             }
             self.consumed.get_or_create(&labels).inc_by(messages.len() as u64);
         }
+    }
+}
+
+impl NatsSource {
+    /// Rebuilds the windows of a partition another instance consumed since this one last
+    /// did. Whatever the partition's consumer acknowledged beyond this instance's position
+    /// was stored and detected elsewhere; of it, the messages of the last `replay` are
+    /// stored here as replayed events, which detection adds to its windows without raising
+    /// anything (the other instance raised it), and the position moves to the consumer's
+    /// ack floor. Each chunk is committed with its position, so a crash mid-replay resumes
+    /// where it stopped and no event warms a window twice. Returns the new position.
+    async fn take_over(
+        &self,
+        partition: u32,
+        consumer: &jetstream::consumer::PullConsumer,
+        stream: &jetstream::stream::Stream,
+        mut stored: u64,
+        key: &str,
+    ) -> Result<u64, String> {
+        let floor = consumer.get_info().await.map_err(|e| format!("consumer info: {e}"))?.ack_floor.stream_sequence;
+        if floor <= stored || self.config.replay.is_zero() {
+            return Ok(stored);
+        }
+        let replay_secs = i64::try_from(self.config.replay.as_secs()).unwrap_or(i64::MAX);
+        let start =
+            time::OffsetDateTime::from_unix_timestamp(chrono::Utc::now().timestamp().saturating_sub(replay_secs))
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let reader: jetstream::consumer::PullConsumer = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                filter_subject: format!("{}.events.{partition}", self.config.prefix),
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartTime { start_time: start },
+                ack_policy: jetstream::consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(60),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("replay consumer: {e}"))?;
+        let labels = PartitionLabels { partition: partition.to_string() };
+        let mut replayed = 0u64;
+        let mut done = false;
+        while !done {
+            let mut batch = reader
+                .fetch()
+                .max_messages(self.config.batch)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await
+                .map_err(|e| format!("replay fetch: {e}"))?;
+            let now = chrono::Utc::now();
+            let mut events = Vec::new();
+            let mut highest = stored;
+            let mut fetched = 0;
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(|e| format!("replay fetch: {e}"))?;
+                fetched += 1;
+                let info = message.info().map_err(|e| format!("replay message: {e}"))?;
+                if info.stream_sequence > floor {
+                    done = true;
+                    break;
+                }
+                done = info.pending == 0 || info.stream_sequence == floor;
+                if info.stream_sequence <= stored {
+                    continue;
+                }
+                highest = info.stream_sequence;
+                // Refused here as it was by the instance that consumed it (and counted there).
+                if let Ok(event) = decode_event(&message.payload, &self.limits, now) {
+                    events.push(event);
+                }
+            }
+            done |= fetched == 0;
+            if done {
+                highest = floor;
+            }
+            if highest > stored {
+                let ops = vec![self.sequences.put_op(&key.to_owned(), &highest).map_err(|e| e.to_string())?];
+                self.ingestor
+                    .append_replayed(&events, ops)
+                    .await
+                    .map_err(|e| format!("storing replayed events: {e}"))?;
+                replayed += events.len() as u64;
+                self.replayed.get_or_create(&labels).inc_by(events.len() as u64);
+                stored = highest;
+            }
+        }
+        let name = reader.cached_info().name.clone();
+        if let Err(e) = stream.delete_consumer(&name).await {
+            tracing::debug!(partition, error = %e, "Replay consumer not deleted; the server removes it when idle.");
+        }
+        tracing::info!(
+            partition,
+            replayed,
+            position = stored,
+            "Took the partition over: its recent history warmed detection's windows."
+        );
+        Ok(stored)
     }
 }
 
