@@ -225,7 +225,7 @@ pub trait Transform {
     fn transform(event: Event) -> Result<String, Error>;
 }
 
-/// A function rules call as `plugin::call("name", value)` (`kind = "function"`).
+/// A function rules call as `plugin::invoke("name", value)` (`kind = "function"`).
 pub trait Function {
     /// Computes a value from a value.
     fn call(input: serde_json::Value) -> Result<serde_json::Value, Error>;

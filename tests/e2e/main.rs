@@ -11,6 +11,7 @@ mod helpers;
 mod http_ingest;
 mod layering;
 mod mock;
+mod plugins;
 mod response;
 mod schemas;
 mod sinks;

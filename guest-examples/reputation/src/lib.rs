@@ -1,4 +1,4 @@
-//! A rule function: the reputation of an IP address, `plugin::call("reputation", ip)`.
+//! A rule function: the reputation of an IP address, `plugin::invoke("reputation", ip)`.
 //!
 //! Answers `#{ score: 0..100, listed: bool, cached: bool }`. Verdicts are computed from the
 //! networks the plugin knows (a scanner list the plugin ships) and cached in the plugin's

@@ -322,10 +322,20 @@ pub trait Action: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Actions that come and go while Vigil runs (WebAssembly plugins): the registry asks
+/// them for an id it does not hold itself.
+pub trait ActionSource: Send + Sync + std::fmt::Debug {
+    /// The action with `id`, in its current version.
+    fn action(&self, id: &str) -> Option<Arc<dyn Action>>;
+    /// Every action's declaration.
+    fn specs(&self) -> Vec<ActionSpec>;
+}
+
 /// The actions steps can name, by id.
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     actions: BTreeMap<String, Arc<dyn Action>>,
+    dynamic: Option<Arc<dyn ActionSource>>,
 }
 
 impl Registry {
@@ -334,14 +344,24 @@ impl Registry {
         self.actions.insert(action.spec().id.clone(), action);
     }
 
+    /// Asks `source` for ids this registry does not hold (native actions win a name clash).
+    pub fn with_source(mut self, source: Arc<dyn ActionSource>) -> Self {
+        self.dynamic = Some(source);
+        self
+    }
+
     /// The action with `id`.
-    pub fn get(&self, id: &str) -> Option<&Arc<dyn Action>> {
-        self.actions.get(id)
+    pub fn get(&self, id: &str) -> Option<Arc<dyn Action>> {
+        self.actions.get(id).cloned().or_else(|| self.dynamic.as_ref()?.action(id))
     }
 
     /// Every action's declaration.
-    pub fn specs(&self) -> Vec<&ActionSpec> {
-        self.actions.values().map(|a| a.spec()).collect()
+    pub fn specs(&self) -> Vec<ActionSpec> {
+        let mut specs: Vec<ActionSpec> = self.actions.values().map(|a| a.spec().clone()).collect();
+        if let Some(dynamic) = &self.dynamic {
+            specs.extend(dynamic.specs().into_iter().filter(|s| !self.actions.contains_key(&s.id)));
+        }
+        specs
     }
 
     /// The native actions, built from their settings.

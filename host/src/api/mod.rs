@@ -9,6 +9,7 @@
 pub mod auth;
 mod backtest;
 pub mod openapi;
+mod plugins;
 mod response;
 mod sinks;
 mod webhooks;
@@ -134,6 +135,8 @@ pub struct ApiState {
     pub detect: crate::detect::DetectConfig,
     /// Backtest jobs.
     pub backtests: backtest::Jobs,
+    /// The plugin host (when plugins are on).
+    pub plugins: Option<crate::plugins::PluginHost>,
 }
 
 /// An API error: status, stable code, message for the client.
@@ -234,6 +237,11 @@ fn routes() -> Vec<(RouteSpec, Handler)> {
         r("POST", "/v1/runs/{id}/steps/{step}/{decision}", Some(Responder), post(response::decide_step)),
         r("GET", "/v1/audit", Some(Admin), get(response::export_audit)),
         r("GET", "/v1/audit/verify", Some(Viewer), get(response::verify_audit)),
+        r("GET", "/v1/plugins", Some(Viewer), get(plugins::list)),
+        r("POST", "/v1/plugins/sync", Some(Admin), post(plugins::sync)),
+        r("GET", "/v1/plugins/{name}", Some(Viewer), get(plugins::get)),
+        r("POST", "/v1/plugins/{name}/reload", Some(Admin), post(plugins::reload)),
+        r("DELETE", "/v1/plugins/{name}", Some(Admin), axum::routing::delete(plugins::unload)),
         r("GET", "/metrics", Some(Viewer), get(metrics)),
         r("GET", "/v1/openapi.json", None, get(openapi_json)),
         r("GET", "/healthz", None, get(|| async { "ok\n" })),
@@ -661,8 +669,9 @@ async fn test_rules(State(state): State<ApiState>) -> Result<Response, ApiError>
             r.failure.as_ref().map(|f| serde_json::json!({ "rule": r.rule, "example": r.example, "failure": f }))
         })
         .collect();
-    let body =
-        serde_json::json!({ "examples": results.len(), "passed": results.len() - failed.len(), "failed": failed });
+    let skipped = results.iter().filter(|r| r.skipped.is_some()).count();
+    let passed = results.len() - failed.len() - skipped;
+    let body = serde_json::json!({ "examples": results.len(), "passed": passed, "skipped": skipped, "failed": failed });
     Ok(axum::Json(body).into_response())
 }
 

@@ -200,8 +200,8 @@ fn operation(route: &RouteSpec, s: &mut Schemas) -> Op {
             (
                 200,
                 json,
-                json!({ "type": "object", "required": ["examples", "passed", "failed"], "properties": {
-                    "examples": { "type": "integer" }, "passed": { "type": "integer" },
+                json!({ "type": "object", "required": ["examples", "passed", "skipped", "failed"], "properties": {
+                    "examples": { "type": "integer" }, "passed": { "type": "integer" }, "skipped": { "type": "integer" },
                     "failed": { "type": "array", "items": { "type": "object" } } } }),
             ),
         ),
@@ -216,6 +216,39 @@ fn operation(route: &RouteSpec, s: &mut Schemas) -> Op {
             None,
             None,
             (200, json, s.out::<super::backtest::Job>()),
+        ),
+        ("GET", "/v1/plugins") => {
+            let info = s.out::<crate::plugins::PluginInfo>();
+            op("The loaded WebAssembly plugins.", None, None, (200, json, list_of("plugins", info)))
+        }
+        ("POST", "/v1/plugins/sync") => {
+            let mut body = list_of("plugins", s.out::<crate::plugins::PluginInfo>());
+            body["required"] = json!(["plugins", "failed"]);
+            body["properties"]["failed"] = json!({ "type": "array", "items": text() });
+            op(
+                "Load new and changed plugins of the plugins directory; unload removed ones.",
+                None,
+                None,
+                (200, json, body),
+            )
+        }
+        ("GET", "/v1/plugins/{name}") => op(
+            "One loaded plugin: manifest, grants, imports, exports, digest, signature.",
+            None,
+            None,
+            (200, json, s.out::<crate::plugins::PluginInfo>()),
+        ),
+        ("POST", "/v1/plugins/{name}/reload") => op(
+            "Load (or replace) the plugin of the plugins directory; 422 leaves the previous version running.",
+            None,
+            None,
+            (200, json, s.out::<crate::plugins::PluginInfo>()),
+        ),
+        ("DELETE", "/v1/plugins/{name}") => op(
+            "Unload a plugin (calls in flight finish).",
+            None,
+            None,
+            (200, json, json!({ "type": "object", "required": ["unloaded"], "properties": { "unloaded": text() } })),
         ),
         ("POST", "/v1/rules/reload") => op(
             "Compile the rule directory again and swap it in.",

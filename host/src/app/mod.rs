@@ -41,6 +41,7 @@ use crate::incident::worker::{DetectionWorker, LiveRules, WorkerHandle};
 use crate::incident::{ChangeKind, IncidentChange};
 use crate::playbook::notify::Notify;
 use crate::playbook::{PlaybookSet, Runner, RunnerDeps};
+use crate::plugins::PluginHost;
 use crate::rules::RuleSet;
 use crate::source::Ingestor;
 use crate::source::file::FileSource;
@@ -93,6 +94,7 @@ pub struct Pipeline {
     background: CancellationToken,
     api_addr: Option<SocketAddr>,
     syslog_addrs: (Option<SocketAddr>, Option<SocketAddr>, Option<SocketAddr>),
+    plugins: Option<PluginHost>,
 }
 
 impl Pipeline {
@@ -102,8 +104,9 @@ impl Pipeline {
         let metrics = Arc::new(MetricsRegistry::default());
         let store = Store::open(&config.store).context("opening the store")?;
         let (log, writer, writer_thread) = Log::start(&store, &config.store).context("starting the event log")?;
-        let rules = load_rules(&config)?;
         let ingestor = Ingestor::new(writer.clone(), config.ingest.clone(), &metrics);
+        let plugins = plugin_host(&config, Some(&store), Some(ingestor.clone()), &metrics)?;
+        let rules = load_rules(&config, plugins.as_ref())?;
 
         let incidents = broadcast::Sender::new(1024);
         let (worker, handle) = DetectionWorker::new(
@@ -117,7 +120,7 @@ impl Pipeline {
         )
         .context("starting detection")?;
         let live_rules =
-            LiveRules::new(config.rules.dir.clone(), config.rules.compile_options(), handle.clone(), rules);
+            LiveRules::new(config.rules.dir.clone(), rule_options(&config, plugins.as_ref()), handle.clone(), rules);
         let worker = match &config.incidents.claims {
             Some(claims) => {
                 let instance = config.store.path.display().to_string();
@@ -160,6 +163,7 @@ impl Pipeline {
             background: CancellationToken::new(),
             api_addr: None,
             syslog_addrs: (None, None, None),
+            plugins,
             config,
         };
         pipeline.start_sinks().await?;
@@ -269,7 +273,12 @@ impl Pipeline {
     }
 
     fn actions(&self) -> anyhow::Result<Registry> {
-        actions(&self.config, &self.store, &self.log, Some(self.worker.clone()))
+        actions(&self.config, &self.store, &self.log, Some(self.worker.clone()), self.plugins.as_ref())
+    }
+
+    /// The plugin host, when `[plugins] dir` exists.
+    pub fn plugins(&self) -> Option<&PluginHost> {
+        self.plugins.as_ref()
     }
 
     fn start_playbooks(&mut self) -> anyhow::Result<()> {
@@ -356,6 +365,7 @@ impl Pipeline {
                 webhooks: Arc::new(self.config.api.webhooks.clone()),
                 detect: self.config.detect.clone(),
                 backtests: Default::default(),
+                plugins: self.plugins.clone(),
             };
             let router = api::router(state, &self.config.api);
             let tls = match &self.config.api.tls {
@@ -379,6 +389,7 @@ impl Pipeline {
     /// health events.
     fn start_background(&self) {
         self.watch_rules();
+        self.watch_plugins();
         self.emit_health();
         #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
         struct ConsumerLabels {
@@ -433,6 +444,40 @@ impl Pipeline {
                     }
                     Ok(Err(e)) => tracing::error!(error = %e, "Log retention failed."),
                     Err(_) => {}
+                }
+            }
+        });
+    }
+
+    /// Loads, replaces and unloads plugins as their directory changes (polled every 2 s);
+    /// when function plugins change, the rules are compiled again so the rules that need
+    /// them start (or stop).
+    fn watch_plugins(&self) {
+        let Some(host) = self.plugins.clone() else { return };
+        if !self.config.plugins.watch {
+            return;
+        }
+        let (rules, token) = (self.rules.clone(), self.background.clone());
+        tokio::spawn(async move {
+            let mut seen = host.dir_fingerprint();
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tokio::select! { _ = tick.tick() => {}, () = token.cancelled() => return }
+                let probe = host.clone();
+                let Ok(now) = tokio::task::spawn_blocking(move || probe.dir_fingerprint()).await else { continue };
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                let before = host.names(crate::plugins::Kind::Function);
+                let synced = host.clone();
+                if tokio::task::spawn_blocking(move || synced.sync_dir()).await.is_err() {
+                    continue;
+                }
+                if host.names(crate::plugins::Kind::Function) != before
+                    && let Err(e) = rules.reload().await
+                {
+                    tracing::warn!(error = %e, "Rules not recompiled after a plugin change.");
                 }
             }
         });
@@ -663,6 +708,7 @@ pub fn actions(
     store: &Store,
     log: &Log,
     worker: Option<WorkerHandle>,
+    plugins: Option<&PluginHost>,
 ) -> anyhow::Result<Registry> {
     let mut settings = config.actions.clone();
     if worker.is_none()
@@ -673,7 +719,10 @@ pub fn actions(
     let mut actions = Registry::native(&settings, store, log).map_err(|e| anyhow::anyhow!("actions: {e}"))?;
     let channels = config.sinks.iter().filter(|(_, c)| c.kind.is_channel()).map(|(name, _)| name.clone()).collect();
     actions.insert(Arc::new(Notify::new(worker, channels)));
-    Ok(actions)
+    Ok(match plugins {
+        Some(host) => actions.with_source(Arc::new(host.clone())),
+        None => actions,
+    })
 }
 
 fn reload_playbooks(
@@ -690,13 +739,39 @@ fn reload_playbooks(
     Ok(count)
 }
 
-fn load_rules(config: &VigilConfig) -> anyhow::Result<RuleSet> {
+/// The plugin host of `[plugins]`, with every plugin of its directory loaded; `None` when
+/// the directory does not exist. A plugin that fails to load is logged and left out.
+pub fn plugin_host(
+    config: &VigilConfig,
+    store: Option<&Store>,
+    ingestor: Option<Ingestor>,
+    metrics: &MetricsRegistry,
+) -> anyhow::Result<Option<PluginHost>> {
+    let settings = &config.plugins;
+    if !settings.dir.is_dir() {
+        tracing::debug!(dir = %settings.dir.display(), "No plugins directory; plugins are off.");
+        return Ok(None);
+    }
+    let host = PluginHost::new(settings.clone(), Some(&config.store.path), store.cloned(), ingestor, metrics)
+        .map_err(|e| anyhow::anyhow!("plugins: {e}"))?;
+    let failures = host.sync_dir();
+    tracing::info!(dir = %settings.dir.display(), loaded = host.list().len(), failed = failures.len(), "Plugins loaded.");
+    Ok(Some(host))
+}
+
+/// How rules compile here: the configured options, with the plugin host behind
+/// `plugin::invoke`.
+pub fn rule_options(config: &VigilConfig, plugins: Option<&PluginHost>) -> crate::rules::CompileOptions {
+    crate::rules::CompileOptions { plugins: plugins.cloned(), ..config.rules.compile_options() }
+}
+
+fn load_rules(config: &VigilConfig, plugins: Option<&PluginHost>) -> anyhow::Result<RuleSet> {
     let dir = &config.rules.dir;
     if !dir.exists() {
         tracing::warn!(dir = %dir.display(), "Rule directory does not exist; running without rules.");
         return Ok(RuleSet::empty(&config.rules.limits));
     }
-    match RuleSet::load_dir(dir, &config.rules.compile_options()) {
+    match RuleSet::load_dir(dir, &rule_options(config, plugins)) {
         Ok(rules) => {
             tracing::info!(dir = %dir.display(), rules = rules.rules().len(), "Rules loaded.");
             Ok(rules)

@@ -7,6 +7,7 @@
 
 mod incidents;
 mod ingest;
+mod plugins;
 mod response;
 mod rules;
 mod sinks;
@@ -103,6 +104,13 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: RulesCommand,
+    },
+    /// WebAssembly plugins: inspect, cost, scaffold, sign; list, load, reload and unload
+    /// them in a running Vigil.
+    Plugin {
+        /// What to do.
+        #[command(subcommand)]
+        command: plugins::PluginCommand,
     },
     /// Sink status (through the running server).
     Sinks {
@@ -518,6 +526,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rules { command } => rules::run(&config, command),
         Command::Sinks { command: SinksCommand::Status { url, json } } => sinks::status(&config, url, json),
         Command::Dlq { command } => sinks::dlq(&config, command),
+        Command::Plugin { command } => plugins::run(&config, command),
         Command::Playbooks { command } => response::playbooks(&config, command),
         Command::Runs { command } => response::runs(&config, command),
         Command::Audit { command } => response::audit(&config, command),

@@ -30,7 +30,8 @@ fn open(config: &VigilConfig) -> anyhow::Result<Store> {
 
 fn load(config: &VigilConfig, store: &Store, dir: Option<std::path::PathBuf>) -> anyhow::Result<(Runner, PlaybookSet)> {
     let log = Log::read_only(store)?;
-    let actions = std::sync::Arc::new(app::actions(config, store, &log, None)?);
+    let plugins = app::plugin_host(config, None, None, &crate::telemetry::MetricsRegistry::default())?;
+    let actions = std::sync::Arc::new(app::actions(config, store, &log, None, plugins.as_ref())?);
     let dir = dir.unwrap_or_else(|| Pipeline::playbook_dir(config));
     let set = PlaybookSet::load_dir(&dir, &actions).map_err(|errors| {
         let list: Vec<String> = errors.iter().map(ToString::to_string).collect();

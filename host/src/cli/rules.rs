@@ -29,6 +29,13 @@ pub fn run(config: &VigilConfig, command: RulesCommand) -> anyhow::Result<ExitCo
     }
 }
 
+/// The configured compile options, with the plugins of `[plugins] dir` behind
+/// `plugin::invoke` (rules that need an absent plugin are skipped, not failed).
+fn options(config: &VigilConfig) -> anyhow::Result<CompileOptions> {
+    let plugins = crate::app::plugin_host(config, None, None, &crate::telemetry::MetricsRegistry::default())?;
+    Ok(crate::app::rule_options(config, plugins.as_ref()))
+}
+
 fn load(dir: &Path, options: &CompileOptions) -> Result<RuleSet, ExitCode> {
     RuleSet::load_dir(dir, options).map_err(|errors| {
         print_errors(&errors);
@@ -44,7 +51,7 @@ fn print_errors(errors: &[RuleError]) {
 }
 
 fn check(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
-    let rules = match load(dir, &config.rules.compile_options()) {
+    let rules = match load(dir, &options(config)?) {
         Ok(rules) => rules,
         Err(code) => return Ok(code),
     };
@@ -60,16 +67,21 @@ fn check(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
 }
 
 fn test(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
-    let rules = match load(dir, &config.rules.compile_options()) {
+    let rules = match load(dir, &options(config)?) {
         Ok(rules) => rules,
         Err(code) => return Ok(code),
     };
     let results = examples::run(&rules);
     let mut failed = 0;
+    let mut skipped = 0;
     for r in &results {
-        match &r.failure {
-            None => println!("ok    {} — {}", r.rule, r.example),
-            Some(why) => {
+        match (&r.failure, &r.skipped) {
+            (_, Some(why)) => {
+                skipped += 1;
+                println!("skip  {} — {}: {why}", r.rule, r.example);
+            }
+            (None, None) => println!("ok    {} — {}", r.rule, r.example),
+            (Some(why), None) => {
                 failed += 1;
                 println!("FAIL  {} — {}: {why}", r.rule, r.example);
             }
@@ -80,12 +92,12 @@ fn test(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
     if !without.is_empty() {
         println!("rules without examples: {}", without.join(", "));
     }
-    println!("{} example(s), {failed} failed", results.len());
+    println!("{} example(s), {failed} failed, {skipped} skipped", results.len());
     Ok(if failed == 0 && without.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn cost(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
-    let options = CompileOptions { count_operations: true, ..config.rules.compile_options() };
+    let options = CompileOptions { count_operations: true, ..options(config)? };
     let rules = match load(dir, &options) {
         Ok(rules) => rules,
         Err(code) => return Ok(code),
@@ -106,7 +118,7 @@ fn cost(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
 }
 
 fn list(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
-    let rules = match load(dir, &config.rules.compile_options()) {
+    let rules = match load(dir, &options(config)?) {
         Ok(rules) => rules,
         Err(code) => return Ok(code),
     };
@@ -143,7 +155,7 @@ fn backtest(
     to: Option<&str>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let rules = match load(dir, &config.rules.compile_options()) {
+    let rules = match load(dir, &options(config)?) {
         Ok(rules) => rules,
         Err(code) => return Ok(code),
     };
@@ -177,7 +189,7 @@ fn replay_file(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     use std::io::BufRead;
-    let rules = match load(dir, &config.rules.compile_options()) {
+    let rules = match load(dir, &options(config)?) {
         Ok(rules) => rules,
         Err(code) => return Ok(code),
     };

@@ -97,11 +97,13 @@ pub struct VigilConfig {
     pub actions: ActionsConfig,
     /// `[playbooks]`: the playbook runner.
     pub playbooks: PlaybooksConfig,
+    /// `[plugins]`: WebAssembly plugins.
+    pub plugins: crate::plugins::PluginsConfig,
     /// `[shutdown]`.
     pub shutdown: ShutdownConfig,
 }
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "store",
     "ingest",
     "telemetry",
@@ -113,6 +115,7 @@ const SECTIONS: [&str; 12] = [
     "sinks",
     "actions",
     "playbooks",
+    "plugins",
     "shutdown",
 ];
 
@@ -150,6 +153,7 @@ pub fn parse(text: &str) -> Result<VigilConfig, Vec<ConfigError>> {
         sinks: BTreeMap::new(),
         actions: section(&mut table, "actions", &mut errors),
         playbooks: section(&mut table, "playbooks", &mut errors),
+        plugins: section(&mut table, "plugins", &mut errors),
         shutdown: section(&mut table, "shutdown", &mut errors),
     };
     match table.remove("sinks") {
@@ -185,6 +189,7 @@ pub fn validate(config: &VigilConfig) -> Vec<ConfigError> {
     problems.extend(config.incidents.escalation.validate());
     problems.extend(config.actions.validate());
     problems.extend(config.playbooks.validate());
+    problems.extend(config.plugins.validate());
     for (i, file) in config.sources.file.iter().enumerate() {
         if file.path.as_os_str().is_empty() {
             problems.push((format!("sources.file.{i}.path"), "must not be empty".into()));

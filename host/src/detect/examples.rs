@@ -21,6 +21,8 @@ pub struct ExampleResult {
     pub example: String,
     /// `None` when it passed, else what went wrong.
     pub failure: Option<String>,
+    /// Why it did not run (a plugin the rule needs is not loaded).
+    pub skipped: Option<String>,
 }
 
 /// Where example times start when an event gives none: events are one second apart.
@@ -64,8 +66,12 @@ pub fn run(rules: &RuleSet) -> Vec<ExampleResult> {
     for rule in rules.rules() {
         for (n, example) in rule.meta.examples.iter().enumerate() {
             let name = if example.name.is_empty() { format!("example {}", n + 1) } else { example.name.clone() };
-            let failure = check(rules, rule.meta.id.as_str(), example).err();
-            results.push(ExampleResult { rule: rule.meta.id.to_string(), example: name, failure });
+            let (failure, skipped) = if rule.missing_plugins.is_empty() {
+                (check(rules, rule.meta.id.as_str(), example).err(), None)
+            } else {
+                (None, Some(format!("plugin(s) not loaded: {}", rule.missing_plugins.join(", "))))
+            };
+            results.push(ExampleResult { rule: rule.meta.id.to_string(), example: name, failure, skipped });
         }
     }
     results

@@ -285,7 +285,8 @@ impl Playbook {
                 (StepKind::Automated, None) => err(at.clone(), "an automated step needs an `action`".into()),
                 (StepKind::Automated, Some(id)) => match actions.get(id) {
                     None => {
-                        let known: Vec<&str> = actions.specs().iter().map(|s| s.id.as_str()).collect();
+                        let specs = actions.specs();
+                        let known: Vec<&str> = specs.iter().map(|s| s.id.as_str()).collect();
                         err(at.clone(), format!("unknown action `{id}` (known: {})", known.join(", ")));
                     }
                     Some(action) => {

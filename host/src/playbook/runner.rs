@@ -903,7 +903,7 @@ impl Runner {
     async fn run_action(&self, run: &Run, index: usize, incident: &Incident, view: Value) -> Result<StepEnd, RunError> {
         let step = &run.steps[index];
         let def = step.def.clone();
-        let Some(action) = def.action.as_deref().and_then(|a| self.deps().actions.get(a)).cloned() else {
+        let Some(action) = def.action.as_deref().and_then(|a| self.deps().actions.get(a)) else {
             return Ok(StepEnd::Fail(format!("unknown action {}", def.action.unwrap_or_default())));
         };
         let spec = action.spec().clone();
@@ -1091,7 +1091,7 @@ impl Runner {
             if step.status != StepStatus::Succeeded {
                 continue;
             }
-            let Some(action) = self.deps().actions.get(action_id).cloned() else { continue };
+            let Some(action) = self.deps().actions.get(action_id) else { continue };
             let ctx = ActionContext {
                 run_id: run.id.to_string(),
                 step_id: step.def.id.clone(),
@@ -1447,7 +1447,7 @@ impl Runner {
             if key >= until {
                 break;
             }
-            let Some(action) = self.deps().actions.get(&expiry.action).cloned() else {
+            let Some(action) = self.deps().actions.get(&expiry.action) else {
                 let (expiries, gone) = (self.inner.expiries.clone(), key.clone());
                 blocking(move || expiries.delete(&gone)).await?;
                 continue;

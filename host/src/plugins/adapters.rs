@@ -61,7 +61,7 @@ impl WasmAction {
 }
 
 /// The action context as the WIT record.
-pub(crate) fn wit_context(ctx: &ActionContext, dry_run: bool) -> wit::ActionContext {
+pub fn wit_context(ctx: &ActionContext, dry_run: bool) -> wit::ActionContext {
     let incident = ctx.incident.as_object().map(|i| {
         let text = |key: &str| i.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
         wit::Incident {
@@ -147,5 +147,17 @@ impl Transform for WasmTransform {
                 Err(fail(format!("plugin `{}` transforms events, not alerts or incidents", self.name)))
             }
         }
+    }
+}
+
+/// The loaded action plugins, for the action registry: a plugin loaded while Vigil runs is
+/// a step's action at once, and each call runs the version current at that moment.
+impl crate::actions::ActionSource for PluginHost {
+    fn action(&self, id: &str) -> Option<std::sync::Arc<dyn Action>> {
+        WasmAction::new(self, id).map(|a| std::sync::Arc::new(a) as std::sync::Arc<dyn Action>)
+    }
+
+    fn specs(&self) -> Vec<ActionSpec> {
+        self.names(Kind::Action).iter().filter_map(|name| WasmAction::new(self, name)).map(|a| a.spec).collect()
     }
 }

@@ -28,10 +28,11 @@ use serde::{Deserialize, Serialize};
 use wasmtime::Engine;
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 
-pub use adapters::{WasmAction, WasmTransform};
+pub use adapters::{WasmAction, WasmTransform, wit_context};
 pub use manifest::{Kind, Manifest, SignatureStatus};
+pub use runtime::wit;
 pub use runtime::{CallError, CallStats, PluginFailure, PluginMetrics};
-use runtime::{CallState, PluginContext, Warm, wit};
+use runtime::{CallState, PluginContext, Warm};
 
 use crate::event::SecurityEvent;
 use crate::source::Ingestor;
@@ -222,6 +223,7 @@ impl Loaded {
             &self.context,
             self.pool(),
             clock_ms,
+            None,
             (ctx,),
         )?;
         let outcome = result.map_err(|e| CallError::Plugin(e.into()))?;
@@ -243,6 +245,7 @@ impl Loaded {
             &self.context,
             self.pool(),
             clock,
+            None,
             (input,),
         )?;
         let text = result.map_err(|e| CallError::Plugin(e.into()))?;
@@ -251,10 +254,12 @@ impl Loaded {
     }
 
     /// Runs `call` (blocking).
+    /// With `fuel_cap`, at most that much fuel (a rule's budget).
     pub fn call(
         &self,
         input: &serde_json::Value,
         clock_ms: Option<i64>,
+        fuel_cap: Option<u64>,
     ) -> Result<(serde_json::Value, CallStats), CallError> {
         self.kind(Kind::Function)?;
         let ((result,), stats) = runtime::invoke::<(String,), (Result<String, wit::PluginError>,)>(
@@ -263,6 +268,7 @@ impl Loaded {
             &self.context,
             self.pool(),
             clock_ms,
+            fuel_cap,
             (input.to_string(),),
         )?;
         let text = result.map_err(|e| CallError::Plugin(e.into()))?;
@@ -396,7 +402,9 @@ impl PluginHost {
             }
             imports.push(name.to_owned());
         }
-        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
+        imports.sort();
+        let mut exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
+        exports.sort();
         let wanted = manifest.kind.export();
         let export = component
             .get_export_index(None, wanted)
@@ -558,9 +566,20 @@ impl PluginHost {
         input: &serde_json::Value,
         clock_ms: Option<i64>,
     ) -> Result<serde_json::Value, CallError> {
-        let result = self.with_slot(name, |p| p.call(input, clock_ms));
+        self.call_limited(name, input, clock_ms, None).map(|(v, _)| v)
+    }
+
+    /// [`call`](Self::call) with at most `fuel_cap` fuel, reporting what it spent.
+    pub fn call_limited(
+        &self,
+        name: &str,
+        input: &serde_json::Value,
+        clock_ms: Option<i64>,
+        fuel_cap: Option<u64>,
+    ) -> Result<(serde_json::Value, CallStats), CallError> {
+        let result = self.with_slot(name, |p| p.call(input, clock_ms, fuel_cap));
         self.inner.metrics.call(name, result.as_ref().map_or_else(CallError::reason, |_| "ok"));
-        result.map(|(v, _)| v)
+        result
     }
 
     /// Transforms an event with a transform plugin on this thread (a blocking one).

@@ -481,13 +481,18 @@ pub(crate) fn invoke<P, R>(
     context: &Arc<PluginContext>,
     pool: Option<&std::sync::Mutex<Vec<Warm>>>,
     clock_ms: Option<i64>,
+    fuel_cap: Option<u64>,
     params: P,
 ) -> Result<(R, CallStats), CallError>
 where
     P: ComponentNamedList + Lower + Send + Sync,
     R: ComponentNamedList + Lift + Send + Sync + 'static,
 {
-    let limits = &context.manifest.limits;
+    let mut limits = context.manifest.limits.clone();
+    if let Some(cap) = fuel_cap {
+        limits.fuel = limits.fuel.min(cap);
+    }
+    let limits = &limits;
     let started = Instant::now();
     let reused = pool.and_then(|p| p.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop());
     let Warm { mut store, instance } = match reused {

@@ -205,6 +205,10 @@ pub struct RuleMeta {
     /// Example streams and the alerts they must produce (run by `vigil rules test`).
     #[serde(default)]
     pub examples: Vec<Example>,
+    /// Function plugins the condition calls (`plugin::invoke`). While one is not loaded the
+    /// rule does not run, and its examples are reported as skipped.
+    #[serde(default)]
+    pub plugins: Vec<String>,
 }
 
 fn yes() -> bool {

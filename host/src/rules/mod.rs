@@ -109,6 +109,8 @@ pub struct CompiledRule {
     pub fingerprint: u64,
     /// The classes it can match; empty means every class.
     pub classes: Vec<EventClass>,
+    /// Plugins it needs that were not loaded when it was compiled: it does not run.
+    pub missing_plugins: Vec<String>,
     matchers: Vec<Matcher>,
     ast: AST,
 }
@@ -139,11 +141,14 @@ pub struct CompileOptions {
     pub native: bool,
     /// Record operation counts (for `vigil rules cost`).
     pub count_operations: bool,
+    /// The plugin host behind `plugin::invoke` (without one, rules that call plugins fail to
+    /// evaluate, and `plugin::loaded` is false).
+    pub plugins: Option<crate::plugins::PluginHost>,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        Self { limits: SandboxLimits::default(), native: true, count_operations: false }
+        Self { limits: SandboxLimits::default(), native: true, count_operations: false, plugins: None }
     }
 }
 
@@ -155,6 +160,7 @@ pub struct RuleSet {
     engine: Arc<Engine>,
     by_class: Arc<Vec<Vec<usize>>>,
     native: bool,
+    plugin_fuel: u64,
 }
 
 /// Rules settings (`[rules]`).
@@ -192,7 +198,12 @@ impl RulesConfig {
 
     /// The compile options these settings ask for.
     pub fn compile_options(&self) -> CompileOptions {
-        CompileOptions { limits: self.limits.clone(), native: self.native_predicates, count_operations: false }
+        CompileOptions {
+            limits: self.limits.clone(),
+            native: self.native_predicates,
+            count_operations: false,
+            plugins: None,
+        }
     }
 }
 
@@ -222,7 +233,7 @@ pub fn read_sources(dir: &Path) -> Result<Vec<(PathBuf, String)>, Vec<RuleError>
 impl RuleSet {
     /// An empty rule set.
     pub fn empty(limits: &SandboxLimits) -> Self {
-        Self::build(Vec::new(), build_engine(limits, &Lists::new(), false), true)
+        Self::build(Vec::new(), build_engine(limits, &Lists::new(), false), true, limits.max_plugin_fuel)
     }
 
     /// Loads `dir/*.rhai` (rules) and `dir/lib/*.rhai` (library). Reports every error of
@@ -242,9 +253,11 @@ impl RuleSet {
         library: Vec<(PathBuf, String)>,
         options: &CompileOptions,
     ) -> Result<Self, Vec<RuleError>> {
-        let base = build_engine(&options.limits, &Lists::new(), false);
+        let mut base = build_engine(&options.limits, &Lists::new(), false);
+        sandbox::register_plugins(&mut base, options.plugins.clone());
         let library = library::compile(&base, &library)?;
         let mut engine = build_engine(&options.limits, &library.lists, options.count_operations);
+        sandbox::register_plugins(&mut engine, options.plugins.clone());
         let mut errors = Vec::new();
         for (path, ast) in &library.files {
             match rhai::Module::eval_ast_as_new(Scope::new(), ast, &engine) {
@@ -257,7 +270,16 @@ impl RuleSet {
         let mut rules: Vec<Arc<CompiledRule>> = Vec::new();
         for (path, text) in sources {
             match compile_rule(&engine, &library, &path, &text) {
-                Ok(rule) => {
+                Ok(mut rule) => {
+                    let loaded = |name: &String| options.plugins.as_ref().is_some_and(|h| h.get(name).is_some());
+                    rule.missing_plugins = rule.meta.plugins.iter().filter(|p| !loaded(p)).cloned().collect();
+                    if !rule.missing_plugins.is_empty() {
+                        tracing::warn!(
+                            rule = %rule.meta.id,
+                            missing = ?rule.missing_plugins,
+                            "Rule needs plugins that are not loaded; it does not run until they are and the rules are reloaded."
+                        );
+                    }
                     if let Some(first) = rules.iter().find(|r| r.meta.id == rule.meta.id) {
                         errors.push(RuleError::new(
                             &path,
@@ -270,22 +292,27 @@ impl RuleSet {
                 Err(e) => errors.extend(e),
             }
         }
-        if errors.is_empty() { Ok(Self::build(rules, engine, options.native)) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Self::build(rules, engine, options.native, options.limits.max_plugin_fuel))
+        } else {
+            Err(errors)
+        }
     }
 
-    fn build(rules: Vec<Arc<CompiledRule>>, engine: Engine, native: bool) -> Self {
+    fn build(rules: Vec<Arc<CompiledRule>>, engine: Engine, native: bool, plugin_fuel: u64) -> Self {
         let by_class = EventClass::ALL
             .iter()
             .map(|class| {
                 rules
                     .iter()
                     .enumerate()
-                    .filter(|(_, r)| r.meta.enabled && (r.classes.is_empty() || r.classes.contains(class)))
+                    .filter(|(_, r)| r.meta.enabled && r.missing_plugins.is_empty())
+                    .filter(|(_, r)| r.classes.is_empty() || r.classes.contains(class))
                     .map(|(i, _)| i)
                     .collect()
             })
             .collect();
-        Self { rules: rules.into(), engine: Arc::new(engine), by_class: Arc::new(by_class), native }
+        Self { rules: rules.into(), engine: Arc::new(engine), by_class: Arc::new(by_class), native, plugin_fuel }
     }
 
     /// The rules, in load order (disabled ones included).
@@ -324,6 +351,7 @@ impl RuleSet {
     }
 
     fn call(&self, rule: &CompiledRule, function: &str, event: &EventRef) -> Result<bool, EvalError> {
+        sandbox::arm_plugin_budget(self.plugin_fuel, event.0.time.timestamp_millis());
         let mut scope = Scope::new();
         let options = CallFnOptions::new().eval_ast(false).rewind_scope(false);
         let result: Result<Dynamic, Box<EvalAltResult>> =
@@ -419,6 +447,7 @@ fn compile_rule(engine: &Engine, library: &Library, path: &Path, text: &str) -> 
         path: path.to_owned(),
         fingerprint: std::hash::Hasher::finish(&hasher),
         classes,
+        missing_plugins: Vec::new(),
         matchers,
         ast,
     })

@@ -31,11 +31,19 @@ pub struct SandboxLimits {
     pub max_string_bytes: usize,
     /// Largest array or map a rule may build.
     pub max_collection_len: usize,
+    /// Fuel all `plugin::invoke`s of one evaluation of one rule may spend together.
+    pub max_plugin_fuel: u64,
 }
 
 impl Default for SandboxLimits {
     fn default() -> Self {
-        Self { max_operations: 50_000, max_call_levels: 16, max_string_bytes: 64 * 1024, max_collection_len: 10_000 }
+        Self {
+            max_operations: 50_000,
+            max_call_levels: 16,
+            max_string_bytes: 64 * 1024,
+            max_collection_len: 10_000,
+            max_plugin_fuel: 10_000_000,
+        }
     }
 }
 
@@ -165,6 +173,40 @@ fn in_cidr(ip: &str, cidr: &str) -> Result<bool, Box<EvalAltResult>> {
 thread_local! {
     /// Operations counted by an engine built with `count_operations` (for `rules cost`).
     static OPERATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// The fuel `plugin::invoke` may still spend in this evaluation, and the event's time.
+    static PLUGIN_BUDGET: std::cell::Cell<(u64, i64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Sets the plugin fuel of the evaluation about to run on this thread, and the time
+/// plugins see (the event's, so replays and backtests see what the live run saw).
+pub(crate) fn arm_plugin_budget(fuel: u64, event_time_ms: i64) {
+    PLUGIN_BUDGET.with(|b| b.set((fuel, event_time_ms)));
+}
+
+/// `plugin::invoke(name, value)` and `plugin::loaded(name)`: functions from WebAssembly
+/// plugins, each call charged to the calling rule's plugin fuel budget (`call` is a
+/// reserved word in Rhai, hence `invoke`). A failed call is
+/// an evaluation error of the rule (counted, and a rule that keeps failing is disabled).
+pub fn register_plugins(engine: &mut Engine, host: Option<crate::plugins::PluginHost>) {
+    let mut module = rhai::Module::new();
+    let caller = host.clone();
+    module.set_native_fn("invoke", move |name: &str, value: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
+        let input: serde_json::Value = rhai::serde::from_dynamic(&value)
+            .map_err(|e| format!("plugin::invoke(\"{name}\"): the value is not JSON-like: {e}"))?;
+        let (fuel, clock) = PLUGIN_BUDGET.with(std::cell::Cell::get);
+        if fuel == 0 {
+            return Err(format!("plugin::invoke(\"{name}\"): this evaluation's plugin fuel is spent").into());
+        }
+        let host =
+            caller.as_ref().ok_or_else(|| format!("plugin::invoke(\"{name}\"): plugins are not enabled here"))?;
+        let (output, stats) = host
+            .call_limited(name, &input, Some(clock), Some(fuel))
+            .map_err(|e| format!("plugin::invoke(\"{name}\"): {e}"))?;
+        PLUGIN_BUDGET.with(|b| b.set((fuel.saturating_sub(stats.fuel), clock)));
+        rhai::serde::to_dynamic(output).map_err(|e| format!("plugin::invoke(\"{name}\"): {e}").into())
+    });
+    module.set_native_fn("loaded", move |name: &str| Ok(host.as_ref().is_some_and(|h| h.get(name).is_some())));
+    engine.register_static_module("plugin", module.into());
 }
 
 /// Operations used by the last evaluation on this thread (engines built with

@@ -312,3 +312,63 @@ fn prefilters_agree_with_rhai() {
         }
     }
 }
+
+const REPUTATION_RULE: &str = r#"
+    const RULE = #{ id: "listed_login", title: "Login from a listed address", severity: "high", plugins: ["reputation"] };
+    fn condition(event) {
+        event.class == "authentication" && event.outcome == "success"
+            && plugin::invoke("reputation", event.source.ip).listed
+    }
+"#;
+
+/// The reputation example plugin, loaded from `guest-examples/` (built by the test build).
+fn reputation_host(dir: &std::path::Path, fuel: u64) -> crate::plugins::PluginHost {
+    let plugin = dir.join("reputation");
+    std::fs::create_dir_all(&plugin).expect("dir");
+    std::fs::copy(vigil_guest_artifacts::REPUTATION, plugin.join("reputation.wasm")).expect("copy");
+    let manifest = format!(
+        "name = \"reputation\"\nversion = \"1.0.0\"\nkind = \"function\"\napi_version = \"0.1.0\"\n[capabilities]\nmetrics = true\nkv = {{ quota = \"1MiB\" }}\n[limits]\nfuel = {fuel}\n"
+    );
+    std::fs::write(plugin.join("plugin.toml"), manifest).expect("manifest");
+    let config = crate::plugins::PluginsConfig { dir: dir.to_owned(), ..Default::default() };
+    let host = crate::plugins::PluginHost::new(config, None, None, None, &crate::telemetry::MetricsRegistry::default())
+        .expect("host");
+    assert!(host.sync_dir().is_empty());
+    host
+}
+
+fn login(ip: &str) -> EventRef {
+    let mut e = SecurityEvent::new(EventClass::Authentication, Utc::now());
+    e.outcome = Outcome::Success;
+    e.source = Some(Endpoint { ip: Some(ip.parse().expect("ip")), ..Default::default() });
+    EventRef(Arc::new(e))
+}
+
+#[test]
+fn a_plugin_function_changes_a_rules_verdict() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Without the plugin the rule does not run at all.
+    let rules = compile(&[("listed.rhai", REPUTATION_RULE)]).expect("compiles");
+    assert_eq!(rules.rules()[0].missing_plugins, vec!["reputation".to_owned()]);
+    assert!(rules.candidates(EventClass::Authentication).is_empty());
+
+    let host = reputation_host(dir.path(), 100_000_000);
+    let options = CompileOptions { plugins: Some(host), ..CompileOptions::default() };
+    let rules = compile_with(&[("listed.rhai", REPUTATION_RULE)], &[], &options).expect("compiles");
+    assert_eq!(rules.candidates(EventClass::Authentication), &[0]);
+    assert_eq!(rules.evaluate(0, &login("203.0.113.7")), Ok(1), "a listed address: the rule matches");
+    assert_eq!(rules.evaluate(0, &login("192.0.2.10")), Ok(0), "an unlisted one: it does not");
+}
+
+#[test]
+fn plugin_calls_spend_the_rules_own_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = reputation_host(dir.path(), 100_000_000);
+    let limits = SandboxLimits { max_plugin_fuel: 1_000, ..SandboxLimits::default() };
+    let options = CompileOptions { plugins: Some(host), limits, ..CompileOptions::default() };
+    let rules = compile_with(&[("listed.rhai", REPUTATION_RULE)], &[], &options).expect("compiles");
+    match rules.evaluate(0, &login("203.0.113.7")) {
+        Err(EvalError::Runtime(why)) => assert!(why.contains("ran out of fuel (1000 units)"), "{why}"),
+        other => panic!("expected the plugin call to run out of the rule's fuel, got {other:?}"),
+    }
+}

@@ -1,0 +1,205 @@
+//! WebAssembly plugins in a running Vigil: a function plugin turns on a shipped rule and
+//! changes its verdict, the plugins directory is watched (add, replace, remove), a broken
+//! version leaves the old one serving, and the CLI inspects and tests with plugins.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Server, blocking, rules_dir, vigil_bin, wait_for};
+
+/// Installs an example plugin into `plugins/<name>/` with `manifest` lines.
+fn install(plugins: &Path, name: &str, component: &str, kind: &str, manifest: &str) -> PathBuf {
+    let dir = plugins.join(name);
+    std::fs::create_dir_all(&dir).expect("plugin dir");
+    std::fs::copy(component, dir.join(format!("{name}.wasm"))).expect("component");
+    let text =
+        format!("name = \"{name}\"\nversion = \"1.0.0\"\nkind = \"{kind}\"\napi_version = \"0.1.0\"\n{manifest}\n");
+    std::fs::write(dir.join("plugin.toml"), text).expect("manifest");
+    dir
+}
+
+const REPUTATION: &str = "description = \"IP reputation\"\n[capabilities]\nmetrics = true\nkv = { quota = \"1MiB\" }";
+const HOSTILE: &str = "[capabilities.http]\nallow = [\"tickets.example.com\"]";
+
+fn get(server: &Server, path: &str) -> (u16, Value) {
+    blocking(async {
+        let response = reqwest::get(server.url(path)).await.expect("request");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    })
+}
+
+fn send(server: &Server, method: reqwest::Method, path: &str, body: Option<String>) -> (u16, Value) {
+    blocking(async {
+        let mut request = reqwest::Client::new().request(method, server.url(path));
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.expect("request");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    })
+}
+
+fn names(server: &Server) -> Vec<String> {
+    get(server, "/v1/plugins").1["plugins"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["name"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_plugin_function_drives_a_shipped_rule_and_the_directory_is_watched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins");
+    install(&plugins, "reputation", vigil_guest_artifacts::REPUTATION, "function", REPUTATION);
+    let server = Server::start(dir.path(), &format!("[plugins]\ndir = {plugins:?}\n"));
+    assert_eq!(names(&server), vec!["reputation".to_owned()]);
+
+    // A login from a listed network opens the shipped rule's incident; one from elsewhere
+    // does not.
+    let events = [
+        json!({ "class": "authentication", "outcome": "success", "user": { "name": "alice" }, "source": { "ip": "203.0.113.9" } }),
+        json!({ "class": "authentication", "outcome": "success", "user": { "name": "bob" }, "source": { "ip": "192.0.2.44" } }),
+    ];
+    let body = events.iter().map(Value::to_string).collect::<Vec<_>>().join("\n");
+    assert_eq!(send(&server, reqwest::Method::POST, "/v1/events", Some(body)).0, 202);
+    let incidents = wait_for(Duration::from_secs(30), "the reputation rule's incident", || {
+        let list = get(&server, "/v1/incidents?limit=100").1["incidents"].as_array().cloned().unwrap_or_default();
+        let mine: Vec<Value> = list.into_iter().filter(|i| i["rule_id"] == "login_from_listed_address").collect();
+        (!mine.is_empty()).then_some(mine)
+    });
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0]["dedup_key"], "login_from_listed_address:203.0.113.9|alice");
+
+    // Dropping a plugin into the directory loads it; a broken version leaves it serving;
+    // removing its directory unloads it.
+    install(&plugins, "hostile", vigil_guest_artifacts::HOSTILE, "function", HOSTILE);
+    wait_for(Duration::from_secs(30), "the watcher to load the new plugin", || {
+        names(&server).contains(&"hostile".to_owned()).then_some(())
+    });
+    let (status, info) = get(&server, "/v1/plugins/hostile");
+    assert_eq!(status, 200);
+    assert_eq!(info["imports"], json!(["vigil:plugin/http@0.1.0", "vigil:plugin/types@0.1.0"]));
+    std::fs::write(plugins.join("hostile/hostile.wasm"), b"\0asm broken").expect("break");
+    let (status, error) = send(&server, reqwest::Method::POST, "/v1/plugins/hostile/reload", None);
+    assert_eq!(status, 422, "{error}");
+    assert!(error["error"]["message"].as_str().unwrap_or("").contains("not a valid component"), "{error}");
+    assert_eq!(get(&server, "/v1/plugins/hostile").1["digest"], info["digest"], "the old version keeps serving");
+    let (status, _) = send(&server, reqwest::Method::DELETE, "/v1/plugins/hostile", None);
+    assert_eq!(status, 200);
+    assert_eq!(get(&server, "/v1/plugins/hostile").0, 404);
+    std::fs::remove_dir_all(plugins.join("reputation")).expect("remove");
+    wait_for(Duration::from_secs(30), "the watcher to unload the removed plugin", || {
+        names(&server).is_empty().then_some(())
+    });
+    let metrics = server.metrics();
+    assert!(metrics.contains("vigil_plugin_calls_total{plugin=\"reputation\",result=\"ok\"}"), "{metrics}");
+}
+
+#[test]
+fn the_cli_inspects_plugins_and_tests_rules_with_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins");
+    let reputation = install(&plugins, "reputation", vigil_guest_artifacts::REPUTATION, "function", REPUTATION);
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(&config, format!("[plugins]\ndir = {plugins:?}\n[store]\npath = {:?}\n", dir.path().join("data")))
+        .expect("config");
+
+    let out = Command::new(vigil_bin()).args(["plugin", "inspect"]).arg(&reputation).output().expect("inspect");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(info["kind"], "function");
+    assert_eq!(info["signature"]["status"], "unsigned");
+    assert_eq!(info["digest"].as_str().map(str::len), Some(64));
+
+    // With the plugin, the shipped rule that needs it runs its examples; without, they are
+    // skipped (and nothing fails).
+    let with = Command::new(vigil_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["rules", "test"])
+        .arg(rules_dir())
+        .output()
+        .expect("rules test");
+    let text = String::from_utf8_lossy(&with.stdout);
+    assert!(with.status.success(), "{text}");
+    assert!(text.contains("ok    login_from_listed_address — login from a scanner network"), "{text}");
+    assert!(text.contains(", 0 failed, 0 skipped"), "{text}");
+    // (From a directory without `plugins/`, the default plugins dir.)
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let without = Command::new(vigil_bin())
+        .args(["rules", "test"])
+        .arg(rules_dir())
+        .current_dir(elsewhere.path())
+        .output()
+        .expect("rules test");
+    let text = String::from_utf8_lossy(&without.stdout);
+    assert!(without.status.success(), "{text}");
+    assert!(text.contains("skip  login_from_listed_address"), "{text}");
+
+    // Cost of a call on an input.
+    let input = dir.path().join("ip.json");
+    std::fs::write(&input, "\"203.0.113.9\"").expect("input");
+    let out = Command::new(vigil_bin())
+        .args(["plugin", "cost"])
+        .arg(&reputation)
+        .arg("--input")
+        .arg(&input)
+        .args(["--runs", "20"])
+        .output()
+        .expect("cost");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("reputation (function): 20 call(s), fuel "), "{text}");
+
+    // A key, a signature, and the signed manifest verifies.
+    let out = Command::new(vigil_bin()).args(["plugin", "keygen"]).output().expect("keygen");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |label: &str| {
+        text.lines()
+            .find(|l| l.starts_with(label))
+            .and_then(|l| l.split_whitespace().last())
+            .expect("printed")
+            .to_owned()
+    };
+    let (seed, public) = (field("seed"), field("public key"));
+    std::fs::write(dir.path().join("key"), &seed).expect("key");
+    let out = Command::new(vigil_bin())
+        .args(["plugin", "sign"])
+        .arg(&reputation)
+        .arg("--key")
+        .arg(dir.path().join("key"))
+        .args(["--key-id", "ops"])
+        .output()
+        .expect("sign");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &config,
+        format!("[plugins]\ndir = {plugins:?}\nrequire_signatures = true\ntrusted_keys = {{ ops = {public:?} }}\n"),
+    )
+    .expect("config");
+    let out = Command::new(vigil_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["plugin", "inspect"])
+        .arg(&reputation)
+        .output()
+        .expect("inspect");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(info["signature"], json!({ "status": "verified", "key": "ops" }));
+
+    // Scaffolding writes a crate and a manifest.
+    let out = Command::new(vigil_bin())
+        .args(["plugin", "new", "my-action", "--kind", "action", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("new");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lib = std::fs::read_to_string(dir.path().join("my-action/src/lib.rs")).expect("lib.rs");
+    assert!(lib.contains("vigil_sdk::register_plugin!(action: Plugin);"), "{lib}");
+    let manifest = std::fs::read_to_string(dir.path().join("my-action/plugin.toml")).expect("manifest");
+    assert!(manifest.contains("kind = \"action\""), "{manifest}");
+}
