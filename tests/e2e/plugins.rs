@@ -54,8 +54,13 @@ fn a_plugin_function_drives_a_shipped_rule_and_the_directory_is_watched() {
     let dir = tempfile::tempdir().expect("tempdir");
     let plugins = dir.path().join("plugins");
     install(&plugins, "reputation", vigil_guest_artifacts::REPUTATION, "function", REPUTATION);
-    let server = Server::start(dir.path(), &format!("[plugins]\ndir = {plugins:?}\n"));
-    assert_eq!(names(&server), vec!["reputation".to_owned()]);
+    install(&plugins, "cim", vigil_guest_artifacts::CIM, "transform", "[limits]\npooled = true");
+    let cim = dir.path().join("cim.log");
+    let sink = format!(
+        "[sinks.splunk_cim]\ntype = \"file\"\npath = {cim:?}\nroute = {{ records = [\"event\"] }}\ntransform = \"cim\"\n"
+    );
+    let server = Server::start(dir.path(), &format!("[plugins]\ndir = {plugins:?}\n{sink}"));
+    assert_eq!(names(&server), vec!["cim".to_owned(), "reputation".to_owned()]);
 
     // A login from a listed network opens the shipped rule's incident; one from elsewhere
     // does not.
@@ -72,6 +77,16 @@ fn a_plugin_function_drives_a_shipped_rule_and_the_directory_is_watched() {
     });
     assert_eq!(incidents.len(), 1);
     assert_eq!(incidents[0]["dedup_key"], "login_from_listed_address:203.0.113.9|alice");
+    // The sink writes the events through the transform plugin.
+    let lines = wait_for(Duration::from_secs(30), "the CIM sink's lines", || {
+        let text = std::fs::read_to_string(&cim).unwrap_or_default();
+        (text.lines().count() >= 2).then_some(text)
+    });
+    assert!(
+        lines.lines().any(|l| l.contains("tag=\"Authentication\" action=\"success\"")
+            && l.contains("src=\"203.0.113.9\" user=\"alice\"")),
+        "{lines}"
+    );
 
     // Dropping a plugin into the directory loads it; a broken version leaves it serving;
     // removing its directory unloads it.
@@ -92,7 +107,7 @@ fn a_plugin_function_drives_a_shipped_rule_and_the_directory_is_watched() {
     assert_eq!(get(&server, "/v1/plugins/hostile").0, 404);
     std::fs::remove_dir_all(plugins.join("reputation")).expect("remove");
     wait_for(Duration::from_secs(30), "the watcher to unload the removed plugin", || {
-        names(&server).is_empty().then_some(())
+        (names(&server) == ["cim"]).then_some(())
     });
     let metrics = server.metrics();
     assert!(metrics.contains("vigil_plugin_calls_total{plugin=\"reputation\",result=\"ok\"}"), "{metrics}");

@@ -256,7 +256,15 @@ impl Pipeline {
         } else {
             Some(Redaction::new(config.redact.clone()).map_err(|e| anyhow::anyhow!("sinks.{name}.redact: {e}"))?)
         };
-        let encoder = Encoder::new(route, redaction, &config.format);
+        let mut encoder = Encoder::new(route, redaction, &config.format);
+        if let Some(plugin) = &config.transform {
+            let is_transform =
+                |h: &&PluginHost| h.get(plugin).is_some_and(|p| p.manifest().kind == crate::plugins::Kind::Transform);
+            let Some(host) = self.plugins.as_ref().filter(is_transform) else {
+                anyhow::bail!("sinks.{name}.transform: no transform plugin `{plugin}` is loaded (see [plugins] dir)");
+            };
+            encoder = encoder.with_transform(Box::new(crate::plugins::WasmTransform::new(host, plugin)));
+        }
         let (exporter, handle) =
             Exporter::start(name, sink, config, encoder, self.log.clone(), metrics, self.stop_sinks.clone())
                 .await

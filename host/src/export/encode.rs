@@ -151,6 +151,15 @@ impl Encoder {
         }
     }
 
+    /// The same encoder with `transform` (a plugin's) in place of the format's: its output
+    /// is a line of text.
+    pub fn with_transform(mut self, transform: Box<dyn Transform>) -> Self {
+        self.transform = transform;
+        self.json = false;
+        self.passthrough = false;
+        self
+    }
+
     /// Whether records of `kind` may be taken at all.
     pub fn takes_kind(&self, kind: RecordKind) -> bool {
         self.route.takes_kind(kind)

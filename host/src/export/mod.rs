@@ -362,10 +362,23 @@ pub struct SinkConfig {
     /// How often the destination's health is checked.
     #[serde(with = "humantime_serde")]
     pub healthcheck_interval: Duration,
+    /// A transform plugin whose output (one line per event) replaces the format's; events
+    /// only (route alerts and incidents elsewhere).
+    pub transform: Option<String>,
 }
 
-const COMMON: [&str; 9] =
-    ["route", "format", "redact", "batch", "concurrency", "retry", "breaker", "rate_limit", "healthcheck_interval"];
+const COMMON: [&str; 10] = [
+    "route",
+    "format",
+    "redact",
+    "batch",
+    "concurrency",
+    "retry",
+    "breaker",
+    "rate_limit",
+    "healthcheck_interval",
+    "transform",
+];
 
 impl<'de> Deserialize<'de> for SinkConfig {
     // The framework's options sit beside the type's own; serde's `flatten` would lose
@@ -401,6 +414,7 @@ impl<'de> Deserialize<'de> for SinkConfig {
             }
             None => Duration::from_secs(30),
         };
+        let transform: Option<String> = take(&mut table, COMMON[9])?;
         let kind = SinkKind::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
         let format = format.unwrap_or_else(|| kind.default_format());
         let route = route.unwrap_or_else(|| kind.default_route());
@@ -416,6 +430,7 @@ impl<'de> Deserialize<'de> for SinkConfig {
             breaker,
             rate_limit,
             healthcheck_interval,
+            transform,
         })
     }
 }
@@ -435,6 +450,7 @@ impl SinkConfig {
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
             healthcheck_interval: Duration::from_secs(30),
+            transform: None,
         }
     }
 
