@@ -22,7 +22,7 @@ fn install(plugins: &Path, name: &str, component: &str, kind: &str, manifest: &s
 }
 
 const REPUTATION: &str = "description = \"IP reputation\"\n[capabilities]\nmetrics = true\nkv = { quota = \"1MiB\" }";
-const HOSTILE: &str = "[capabilities.http]\nallow = [\"tickets.example.com\"]";
+const HOSTILE: &str = "[capabilities]\nclock = true\nemit = true\nsecrets = [\"ALLOWED\"]\n[capabilities.http]\nallow = [\"tickets.example.com\"]";
 
 fn get(server: &Server, path: &str) -> (u16, Value) {
     blocking(async {
@@ -96,7 +96,16 @@ fn a_plugin_function_drives_a_shipped_rule_and_the_directory_is_watched() {
     });
     let (status, info) = get(&server, "/v1/plugins/hostile");
     assert_eq!(status, 200);
-    assert_eq!(info["imports"], json!(["vigil:plugin/http@0.1.0", "vigil:plugin/types@0.1.0"]));
+    assert_eq!(
+        info["imports"],
+        json!([
+            "vigil:plugin/clock@0.1.0",
+            "vigil:plugin/emit@0.1.0",
+            "vigil:plugin/http@0.1.0",
+            "vigil:plugin/secrets@0.1.0",
+            "vigil:plugin/types@0.1.0"
+        ])
+    );
     std::fs::write(plugins.join("hostile/hostile.wasm"), b"\0asm broken").expect("break");
     let (status, error) = send(&server, reqwest::Method::POST, "/v1/plugins/hostile/reload", None);
     assert_eq!(status, 422, "{error}");

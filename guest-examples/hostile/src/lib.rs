@@ -1,10 +1,11 @@
 //! The hostile corpus: a function that misbehaves on request, for the host's tests.
 //! Input `{"do": "..."}`: `loop` spins forever, `alloc` grows memory without bound,
 //! `recurse` recurses without bound, `output` returns a huge string, `trap` panics,
-//! `fetch` sends an HTTP GET to `url`, `echo` answers its input.
+//! `fetch` sends an HTTP GET to `url`, `clock` answers the host's time, `emit` sends a
+//! derived event, `secret` reads the secret `name`, `echo` answers its input.
 
-use serde_json::Value;
-use vigil_sdk::{Error, Function, http};
+use serde_json::{Value, json};
+use vigil_sdk::{Error, Function, clock, emit, http, secrets};
 
 #[allow(unconditional_recursion)]
 fn recurse(depth: u64, trail: &mut Vec<u64>) -> u64 {
@@ -42,6 +43,12 @@ impl Function for Hostile {
                     Err(e) => Err(Error::Retryable(e.to_string())),
                 }
             }
+            "clock" => Ok(Value::from(clock::now_ms())),
+            "emit" => {
+                let event = json!({ "class": "system", "action": "plugin_finding", "message": input["message"] });
+                emit::event(&event).map(|()| Value::Bool(true)).map_err(Error::Failed)
+            }
+            "secret" => secrets::get(input["name"].as_str().unwrap_or_default()).map(Value::from).map_err(Error::Failed),
             _ => Ok(input),
         }
     }

@@ -13,8 +13,13 @@ use serde_json::{Value, json};
 use super::*;
 use crate::telemetry::MetricsRegistry;
 
-/// The hostile plugin imports `http` (its `fetch`): every manifest of it grants some host.
-const HOSTILE_HTTP: &str = "[capabilities.http]\nallow = [\"tickets.example.com\"]\n";
+/// The hostile plugin imports `http`, `clock`, `emit` and `secrets`: every manifest of it
+/// grants them.
+const HOSTILE_OTHER: &str = "[capabilities]\nclock = true\nemit = true\nsecrets = [\"ALLOWED\"]\n";
+const HOSTILE_HTTP: &str = concat!(
+    "[capabilities]\nclock = true\nemit = true\nsecrets = [\"ALLOWED\"]\n",
+    "[capabilities.http]\nallow = [\"tickets.example.com\"]\n"
+);
 
 /// A plugin directory: the component and a manifest of `extra` lines.
 fn install(root: &Path, name: &str, component: &str, kind: &str, extra: &str) -> PathBuf {
@@ -135,7 +140,7 @@ async fn the_ssrf_guard_refuses_internal_addresses_even_through_allowed_names() 
     };
     let (host, registry) = host_with(dir.path(), config);
     let grant = format!(
-        "[capabilities.http]\nallow = [\"localhost\", \"127.0.0.1:{port}\", \"metadata.example.com\", \"tickets.example.com\"]\ntimeout = \"2s\""
+        "{HOSTILE_OTHER}[capabilities.http]\nallow = [\"localhost\", \"127.0.0.1:{port}\", \"metadata.example.com\", \"tickets.example.com\"]\ntimeout = \"2s\""
     );
     host.load(&install(dir.path(), "hostile", vigil_guest_artifacts::HOSTILE, "function", &grant)).expect("loads");
     let fetch = |url: String| {
@@ -156,7 +161,7 @@ async fn the_ssrf_guard_refuses_internal_addresses_even_through_allowed_names() 
     assert_eq!(metric(&registry, "vigil_plugin_denied_total{plugin=\"hostile\",capability=\"http\"}"), 5.0);
 
     // With allow_private, the same loopback server answers.
-    let open = format!("[capabilities.http]\nallow = [\"127.0.0.1:{port}\"]\nallow_private = true");
+    let open = format!("{HOSTILE_OTHER}[capabilities.http]\nallow = [\"127.0.0.1:{port}\"]\nallow_private = true");
     host.load(&install(dir.path(), "hostile", vigil_guest_artifacts::HOSTILE, "function", &open)).expect("reloads");
     assert_eq!(fetch(format!("http://127.0.0.1:{port}/")).await.expect("join"), Ok(json!(200)));
     server.abort();
@@ -378,4 +383,66 @@ fn the_directory_is_synced_and_pooled_instances_keep_state() {
     assert_ne!(host.dir_fingerprint(), fingerprint);
     host.sync_dir();
     assert!(host.get("cim").is_none(), "a removed plugin is unloaded");
+}
+
+#[test]
+fn clock_secrets_and_emit_answer_within_their_grants() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = crate::store::StoreConfig { path: dir.path().join("data"), ..Default::default() };
+    let store = crate::store::Store::open(&config).expect("store");
+    let (log, writer, _thread) = crate::store::Log::start(&store, &config).expect("log");
+    let registry = Arc::new(MetricsRegistry::default());
+    let ingestor = crate::source::Ingestor::new(writer, Default::default(), &registry);
+    let plugins = PluginsConfig {
+        dir: dir.path().to_owned(),
+        secrets: BTreeMap::from([
+            ("ALLOWED".to_owned(), crate::telemetry::Secret::new("granted-value")),
+            ("OTHER".to_owned(), crate::telemetry::Secret::new("never-shown")),
+        ]),
+        ..PluginsConfig::default()
+    };
+    let host = PluginHost::new(plugins, None, Some(store), Some(ingestor), &registry).expect("host");
+    host.load(&install(dir.path(), "hostile", vigil_guest_artifacts::HOSTILE, "function", "")).expect("loads");
+
+    // The clock is the event's time when the host gives one (replays), else the wall clock.
+    assert_eq!(
+        host.call("hostile", &json!({ "do": "clock" }), Some(1_700_000_000_123)),
+        Ok(json!(1_700_000_000_123_i64))
+    );
+    let now = chrono::Utc::now().timestamp_millis();
+    let wall = host.call("hostile", &json!({ "do": "clock" }), None).expect("clock").as_i64().expect("ms");
+    assert!((wall - now).abs() < 60_000, "{wall} vs {now}");
+
+    // Only the named secret.
+    assert_eq!(host.call("hostile", &json!({ "do": "secret", "name": "ALLOWED" }), None), Ok(json!("granted-value")));
+    let refused = host.call("hostile", &json!({ "do": "secret", "name": "OTHER" }), None);
+    assert_eq!(refused, Err(CallError::Plugin(PluginFailure::Failed("secret `OTHER` is not granted".into()))));
+    assert_eq!(metric(&registry, "vigil_plugin_denied_total{plugin=\"hostile\",capability=\"secrets\"}"), 1.0);
+
+    // An emitted event lands in the log, as the plugin's source.
+    let head = log.head();
+    assert_eq!(host.call("hostile", &json!({ "do": "emit", "message": "derived" }), None), Ok(json!(true)));
+    let entries = log.read(head + 1, 10, 1 << 20).expect("read");
+    assert_eq!(entries.len(), 1);
+    let event: Value = serde_json::from_slice(&entries[0].payload).expect("json");
+    assert_eq!((event["class"].as_str(), event["message"].as_str()), (Some("system"), Some("derived")));
+    assert_eq!(metric(&registry, "vigil_events_ingested_total{source=\"plugin/hostile\"}"), 1.0);
+}
+
+#[test]
+fn other_calls_are_served_while_a_plugin_spins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = hostile(dir.path(), "fuel = 50_000_000_000\ndeadline = \"3s\"");
+    let spinner = {
+        let host = host.clone();
+        std::thread::spawn(move || host.call("hostile", &json!({ "do": "loop" }), None))
+    };
+    // While one call spins towards its deadline, others complete.
+    let mut served = 0;
+    while !spinner.is_finished() {
+        assert_eq!(host.call("hostile", &json!({ "n": served }), None), Ok(json!({ "n": served })));
+        served += 1;
+    }
+    assert_eq!(spinner.join().expect("no panic"), Err(CallError::Deadline(Duration::from_secs(3))));
+    assert!(served > 10, "only {served} calls served during the spin");
 }
