@@ -122,7 +122,7 @@ pub struct Loaded {
     pre: InstancePre<CallState>,
     export: ComponentExportIndex,
     context: Arc<PluginContext>,
-    slots: Arc<tokio::sync::Semaphore>,
+    slots: Slots,
     pool: std::sync::Mutex<Vec<Warm>>,
     loaded_at: chrono::DateTime<chrono::Utc>,
 }
@@ -420,7 +420,7 @@ impl PluginHost {
         )
         .map_err(&fail)?;
         Ok(Loaded {
-            slots: Arc::new(tokio::sync::Semaphore::new(manifest.limits.max_concurrent)),
+            slots: Slots::new(manifest.limits.max_concurrent),
             manifest,
             manifest_path: manifest_path.to_owned(),
             digest,
@@ -545,12 +545,15 @@ impl PluginHost {
     pub async fn execute(&self, name: &str, ctx: wit::ActionContext) -> Result<wit::Outcome, CallError> {
         let plugin = self.get(name).ok_or_else(|| CallError::NotLoaded(name.to_owned()))?;
         let clock = Some(ctx.now_ms);
-        let slot = plugin.slots.clone().acquire_owned().await.map_err(|_| CallError::Busy(name.to_owned()))?;
         let metrics = self.inner.metrics.clone();
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let result = plugin.execute(ctx, clock).map(|(o, _)| o);
+            // Actions queue longer than functions: a step may wait for a busy backend.
+            let wait = plugin.manifest.limits.deadline.saturating_mul(4);
+            let result = match plugin.slots.acquire(wait) {
+                Some(_slot) => plugin.execute(ctx, clock).map(|(o, _)| o),
+                None => Err(CallError::Busy(name.clone())),
+            };
             metrics.call(&name, result.as_ref().map_or_else(CallError::reason, |_| "ok"));
             result
         })
@@ -589,9 +592,12 @@ impl PluginHost {
         result.map(|(v, _)| v)
     }
 
+    /// Runs `f` in one of the plugin's call slots, waiting up to the plugin's deadline for
+    /// one (calls in flight end by their deadline), so a burst queues rather than failing.
     fn with_slot<T>(&self, name: &str, f: impl FnOnce(&Loaded) -> Result<T, CallError>) -> Result<T, CallError> {
         let plugin = self.get(name).ok_or_else(|| CallError::NotLoaded(name.to_owned()))?;
-        let _slot = plugin.slots.try_acquire().map_err(|_| CallError::Busy(name.to_owned()))?;
+        let _slot =
+            plugin.slots.acquire(plugin.manifest.limits.deadline).ok_or_else(|| CallError::Busy(name.to_owned()))?;
         f(&plugin)
     }
 
@@ -620,6 +626,43 @@ impl PluginHost {
             tracing::warn!(dir = %dir.display(), error = %e, "Cannot write the compiled plugin cache.");
         }
         Component::new(engine, bytes).map_err(|e| format!("is not a valid component: {e:#}"))
+    }
+}
+
+/// A plugin's concurrent-call slots: a counting semaphore that blocking threads wait on.
+#[derive(Debug)]
+struct Slots {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// One slot, given back when dropped.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(count: usize) -> Self {
+        Self { free: std::sync::Mutex::new(count), freed: std::sync::Condvar::new() }
+    }
+
+    /// A slot, waiting at most `wait` for one.
+    fn acquire(&self, wait: std::time::Duration) -> Option<Slot<'_>> {
+        let free = self.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut free, _) = self
+            .freed
+            .wait_timeout_while(free, wait, |free| *free == 0)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *free == 0 {
+            return None;
+        }
+        *free -= 1;
+        Some(Slot(self))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        self.0.freed.notify_one();
     }
 }
 

@@ -446,3 +446,17 @@ fn other_calls_are_served_while_a_plugin_spins() {
     assert_eq!(spinner.join().expect("no panic"), Err(CallError::Deadline(Duration::from_secs(3))));
     assert!(served > 10, "only {served} calls served during the spin");
 }
+
+#[test]
+fn call_slots_queue_and_are_given_back() {
+    let slots = Slots::new(1);
+    let first = slots.acquire(Duration::ZERO).expect("one free slot");
+    assert!(slots.acquire(Duration::from_millis(10)).is_none(), "the only slot is taken");
+    let waiter = std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| slots.acquire(Duration::from_secs(30)).is_some());
+        drop(first);
+        waiter.join().expect("no panic")
+    });
+    assert!(waiter, "a waiting call gets the slot given back");
+    assert!(slots.acquire(Duration::ZERO).is_some(), "and gives it back in turn");
+}
