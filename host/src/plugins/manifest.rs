@@ -137,7 +137,8 @@ pub struct Limits {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub deadline: Duration,
-    /// Calls at once; more wait (actions) or fail as busy (functions, transforms).
+    /// Calls at once; more wait up to the deadline (actions four times that), then fail
+    /// as busy.
     pub max_concurrent: usize,
     /// Largest result a call may return.
     #[schemars(with = "String")]
