@@ -337,6 +337,20 @@ pub mod log {
     }
 }
 
+/// The plugin's settings, from Vigil's `[plugins.config.<name>]`, checked against the
+/// manifest's `[config]` schema (always available).
+pub mod config {
+    /// The value of `key`.
+    pub fn get(key: &str) -> Option<serde_json::Value> {
+        super::host::config::get(key).and_then(|text| serde_json::from_str(&text).ok())
+    }
+
+    /// The value of `key`, when it is a string.
+    pub fn string(key: &str) -> Option<String> {
+        get(key).and_then(|v| v.as_str().map(str::to_owned))
+    }
+}
+
 /// The host's clock (`clock` capability): the event's or incident's time during replays.
 pub mod clock {
     /// Milliseconds since the Unix epoch.

@@ -1,15 +1,20 @@
 //! An action that opens a ticket in a ticketing system over HTTP: `POST <url>` with the
 //! incident's summary, authenticated with the `TICKET_TOKEN` secret; the ticket's id is
-//! the outcome's target. The manifest grants HTTP to the ticketing host only.
+//! the outcome's target. `url` is the step's parameter, or else the plugin's `url`
+//! setting. The manifest grants HTTP to the ticketing host only.
 
 use serde_json::json;
-use vigil_sdk::{Action, ActionContext, Error, Outcome, http, log, secrets};
+use vigil_sdk::{Action, ActionContext, Error, Outcome, config, http, log, secrets};
 
 struct Ticket;
 
 impl Action for Ticket {
     fn execute(ctx: ActionContext) -> Result<Outcome, Error> {
-        let url = ctx.param_str("url").ok_or_else(|| Error::InvalidInput("`url` is required".into()))?;
+        let url = match ctx.param_str("url") {
+            Some(url) => url.to_owned(),
+            None => config::string("url").ok_or_else(|| Error::InvalidInput("`url`: no parameter and no setting".into()))?,
+        };
+        let url = url.as_str();
         let (summary, incident) = match &ctx.incident {
             Some(i) => (format!("[{}] {}: {}", i.priority, i.title, i.dedup_key), Some(i.id.clone())),
             None => (ctx.param_str("summary").unwrap_or("Vigil incident").to_owned(), None),

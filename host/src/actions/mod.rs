@@ -176,7 +176,8 @@ impl ActionSpec {
     }
 }
 
-fn check_kind(kind: ParamKind, value: &Value) -> Result<(), String> {
+/// Whether `value` is of `kind` (the message says what it must be, and what it was).
+pub fn check_kind(kind: ParamKind, value: &Value) -> Result<(), String> {
     let text = value.as_str();
     let ok = match kind {
         ParamKind::String => text.is_some(),

@@ -111,7 +111,7 @@ impl Capabilities {
     /// Whether the WIT interface `name` (`log`, `http`, ...) is granted.
     pub fn grants(&self, interface: &str) -> bool {
         match interface {
-            "types" => true,
+            "types" | "config" => true,
             "log" => self.log,
             "clock" => self.clock,
             "metrics" => self.metrics,
@@ -175,6 +175,23 @@ pub struct ParamDecl {
     pub description: String,
 }
 
+/// A setting of the plugin, given in Vigil's config (`[plugins.config.<name>]`).
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigDecl {
+    /// Its type.
+    pub kind: ParamKind,
+    /// Whether Vigil's config must give it (when there is no default).
+    #[serde(default)]
+    pub required: bool,
+    /// The value when Vigil's config gives none.
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+    /// What it means.
+    #[serde(default)]
+    pub description: String,
+}
+
 /// `plugin.toml`.
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -203,6 +220,9 @@ pub struct Manifest {
     /// An action's parameters.
     #[serde(default)]
     pub params: BTreeMap<String, ParamDecl>,
+    /// The plugin's settings: their schema, checked against `[plugins.config.<name>]`.
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigDecl>,
     /// An action's idempotence (a retry cannot do it twice).
     #[serde(default)]
     pub idempotent: bool,
@@ -266,6 +286,37 @@ impl Manifest {
         let dir = manifest_path.parent().unwrap_or(Path::new("."));
         dir.join(self.component.clone().unwrap_or_else(|| PathBuf::from(format!("{}.wasm", self.name))))
     }
+}
+
+/// The plugin's settings: `given` checked against the manifest's schema, defaults filled
+/// in, each as JSON text. Every problem is reported.
+pub fn resolve_config(
+    manifest: &Manifest,
+    given: Option<&BTreeMap<String, serde_json::Value>>,
+) -> Result<BTreeMap<String, String>, Vec<String>> {
+    let empty = BTreeMap::new();
+    let given = given.unwrap_or(&empty);
+    let mut problems = Vec::new();
+    let mut out = BTreeMap::new();
+    for (key, decl) in &manifest.config {
+        match given.get(key).or(decl.default.as_ref()) {
+            Some(value) => match crate::actions::check_kind(decl.kind, value) {
+                Ok(()) => {
+                    out.insert(key.clone(), value.to_string());
+                }
+                Err(why) => problems.push(format!("config `{key}` {why}")),
+            },
+            None if decl.required => {
+                problems.push(format!("config `{key}` is required ([plugins.config.{}])", manifest.name))
+            }
+            None => {}
+        }
+    }
+    for key in given.keys().filter(|k| !manifest.config.contains_key(*k)) {
+        let known: Vec<&str> = manifest.config.keys().map(String::as_str).collect();
+        problems.push(format!("config `{key}` is not a setting of {} (known: {})", manifest.name, known.join(", ")));
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
 }
 
 /// Whether a component is signed by a trusted key.
@@ -366,6 +417,26 @@ mod tests {
         assert_eq!(m.limits.memory, ByteSize::mib(64));
         assert_eq!(m.capabilities.http.as_ref().map(|h| h.allow_private), Some(false));
         assert_eq!(m.component_path(Path::new("/p/ticket/plugin.toml")), PathBuf::from("/p/ticket/ticket.wasm"));
+    }
+
+    #[test]
+    fn config_is_checked_against_the_schema_with_defaults() {
+        let mut m = manifest(TICKET);
+        m.config = toml::from_str(
+            "url = { kind = \"string\", required = true }\nretries = { kind = \"integer\", default = 3 }",
+        )
+        .expect("schema");
+        let given: BTreeMap<String, serde_json::Value> =
+            BTreeMap::from([("url".into(), serde_json::json!("https://tickets.example.com/api"))]);
+        let resolved = resolve_config(&m, Some(&given)).expect("valid");
+        assert_eq!(resolved["url"], "\"https://tickets.example.com/api\"");
+        assert_eq!(resolved["retries"], "3");
+        let problems = resolve_config(&m, None).expect_err("url missing");
+        assert_eq!(problems, vec!["config `url` is required ([plugins.config.ticket])".to_owned()]);
+        let bad =
+            BTreeMap::from([("retries".into(), serde_json::json!("many")), ("colour".into(), serde_json::json!(1))]);
+        let problems = resolve_config(&m, Some(&bad)).expect_err("bad");
+        assert_eq!(problems.len(), 3, "{problems:?}");
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct PluginsConfig {
     pub hosts: BTreeMap<String, IpAddr>,
     /// Compiled components, keyed by content hash and engine (default `<data>/plugin-cache`).
     pub cache_dir: Option<PathBuf>,
+    /// Each plugin's settings (`[plugins.config.<name>]`), checked against its manifest's
+    /// `[config]` schema when it loads.
+    pub config: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
 impl Default for PluginsConfig {
@@ -69,6 +72,7 @@ impl Default for PluginsConfig {
             secrets: BTreeMap::new(),
             hosts: BTreeMap::new(),
             cache_dir: None,
+            config: BTreeMap::new(),
         }
     }
 }
@@ -381,6 +385,8 @@ impl PluginHost {
     /// Validates and compiles the plugin at `manifest_path` without installing it.
     pub fn prepare(&self, manifest_path: &Path) -> Result<Loaded, LoadError> {
         let manifest = Manifest::load(manifest_path)?;
+        let settings = manifest::resolve_config(&manifest, self.inner.config.config.get(&manifest.name))
+            .map_err(|problems| manifest::ManifestError { path: manifest_path.to_owned(), problems })?;
         let path = manifest.component_path(manifest_path);
         let fail = |reason: String| LoadError::Component { path: path.clone(), reason };
         let bytes = std::fs::read(&path).map_err(|e| fail(format!("cannot read: {e}")))?;
@@ -412,6 +418,7 @@ impl PluginHost {
         let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| fail(format!("does not link: {e}")))?;
         let context = runtime::context(
             manifest.clone(),
+            settings,
             &self.inner.config.secrets,
             &self.inner.hosts,
             self.inner.store.as_ref(),

@@ -190,6 +190,7 @@ impl PluginMetrics {
 #[derive(Debug)]
 pub struct PluginContext {
     pub(crate) manifest: Manifest,
+    pub(crate) settings: BTreeMap<String, String>,
     pub(crate) http: Option<GuardedHttp>,
     pub(crate) secrets: BTreeMap<String, Secret>,
     pub(crate) kv: Option<Table<String, Vec<u8>>>,
@@ -281,6 +282,12 @@ impl vigil::plugin::log::Host for CallState {
             Level::Warn => tracing::warn!(plugin, "{message}"),
             Level::Error => tracing::error!(plugin, "{message}"),
         }
+    }
+}
+
+impl vigil::plugin::config::Host for CallState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.plugin.settings.get(&key).cloned()
     }
 }
 
@@ -578,6 +585,7 @@ pub(crate) fn check_output(text: &str, limit: ByteSize) -> Result<(), CallError>
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn context(
     manifest: Manifest,
+    settings: BTreeMap<String, String>,
     secrets: &BTreeMap<String, Secret>,
     hosts: &Arc<BTreeMap<String, IpAddr>>,
     store: Option<&crate::store::Store>,
@@ -605,6 +613,7 @@ pub(crate) fn context(
     let emit = if manifest.capabilities.emit { ingestor } else { None };
     Ok(PluginContext {
         manifest,
+        settings,
         http,
         secrets: granted,
         kv,

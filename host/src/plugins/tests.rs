@@ -188,13 +188,15 @@ async fn the_ticket_action_opens_a_ticket_on_a_local_server() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let endpoint = format!("http://127.0.0.1:{port}/tickets");
     let config = PluginsConfig {
         secrets: BTreeMap::from([("TICKET_TOKEN".to_owned(), crate::telemetry::Secret::new("s3cret-token"))]),
+        config: BTreeMap::from([("ticket".to_owned(), BTreeMap::from([("url".to_owned(), json!(endpoint))]))]),
         ..PluginsConfig::default()
     };
     let (host, _) = host_with(dir.path(), config);
     let manifest = format!(
-        "description = \"Opens a ticket\"\n[capabilities]\nlog = true\nsecrets = [\"TICKET_TOKEN\"]\n[capabilities.http]\nallow = [\"127.0.0.1:{port}\"]\nallow_private = true\n[params.url]\nkind = \"string\"\nrequired = true"
+        "description = \"Opens a ticket\"\n[capabilities]\nlog = true\nsecrets = [\"TICKET_TOKEN\"]\n[capabilities.http]\nallow = [\"127.0.0.1:{port}\"]\nallow_private = true\n[params.url]\nkind = \"string\"\nrequired = true\n[config.url]\nkind = \"string\"\nrequired = true"
     );
     host.load(&install(dir.path(), "ticket", vigil_guest_artifacts::TICKET, "action", &manifest)).expect("loads");
     let action = WasmAction::new(&host, "ticket").expect("an action");
@@ -215,6 +217,11 @@ async fn the_ticket_action_opens_a_ticket_on_a_local_server() {
     assert_eq!(received[0].1["summary"], "[P2] SSH brute force: 203.0.113.7");
     assert_eq!(received[0].1["incident"], "inc-1");
     assert_eq!(received[0].1["idempotency_key"], "run-1/step-1");
+
+    // Without the parameter, the plugin's `url` setting from Vigil's config is used.
+    let mut from_config = ctx.clone();
+    from_config.params.clear();
+    assert_eq!(action.execute(&from_config).await.expect("ticket opened").target.as_deref(), Some("TICKET-2"));
 
     // A refused host is a permanent failure; the secret never shows in the error.
     let mut bad = ctx.clone();
