@@ -4,7 +4,7 @@
 //! Implement one trait for your kind ([`Action`], [`Transform`] or [`Function`]) and
 //! register it once:
 //!
-//! ```ignore
+//! ```no_run
 //! use vigil_sdk::{Action, ActionContext, Error, Outcome};
 //!
 //! struct Ticket;

@@ -24,7 +24,8 @@ use crate::telemetry::{MetricsRegistry, Secret};
 
 wasmtime::component::bindgen!({ path: "../sdk/wit", world: "plugin" });
 
-pub use vigil::plugin::types as wit;
+use self::vigil::plugin as api;
+pub use api::types as wit;
 
 /// How often the engine's epoch advances: the resolution of call deadlines.
 const TICK: Duration = Duration::from_millis(2);
@@ -267,9 +268,9 @@ impl CallState {
 
 impl wit::Host for CallState {}
 
-impl vigil::plugin::log::Host for CallState {
-    fn write(&mut self, level: vigil::plugin::log::Level, message: String) {
-        use vigil::plugin::log::Level;
+impl api::log::Host for CallState {
+    fn write(&mut self, level: api::log::Level, message: String) {
+        use api::log::Level;
         self.logs += 1;
         if self.logs > LOG_LINES_PER_CALL {
             return;
@@ -285,19 +286,19 @@ impl vigil::plugin::log::Host for CallState {
     }
 }
 
-impl vigil::plugin::config::Host for CallState {
+impl api::config::Host for CallState {
     fn get(&mut self, key: String) -> Option<String> {
         self.plugin.settings.get(&key).cloned()
     }
 }
 
-impl vigil::plugin::clock::Host for CallState {
+impl api::clock::Host for CallState {
     fn now_ms(&mut self) -> i64 {
         self.clock_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis())
     }
 }
 
-impl vigil::plugin::kv::Host for CallState {
+impl api::kv::Host for CallState {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
         let table = self.plugin.kv.as_ref()?;
         table.get(&self.plugin.kv_key(&key)).ok().flatten()
@@ -335,12 +336,9 @@ impl vigil::plugin::kv::Host for CallState {
     }
 }
 
-impl vigil::plugin::http::Host for CallState {
-    fn send(
-        &mut self,
-        request: vigil::plugin::http::Request,
-    ) -> Result<vigil::plugin::http::Response, vigil::plugin::http::HttpError> {
-        use vigil::plugin::http::{HttpError, Response};
+impl api::http::Host for CallState {
+    fn send(&mut self, request: api::http::Request) -> Result<api::http::Response, api::http::HttpError> {
+        use api::http::{HttpError, Response};
         let plugin = self.plugin.clone();
         let (Some(http), Some(runtime)) = (&plugin.http, &plugin.runtime) else {
             plugin.metrics.deny(plugin.name(), "http");
@@ -362,7 +360,7 @@ impl vigil::plugin::http::Host for CallState {
     }
 }
 
-impl vigil::plugin::secrets::Host for CallState {
+impl api::secrets::Host for CallState {
     fn get(&mut self, name: String) -> Result<String, String> {
         let plugin = &self.plugin;
         if !plugin.manifest.capabilities.secrets.contains(&name) {
@@ -377,7 +375,7 @@ impl vigil::plugin::secrets::Host for CallState {
     }
 }
 
-impl vigil::plugin::emit::Host for CallState {
+impl api::emit::Host for CallState {
     fn event(&mut self, json: String) -> Result<(), String> {
         if self.plugin.ingestor.is_none() {
             return Err("emit is not available here".into());
@@ -393,7 +391,7 @@ impl vigil::plugin::emit::Host for CallState {
     }
 }
 
-impl vigil::plugin::metrics::Host for CallState {
+impl api::metrics::Host for CallState {
     fn counter(&mut self, name: String, delta: u64) {
         if self.admit_metric(&name) {
             let labels = GuestMetricLabels { plugin: self.plugin.name().to_owned(), name };
