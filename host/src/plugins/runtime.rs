@@ -448,6 +448,8 @@ pub fn engine() -> Result<Engine, String> {
         .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
     let engine = Engine::new(&config).map_err(|e| format!("WebAssembly engine: {e}"))?;
     let weak = engine.weak();
+    // The clock behind every call's deadline (wasmtime's epoch interruption): a tick every
+    // TICK, not a wait for some condition. It ends with the engine.
     std::thread::Builder::new()
         .name("vigil-plugin-epoch".into())
         .spawn(move || {
