@@ -216,6 +216,13 @@ impl From<Outcome> for wit::Outcome {
 pub trait Action {
     /// Does it (or, when `ctx.dry_run`, says what it would do).
     fn execute(ctx: ActionContext) -> Result<Outcome, Error>;
+
+    /// Undoes what `execute` did, given its outcome (a playbook's compensation, or the
+    /// effect's TTL running out). `None`: the action cannot be undone (the default).
+    fn rollback(ctx: ActionContext, done: Outcome) -> Option<Result<Outcome, Error>> {
+        let _ = (ctx, done);
+        None
+    }
 }
 
 /// A transform to a destination format (`kind = "transform"`): one line or JSON document
@@ -248,6 +255,9 @@ pub mod __glue {
         fn execute(_ctx: WitContext) -> Result<WitOutcome, WitError> {
             Err(WitError::Unsupported)
         }
+        fn rollback(_ctx: WitContext, _done: WitOutcome) -> Result<WitOutcome, WitError> {
+            Err(WitError::Unsupported)
+        }
         fn transform(_event: WitEvent) -> Result<String, WitError> {
             Err(WitError::Unsupported)
         }
@@ -266,6 +276,17 @@ pub mod __glue {
     impl<A: Action> Exports for AsAction<A> {
         fn execute(ctx: WitContext) -> Result<WitOutcome, WitError> {
             A::execute(ctx.into()).map(Into::into).map_err(Into::into)
+        }
+        fn rollback(ctx: WitContext, done: WitOutcome) -> Result<WitOutcome, WitError> {
+            let done = Outcome {
+                target: done.target,
+                detail: done.detail,
+                data: done.data.and_then(|d| serde_json::from_str(&d).ok()),
+            };
+            match A::rollback(ctx.into(), done) {
+                Some(result) => result.map(Into::into).map_err(Into::into),
+                None => Err(WitError::Unsupported),
+            }
         }
     }
 
@@ -303,6 +324,12 @@ macro_rules! register_plugin {
         impl $crate::__bindings::Guest for __VigilPlugin {
             fn execute(ctx: $crate::__glue::WitContext) -> Result<$crate::__glue::WitOutcome, $crate::__glue::WitError> {
                 <$glue as $crate::__glue::Exports>::execute(ctx)
+            }
+            fn rollback(
+                ctx: $crate::__glue::WitContext,
+                done: $crate::__glue::WitOutcome,
+            ) -> Result<$crate::__glue::WitOutcome, $crate::__glue::WitError> {
+                <$glue as $crate::__glue::Exports>::rollback(ctx, done)
             }
             fn transform(event: $crate::__glue::WitEvent) -> Result<String, $crate::__glue::WitError> {
                 <$glue as $crate::__glue::Exports>::transform(event)

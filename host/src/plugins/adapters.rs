@@ -92,13 +92,38 @@ impl Action for WasmAction {
     fn execute<'a>(&'a self, ctx: &'a ActionContext) -> BoxFuture<'a, Result<Outcome, ActionError>> {
         Box::pin(async move {
             let outcome = self.host.execute(&self.spec.id, wit_context(ctx, false)).await.map_err(action_error)?;
-            Ok(Outcome {
-                target: outcome.target,
-                detail: outcome.detail,
-                data: outcome.data.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or(Value::Null),
-                expires_at: None,
-            })
+            Ok(native_outcome(outcome))
         })
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        ctx: &'a ActionContext,
+        done: &'a Outcome,
+    ) -> BoxFuture<'a, Result<Outcome, ActionError>> {
+        Box::pin(async move {
+            let done = wit::Outcome {
+                target: done.target.clone(),
+                detail: done.detail.clone(),
+                data: (!done.data.is_null()).then(|| done.data.to_string()),
+            };
+            match self.host.rollback(&self.spec.id, wit_context(ctx, false), done).await {
+                Ok(outcome) => Ok(native_outcome(outcome)),
+                Err(CallError::Plugin(PluginFailure::Unsupported)) => {
+                    Err(ActionError::NotReversible(self.spec.id.clone()))
+                }
+                Err(e) => Err(action_error(e)),
+            }
+        })
+    }
+}
+
+fn native_outcome(outcome: wit::Outcome) -> Outcome {
+    Outcome {
+        target: outcome.target,
+        detail: outcome.detail,
+        data: outcome.data.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or(Value::Null),
+        expires_at: None,
     }
 }
 

@@ -125,6 +125,8 @@ pub struct Loaded {
     exports: Vec<String>,
     pre: InstancePre<CallState>,
     export: ComponentExportIndex,
+    /// An action's `rollback`, when the component exports it.
+    rollback: Option<ComponentExportIndex>,
     context: Arc<PluginContext>,
     slots: Slots,
     pool: std::sync::Mutex<Vec<Warm>>,
@@ -236,6 +238,22 @@ impl Loaded {
             return Err(CallError::OutputTooLarge { bytes: size, limit: self.manifest.limits.max_output });
         }
         Ok((outcome, stats))
+    }
+
+    /// Runs `rollback` (blocking); `Unsupported` when the action cannot be undone.
+    pub fn rollback(
+        &self,
+        ctx: wit::ActionContext,
+        done: wit::Outcome,
+        clock_ms: Option<i64>,
+    ) -> Result<(wit::Outcome, CallStats), CallError> {
+        self.kind(Kind::Action)?;
+        let export = self.rollback.as_ref().ok_or(CallError::Plugin(PluginFailure::Unsupported))?;
+        let ((result,), stats) = runtime::invoke::<
+            (wit::ActionContext, wit::Outcome),
+            (Result<wit::Outcome, wit::PluginError>,),
+        >(&self.pre, export, &self.context, self.pool(), clock_ms, None, (ctx, done))?;
+        Ok((result.map_err(|e| CallError::Plugin(e.into()))?, stats))
     }
 
     /// Runs `transform` (blocking).
@@ -415,6 +433,7 @@ impl PluginHost {
         let export = component
             .get_export_index(None, wanted)
             .ok_or_else(|| fail(format!("is a {} but does not export `{wanted}`", manifest.kind.as_str())))?;
+        let rollback = (manifest.kind == Kind::Action).then(|| component.get_export_index(None, "rollback")).flatten();
         let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| fail(format!("does not link: {e}")))?;
         let context = runtime::context(
             manifest.clone(),
@@ -436,6 +455,7 @@ impl PluginHost {
             exports,
             pre,
             export,
+            rollback,
             context: Arc::new(context),
             pool: std::sync::Mutex::new(Vec::new()),
             loaded_at: chrono::Utc::now(),
@@ -546,6 +566,30 @@ impl PluginHost {
             }
         }
         hasher.finish()
+    }
+
+    /// Undoes an action plugin's `done`, off the reactor, like [`execute`](Self::execute).
+    pub async fn rollback(
+        &self,
+        name: &str,
+        ctx: wit::ActionContext,
+        done: wit::Outcome,
+    ) -> Result<wit::Outcome, CallError> {
+        let plugin = self.get(name).ok_or_else(|| CallError::NotLoaded(name.to_owned()))?;
+        let clock = Some(ctx.now_ms);
+        let metrics = self.inner.metrics.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let wait = plugin.manifest.limits.deadline.saturating_mul(4);
+            let result = match plugin.slots.acquire(wait) {
+                Some(_slot) => plugin.rollback(ctx, done, clock).map(|(o, _)| o),
+                None => Err(CallError::Busy(name.clone())),
+            };
+            metrics.call(&name, result.as_ref().map_or_else(CallError::reason, |_| "ok"));
+            result
+        })
+        .await
+        .map_err(|e| CallError::Host(format!("the call's thread failed: {e}")))?
     }
 
     /// Runs an action plugin off the reactor, waiting for one of its call slots.

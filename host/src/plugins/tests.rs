@@ -467,3 +467,26 @@ fn call_slots_queue_and_are_given_back() {
     assert!(waiter, "a waiting call gets the slot given back");
     assert!(slots.acquire(Duration::ZERO).is_some(), "and gives it back in turn");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn action_plugins_roll_back_or_say_they_cannot() {
+    use crate::actions::{Action, ActionContext, ActionError};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (host, _) = host_with(dir.path(), PluginsConfig::default());
+    host.load(&install(dir.path(), "noop", vigil_guest_artifacts::NOOP, "action", "")).expect("noop loads");
+    let manifest = "[capabilities]\nlog = true\nsecrets = [\"TICKET_TOKEN\"]\n[capabilities.http]\nallow = [\"tickets.example.com\"]";
+    host.load(&install(dir.path(), "ticket", vigil_guest_artifacts::TICKET, "action", manifest)).expect("ticket loads");
+    let mut ctx = ActionContext::new("run/step", serde_json::Map::new());
+    ctx.step_id = "contain".into();
+    let noop = WasmAction::new(&host, "noop").expect("action");
+    let done = noop.execute(&ctx).await.expect("executes");
+    assert_eq!((done.target.as_deref(), done.detail.as_str()), (Some("contain"), "nothing done"));
+    let undone = noop.rollback(&ctx, &done).await.expect("rolls back");
+    assert_eq!(undone.detail, "undid: nothing done");
+    // The ticket example implements no rollback: not reversible, as a native action says.
+    let ticket = WasmAction::new(&host, "ticket").expect("action");
+    match ticket.rollback(&ctx, &done).await {
+        Err(ActionError::NotReversible(id)) => assert_eq!(id, "ticket"),
+        other => panic!("expected NotReversible, got {other:?}"),
+    }
+}
