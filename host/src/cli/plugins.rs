@@ -124,13 +124,14 @@ fn list(config: &VigilConfig, url: Option<String>, json: bool) -> anyhow::Result
         if json {
             println!("{p}");
         } else {
+            let digest: String = p["digest"].as_str().unwrap_or("").chars().take(12).collect();
             println!(
                 "{:<20} {:<10} {:<9} {:<8} {}  {}",
                 p["name"].as_str().unwrap_or(""),
                 p["version"].as_str().unwrap_or(""),
                 p["kind"].as_str().unwrap_or(""),
                 p["signature"]["status"].as_str().unwrap_or(""),
-                &p["digest"].as_str().unwrap_or("")[..12.min(p["digest"].as_str().unwrap_or("").len())],
+                digest,
                 p["description"].as_str().unwrap_or(""),
             );
         }

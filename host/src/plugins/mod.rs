@@ -303,15 +303,15 @@ impl Loaded {
 
 /// The event as the WIT record.
 fn wit_event(event: &SecurityEvent) -> wit::Event {
-    let text = |v: Option<String>| v;
+    let ip = |e: Option<&crate::event::Endpoint>| e.and_then(|e| e.ip).map(|ip| ip.to_string());
     wit::Event {
         id: event.id.to_string(),
         time_ms: event.time.timestamp_millis(),
         class: event.class.as_str().to_owned(),
         action: event.action.clone(),
         outcome: event.outcome.as_str().to_owned(),
-        source_ip: text(event.source.as_ref().and_then(|e| e.ip).map(|ip| ip.to_string())),
-        destination_ip: text(event.destination.as_ref().and_then(|e| e.ip).map(|ip| ip.to_string())),
+        source_ip: ip(event.source.as_ref()),
+        destination_ip: ip(event.destination.as_ref()),
         user_name: event.user.as_ref().and_then(|u| u.name.clone()),
         host_name: event.host.as_ref().and_then(|h| h.name.clone()),
         // A SecurityEvent always serializes.
@@ -568,6 +568,12 @@ impl PluginHost {
         hasher.finish()
     }
 
+    /// Runs an action plugin off the reactor, waiting for one of its call slots.
+    pub async fn execute(&self, name: &str, ctx: wit::ActionContext) -> Result<wit::Outcome, CallError> {
+        let clock = Some(ctx.now_ms);
+        self.off_reactor(name, move |p| p.execute(ctx, clock)).await
+    }
+
     /// Undoes an action plugin's `done`, off the reactor, like [`execute`](Self::execute).
     pub async fn rollback(
         &self,
@@ -575,45 +581,29 @@ impl PluginHost {
         ctx: wit::ActionContext,
         done: wit::Outcome,
     ) -> Result<wit::Outcome, CallError> {
-        let plugin = self.get(name).ok_or_else(|| CallError::NotLoaded(name.to_owned()))?;
         let clock = Some(ctx.now_ms);
+        self.off_reactor(name, move |p| p.rollback(ctx, done, clock)).await
+    }
+
+    /// An action call on the blocking pool. Actions queue longer than functions (four times
+    /// the deadline): a step may wait for a busy backend.
+    async fn off_reactor(
+        &self,
+        name: &str,
+        f: impl FnOnce(&Loaded) -> Result<(wit::Outcome, CallStats), CallError> + Send + 'static,
+    ) -> Result<wit::Outcome, CallError> {
+        let plugin = self.get(name).ok_or_else(|| CallError::NotLoaded(name.to_owned()))?;
         let metrics = self.inner.metrics.clone();
-        let name = name.to_owned();
         tokio::task::spawn_blocking(move || {
             let wait = plugin.manifest.limits.deadline.saturating_mul(4);
-            let result = match plugin.slots.acquire(wait) {
-                Some(_slot) => plugin.rollback(ctx, done, clock).map(|(o, _)| o),
-                None => Err(CallError::Busy(name.clone())),
-            };
-            metrics.call(&name, result.as_ref().map_or_else(CallError::reason, |_| "ok"));
-            result
+            in_slot(&metrics, &plugin, wait, f).map(|(o, _)| o)
         })
         .await
         .map_err(|e| CallError::Host(format!("the call's thread failed: {e}")))?
     }
 
-    /// Runs an action plugin off the reactor, waiting for one of its call slots.
-    pub async fn execute(&self, name: &str, ctx: wit::ActionContext) -> Result<wit::Outcome, CallError> {
-        let plugin = self.get(name).ok_or_else(|| CallError::NotLoaded(name.to_owned()))?;
-        let clock = Some(ctx.now_ms);
-        let metrics = self.inner.metrics.clone();
-        let name = name.to_owned();
-        tokio::task::spawn_blocking(move || {
-            // Actions queue longer than functions: a step may wait for a busy backend.
-            let wait = plugin.manifest.limits.deadline.saturating_mul(4);
-            let result = match plugin.slots.acquire(wait) {
-                Some(_slot) => plugin.execute(ctx, clock).map(|(o, _)| o),
-                None => Err(CallError::Busy(name.clone())),
-            };
-            metrics.call(&name, result.as_ref().map_or_else(CallError::reason, |_| "ok"));
-            result
-        })
-        .await
-        .map_err(|e| CallError::Host(format!("the call's thread failed: {e}")))?
-    }
-
-    /// Calls a function plugin on this thread (a blocking one); busy when its slots are
-    /// taken.
+    /// Calls a function plugin on this thread (a blocking one), waiting up to its deadline
+    /// for a call slot.
     pub fn call(
         &self,
         name: &str,
@@ -631,25 +621,19 @@ impl PluginHost {
         clock_ms: Option<i64>,
         fuel_cap: Option<u64>,
     ) -> Result<(serde_json::Value, CallStats), CallError> {
-        let result = self.with_slot(name, |p| p.call(input, clock_ms, fuel_cap));
-        self.inner.metrics.call(name, result.as_ref().map_or_else(CallError::reason, |_| "ok"));
-        result
+        self.with_slot(name, |p| p.call(input, clock_ms, fuel_cap))
     }
 
     /// Transforms an event with a transform plugin on this thread (a blocking one).
     pub fn transform(&self, name: &str, event: &SecurityEvent) -> Result<String, CallError> {
-        let result = self.with_slot(name, |p| p.transform(event));
-        self.inner.metrics.call(name, result.as_ref().map_or_else(CallError::reason, |_| "ok"));
-        result.map(|(v, _)| v)
+        self.with_slot(name, |p| p.transform(event)).map(|(v, _)| v)
     }
 
     /// Runs `f` in one of the plugin's call slots, waiting up to the plugin's deadline for
     /// one (calls in flight end by their deadline), so a burst queues rather than failing.
     fn with_slot<T>(&self, name: &str, f: impl FnOnce(&Loaded) -> Result<T, CallError>) -> Result<T, CallError> {
         let plugin = self.get(name).ok_or_else(|| CallError::NotLoaded(name.to_owned()))?;
-        let _slot =
-            plugin.slots.acquire(plugin.manifest.limits.deadline).ok_or_else(|| CallError::Busy(name.to_owned()))?;
-        f(&plugin)
+        in_slot(&self.inner.metrics, &plugin, plugin.manifest.limits.deadline, f)
     }
 
     /// Compiles a component, through the on-disk cache when there is one.
@@ -678,6 +662,23 @@ impl PluginHost {
         }
         Component::new(engine, bytes).map_err(|e| format!("is not a valid component: {e:#}"))
     }
+}
+
+/// Runs `f` in one of `plugin`'s call slots, waiting at most `wait` for one, and counts
+/// the result in `vigil_plugin_calls_total`.
+fn in_slot<T>(
+    metrics: &PluginMetrics,
+    plugin: &Loaded,
+    wait: std::time::Duration,
+    f: impl FnOnce(&Loaded) -> Result<T, CallError>,
+) -> Result<T, CallError> {
+    let name = &plugin.manifest.name;
+    let result = match plugin.slots.acquire(wait) {
+        Some(_slot) => f(plugin),
+        None => Err(CallError::Busy(name.clone())),
+    };
+    metrics.call(name, result.as_ref().map_or_else(CallError::reason, |_| "ok"));
+    result
 }
 
 /// A plugin's concurrent-call slots: a counting semaphore that blocking threads wait on.
