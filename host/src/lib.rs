@@ -11,7 +11,7 @@
 //! | layer | modules |
 //! |---|---|
 //! | 0 | `event`, `telemetry`, `store` |
-//! | 1 | `source` |
+//! | 1 | `source`, `intel` |
 //! | 2 | `transform`, `actions` |
 //! | 3 | `plugins` |
 //! | 4 | `rules`, `detect` |
@@ -30,6 +30,7 @@ pub mod detect;
 pub mod event;
 pub mod export;
 pub mod incident;
+pub mod intel;
 pub mod playbook;
 pub mod plugins;
 pub mod rules;

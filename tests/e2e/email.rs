@@ -3,11 +3,11 @@
 //! arrive as three messages with a plain-text and an HTML part, parsed back with Python's
 //! `email` package.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{Server, blocking, free_port, rules_dir, wait_for};
+use crate::helpers::{Server, blocking, free_port, python, rules_dir, wait_for};
 
 struct Smtp(Child);
 
@@ -16,15 +16,6 @@ impl Drop for Smtp {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn python() -> PathBuf {
-    let venv = std::env::var_os("VIGIL_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/vigil-venv"));
-    let python = venv.join("bin/python");
-    assert!(python.exists(), "the Python venv is missing at {}: run scripts/setup.sh", venv.display());
-    python
 }
 
 fn smtp(dir: &Path, port: u16) -> Smtp {

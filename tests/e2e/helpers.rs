@@ -205,3 +205,35 @@ impl Drop for Nats {
         let _ = self.child.wait();
     }
 }
+
+/// POSTs JSON to the server's API; the status and the JSON answer.
+pub fn post(server: &Server, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    blocking(async {
+        let response = reqwest::Client::new().post(server.url(path)).json(&body).send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    })
+}
+
+/// GETs JSON from the server's API.
+pub fn get(server: &Server, path: &str) -> serde_json::Value {
+    blocking(async { reqwest::get(server.url(path)).await.expect("request").json().await.expect("json") })
+}
+
+/// POSTs an NDJSON body to `/v1/events` and expects 202.
+pub fn post_events(server: &Server, body: String) {
+    let status = blocking(async {
+        reqwest::Client::new().post(server.url("/v1/events")).body(body).send().await.map(|r| r.status().as_u16())
+    });
+    assert_eq!(status.ok(), Some(202));
+}
+
+/// The Python of the project's venv (`scripts/setup.sh`), where the Python peers live.
+pub fn python() -> std::path::PathBuf {
+    let venv = std::env::var_os("VIGIL_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/vigil-venv"));
+    let python = venv.join("bin/python");
+    assert!(python.exists(), "the Python venv is missing at {}: run scripts/setup.sh", venv.display());
+    python
+}

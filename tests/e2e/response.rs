@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Server, blocking, http_get_text, vigil_bin, wait_for};
+use crate::helpers::{Server, blocking, get, http_get_text, post, post_events, vigil_bin, wait_for};
 use crate::mock::{Answer, MockServer};
 
 /// A network namespace with two extra addresses on its loopback; deleted on drop.
@@ -85,25 +85,6 @@ fn failures(ip: &str, n: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
-    blocking(async {
-        let response = reqwest::Client::new().post(server.url(path)).json(&body).send().await.expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    })
-}
-
-fn get(server: &Server, path: &str) -> Value {
-    blocking(async { reqwest::get(server.url(path)).await.expect("request").json().await.expect("json") })
-}
-
-fn post_events(server: &Server, body: String) {
-    let status = blocking(async {
-        reqwest::Client::new().post(server.url("/v1/events")).body(body).send().await.map(|r| r.status().as_u16())
-    });
-    assert_eq!(status.ok(), Some(202));
 }
 
 fn runs(server: &Server) -> Vec<Value> {

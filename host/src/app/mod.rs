@@ -95,6 +95,7 @@ pub struct Pipeline {
     api_addr: Option<SocketAddr>,
     syslog_addrs: (Option<SocketAddr>, Option<SocketAddr>, Option<SocketAddr>),
     plugins: Option<PluginHost>,
+    intel: crate::intel::Intel,
 }
 
 impl Pipeline {
@@ -104,9 +105,12 @@ impl Pipeline {
         let metrics = Arc::new(MetricsRegistry::default());
         let store = Store::open(&config.store).context("opening the store")?;
         let (log, writer, writer_thread) = Log::start(&store, &config.store).context("starting the event log")?;
-        let ingestor = Ingestor::new(writer.clone(), config.ingest.clone(), &metrics);
+        let intel = crate::intel::Intel::open(&store, config.intel.clone(), Some(&metrics))
+            .map_err(|e| anyhow::anyhow!("intel: {e}"))?;
+        let ingestor =
+            Ingestor::new(writer.clone(), config.ingest.clone(), &metrics).with_enricher(Arc::new(intel.clone()));
         let plugins = plugin_host(&config, Some(&store), Some(ingestor.clone()), &metrics)?;
-        let rules = load_rules(&config, plugins.as_ref())?;
+        let rules = load_rules(&config, plugins.as_ref(), Some(&intel))?;
 
         let incidents = broadcast::Sender::new(1024);
         let (worker, handle) = DetectionWorker::new(
@@ -119,8 +123,12 @@ impl Pipeline {
             incidents.clone(),
         )
         .context("starting detection")?;
-        let live_rules =
-            LiveRules::new(config.rules.dir.clone(), rule_options(&config, plugins.as_ref()), handle.clone(), rules);
+        let live_rules = LiveRules::new(
+            config.rules.dir.clone(),
+            rule_options(&config, plugins.as_ref(), Some(&intel)),
+            handle.clone(),
+            rules,
+        );
         let worker = match &config.incidents.claims {
             Some(claims) => {
                 let instance = config.store.path.display().to_string();
@@ -164,6 +172,7 @@ impl Pipeline {
             api_addr: None,
             syslog_addrs: (None, None, None),
             plugins,
+            intel,
             config,
         };
         pipeline.start_sinks().await?;
@@ -284,6 +293,11 @@ impl Pipeline {
         actions(&self.config, &self.store, &self.log, Some(self.worker.clone()), self.plugins.as_ref())
     }
 
+    /// The threat-intel service.
+    pub fn intel(&self) -> &crate::intel::Intel {
+        &self.intel
+    }
+
     /// The plugin host, when `[plugins] dir` exists.
     pub fn plugins(&self) -> Option<&PluginHost> {
         self.plugins.as_ref()
@@ -398,6 +412,8 @@ impl Pipeline {
     fn start_background(&self) {
         self.watch_rules();
         self.watch_plugins();
+        let feeds = self.intel.spawn(self.background.clone());
+        tokio::spawn(async move { feeds.join_all().await });
         self.emit_health();
         #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
         struct ConsumerLabels {
@@ -768,18 +784,26 @@ pub fn plugin_host(
 }
 
 /// How rules compile here: the configured options, with the plugin host behind
-/// `plugin::invoke`.
-pub fn rule_options(config: &VigilConfig, plugins: Option<&PluginHost>) -> crate::rules::CompileOptions {
-    crate::rules::CompileOptions { plugins: plugins.cloned(), ..config.rules.compile_options() }
+/// `plugin::invoke` and the threat intel behind `ioc_match`.
+pub fn rule_options(
+    config: &VigilConfig,
+    plugins: Option<&PluginHost>,
+    intel: Option<&crate::intel::Intel>,
+) -> crate::rules::CompileOptions {
+    crate::rules::CompileOptions { plugins: plugins.cloned(), intel: intel.cloned(), ..config.rules.compile_options() }
 }
 
-fn load_rules(config: &VigilConfig, plugins: Option<&PluginHost>) -> anyhow::Result<RuleSet> {
+fn load_rules(
+    config: &VigilConfig,
+    plugins: Option<&PluginHost>,
+    intel: Option<&crate::intel::Intel>,
+) -> anyhow::Result<RuleSet> {
     let dir = &config.rules.dir;
     if !dir.exists() {
         tracing::warn!(dir = %dir.display(), "Rule directory does not exist; running without rules.");
         return Ok(RuleSet::empty(&config.rules.limits));
     }
-    match RuleSet::load_dir(dir, &rule_options(config, plugins)) {
+    match RuleSet::load_dir(dir, &rule_options(config, plugins, intel)) {
         Ok(rules) => {
             tracing::info!(dir = %dir.display(), rules = rules.rules().len(), "Rules loaded.");
             Ok(rules)

@@ -7,6 +7,7 @@
 
 mod incidents;
 mod ingest;
+mod intel;
 mod plugins;
 mod response;
 mod rules;
@@ -111,6 +112,13 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: plugins::PluginCommand,
+    },
+    /// Threat intelligence: sync feeds, import a STIX bundle, look a value up, export
+    /// incidents as STIX 2.1.
+    Intel {
+        /// What to do.
+        #[command(subcommand)]
+        command: intel::IntelCommand,
     },
     /// Sink status (through the running server).
     Sinks {
@@ -527,6 +535,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sinks { command: SinksCommand::Status { url, json } } => sinks::status(&config, url, json),
         Command::Dlq { command } => sinks::dlq(&config, command),
         Command::Plugin { command } => plugins::run(&config, command),
+        Command::Intel { command } => intel::run(&config, command),
         Command::Playbooks { command } => response::playbooks(&config, command),
         Command::Runs { command } => response::runs(&config, command),
         Command::Audit { command } => response::audit(&config, command),

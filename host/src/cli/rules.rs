@@ -32,8 +32,14 @@ pub fn run(config: &VigilConfig, command: RulesCommand) -> anyhow::Result<ExitCo
 /// The configured compile options, with the plugins of `[plugins] dir` behind
 /// `plugin::invoke` (rules that need an absent plugin are skipped, not failed).
 fn options(config: &VigilConfig) -> anyhow::Result<CompileOptions> {
+    with_intel(config, None)
+}
+
+/// [`options`] with stored threat intel behind `ioc_match` (backtests see the indicators
+/// the live run has).
+fn with_intel(config: &VigilConfig, intel: Option<&crate::intel::Intel>) -> anyhow::Result<CompileOptions> {
     let plugins = crate::app::plugin_host(config, None, None, &crate::telemetry::MetricsRegistry::default())?;
-    Ok(crate::app::rule_options(config, plugins.as_ref()))
+    Ok(crate::app::rule_options(config, plugins.as_ref(), intel))
 }
 
 fn load(dir: &Path, options: &CompileOptions) -> Result<RuleSet, ExitCode> {
@@ -155,14 +161,15 @@ fn backtest(
     to: Option<&str>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let rules = match load(dir, &options(config)?) {
-        Ok(rules) => rules,
-        Err(code) => return Ok(code),
-    };
     let from = from.map(parse_time).transpose()?;
     let to = to.map(parse_time).transpose()?;
     let store = Store::open_read_only(&config.store.path)
         .with_context(|| format!("opening the store in {}", config.store.path.display()))?;
+    let intel = crate::intel::Intel::open(&store, config.intel.clone(), None)?;
+    let rules = match load(dir, &with_intel(config, Some(&intel))?) {
+        Ok(rules) => rules,
+        Err(code) => return Ok(code),
+    };
     let log = Log::read_only(&store)?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

@@ -99,11 +99,13 @@ pub struct VigilConfig {
     pub playbooks: PlaybooksConfig,
     /// `[plugins]`: WebAssembly plugins.
     pub plugins: crate::plugins::PluginsConfig,
+    /// `[intel]`: threat-intelligence feeds.
+    pub intel: crate::intel::IntelConfig,
     /// `[shutdown]`.
     pub shutdown: ShutdownConfig,
 }
 
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "store",
     "ingest",
     "telemetry",
@@ -116,6 +118,7 @@ const SECTIONS: [&str; 13] = [
     "actions",
     "playbooks",
     "plugins",
+    "intel",
     "shutdown",
 ];
 
@@ -154,6 +157,7 @@ pub fn parse(text: &str) -> Result<VigilConfig, Vec<ConfigError>> {
         actions: section(&mut table, "actions", &mut errors),
         playbooks: section(&mut table, "playbooks", &mut errors),
         plugins: section(&mut table, "plugins", &mut errors),
+        intel: section(&mut table, "intel", &mut errors),
         shutdown: section(&mut table, "shutdown", &mut errors),
     };
     match table.remove("sinks") {
@@ -190,6 +194,7 @@ pub fn validate(config: &VigilConfig) -> Vec<ConfigError> {
     problems.extend(config.actions.validate());
     problems.extend(config.playbooks.validate());
     problems.extend(config.plugins.validate());
+    problems.extend(config.intel.validate());
     for (i, file) in config.sources.file.iter().enumerate() {
         if file.path.as_os_str().is_empty() {
             problems.push((format!("sources.file.{i}.path"), "must not be empty".into()));

@@ -23,6 +23,9 @@ pub struct Entities {
     /// Host names.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub hosts: BTreeSet<String>,
+    /// Addresses that matched a threat-intel indicator (source or destination).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub threat_ips: BTreeSet<String>,
 }
 
 impl Entities {
@@ -36,6 +39,12 @@ impl Entities {
         entities.users.extend(text(Field::UserName));
         entities.users.extend(text(Field::UserTargetName));
         entities.hosts.extend(text(Field::HostName));
+        if let Some(threat) = &event.threat
+            && threat.indicator_type.ends_with("-addr")
+            && threat.matched_value.parse::<std::net::IpAddr>().is_ok()
+        {
+            entities.threat_ips.insert(threat.matched_value.clone());
+        }
         entities
     }
 
@@ -46,6 +55,7 @@ impl Entities {
             (&mut self.source_ips, &other.source_ips),
             (&mut self.users, &other.users),
             (&mut self.hosts, &other.hosts),
+            (&mut self.threat_ips, &other.threat_ips),
         ] {
             for value in theirs {
                 if mine.len() >= cap {

@@ -15,9 +15,16 @@ pub use ids::{AlertId, EventId, IncidentId, RuleId, RunId};
 pub use model::unset_time;
 pub use model::{
     Cloud, Endpoint, EventClass, File, Hashes, Host, Http, Network, Outcome, ParentProcess, Process, SCHEMA_VERSION,
-    SecurityEvent, Severity, TargetUser, Url, User,
+    SecurityEvent, Severity, TargetUser, Threat, Url, User,
 };
 pub use priority::Priority;
+
+/// Ingest-time enrichment: what the ingest path asks before it stores an event. Implemented
+/// above (threat intelligence, in `intel`); declared here so sources need not know it.
+pub trait Enricher: Send + Sync + std::fmt::Debug {
+    /// The threat match for `event`, if any of its values is a known indicator.
+    fn threat(&self, event: &SecurityEvent) -> Option<Threat>;
+}
 
 /// What a log record holds. The event log stores events and, after detection, the alerts and
 /// incident changes derived from them, so every sink reads one ordered stream.

@@ -88,6 +88,9 @@ pub struct SecurityEvent {
     /// Cloud provider context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud: Option<Box<Cloud>>,
+    /// The threat-intelligence indicator the event matched (set by enrichment at ingest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threat: Option<Box<Threat>>,
     /// The tenant the event belongs to, for multi-tenant deployments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
@@ -143,6 +146,7 @@ impl SecurityEvent {
             url: None,
             http: None,
             cloud: None,
+            threat: None,
             tenant: None,
             tags: Vec::new(),
             labels: BTreeMap::new(),
@@ -547,4 +551,51 @@ pub struct Cloud {
     /// Service name (`s3`, `iam`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+}
+
+/// A threat-intelligence match: the indicator one of the event's values matched, with its
+/// feed and what the feed says about it. When several indicators match, the one with the
+/// highest confidence is kept and `matches` counts them all.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Threat {
+    /// The STIX id of the indicator (`indicator--…`).
+    pub indicator_id: String,
+    /// The indicator's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indicator_name: Option<String>,
+    /// The kind of value matched: `ipv4-addr`, `ipv6-addr`, `domain-name`, `url`,
+    /// `email-addr`, `file`.
+    pub indicator_type: String,
+    /// The feed the indicator came from.
+    pub feed: String,
+    /// The feed's confidence in the indicator, 0–100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<u8>,
+    /// The event field that matched (`source.ip`).
+    pub matched_field: String,
+    /// The value of that field.
+    pub matched_value: String,
+    /// Threat actors and intrusion sets the indicator is related to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actors: Vec<String>,
+    /// Campaigns the indicator is related to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub campaigns: Vec<String>,
+    /// Malware the indicator indicates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub malware: Vec<String>,
+    /// The indicator's labels and indicator types.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Kill-chain phases, as `chain:phase`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kill_chain_phases: Vec<String>,
+    /// How many indicators matched the event's values.
+    #[serde(default = "one")]
+    pub matches: u32,
+}
+
+fn one() -> u32 {
+    1
 }

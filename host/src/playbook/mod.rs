@@ -432,7 +432,8 @@ fn condition_engine() -> rhai::Engine {
 }
 
 /// The incident as templates and conditions see it: the stored incident plus shortcuts
-/// `entities.source_ip`, `entities.ip`, `entities.user`, `entities.host` (the first of each).
+/// `entities.source_ip`, `entities.ip`, `entities.user`, `entities.host`, `entities.threat_ip`
+/// (the first of each).
 pub fn incident_view(incident: &Incident) -> Value {
     let mut value = serde_json::to_value(incident).unwrap_or(Value::Null);
     if let Some(entities) = value.get_mut("entities").and_then(Value::as_object_mut) {
@@ -443,6 +444,7 @@ pub fn incident_view(incident: &Incident) -> Value {
         entities.insert("ip".into(), first(&e.ips));
         entities.insert("user".into(), first(&e.users));
         entities.insert("host".into(), first(&e.hosts));
+        entities.insert("threat_ip".into(), first(&e.threat_ips));
     }
     if let Some(obj) = value.as_object_mut() {
         obj.remove("timeline");

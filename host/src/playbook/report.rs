@@ -83,9 +83,13 @@ fn render(i: &Incident, runs: &[Run], events: &[crate::event::SecurityEvent]) ->
     let _ = writeln!(out, "- Time to resolve (opened → resolved): {}", span(i.opened_at, i.resolved_at));
     let e = &i.entities;
     let _ = writeln!(out, "\n## Entities\n");
-    for (name, set) in
-        [("Source addresses", &e.source_ips), ("Addresses", &e.ips), ("Users", &e.users), ("Hosts", &e.hosts)]
-    {
+    for (name, set) in [
+        ("Source addresses", &e.source_ips),
+        ("Addresses", &e.ips),
+        ("Threat-intel addresses", &e.threat_ips),
+        ("Users", &e.users),
+        ("Hosts", &e.hosts),
+    ] {
         if !set.is_empty() {
             let _ = writeln!(out, "- {name}: {}", set.iter().cloned().collect::<Vec<_>>().join(", "));
         }

@@ -144,11 +144,13 @@ pub struct CompileOptions {
     /// The plugin host behind `plugin::invoke` (without one, rules that call plugins fail to
     /// evaluate, and `plugin::loaded` is false).
     pub plugins: Option<crate::plugins::PluginHost>,
+    /// The threat intel behind `ioc_match` (without it, `ioc_match` matches nothing).
+    pub intel: Option<crate::intel::Intel>,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        Self { limits: SandboxLimits::default(), native: true, count_operations: false, plugins: None }
+        Self { limits: SandboxLimits::default(), native: true, count_operations: false, plugins: None, intel: None }
     }
 }
 
@@ -203,6 +205,7 @@ impl RulesConfig {
             native: self.native_predicates,
             count_operations: false,
             plugins: None,
+            intel: None,
         }
     }
 }
@@ -255,9 +258,11 @@ impl RuleSet {
     ) -> Result<Self, Vec<RuleError>> {
         let mut base = build_engine(&options.limits, &Lists::new(), false);
         sandbox::register_plugins(&mut base, options.plugins.clone());
+        sandbox::register_intel(&mut base, options.intel.clone());
         let library = library::compile(&base, &library)?;
         let mut engine = build_engine(&options.limits, &library.lists, options.count_operations);
         sandbox::register_plugins(&mut engine, options.plugins.clone());
+        sandbox::register_intel(&mut engine, options.intel.clone());
         let mut errors = Vec::new();
         for (path, ast) in &library.files {
             match rhai::Module::eval_ast_as_new(Scope::new(), ast, &engine) {

@@ -209,6 +209,24 @@ pub fn register_plugins(engine: &mut Engine, host: Option<crate::plugins::Plugin
     engine.register_static_module("plugin", module.into());
 }
 
+/// `ioc_match(value)`: the threat-intel indicator `value` (an address, domain, URL, email
+/// or file hash) matches, valid at the event's time, as a map (`id`, `name`, `type`, `feed`,
+/// `confidence`, `actors`, `campaigns`, `malware`, `labels`, `kill_chain_phases`); `()`
+/// when none does, when `value` is `()` (a missing field), or when no intel is configured.
+pub fn register_intel(engine: &mut Engine, intel: Option<crate::intel::Intel>) {
+    engine.register_fn("ioc_match", move |value: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
+        let Some(intel) = &intel else { return Ok(Dynamic::UNIT) };
+        if value.is_unit() {
+            return Ok(Dynamic::UNIT);
+        }
+        let (_, time_ms) = PLUGIN_BUDGET.with(std::cell::Cell::get);
+        match intel.lookup(&value.to_string(), time_ms) {
+            Some(found) => rhai::serde::to_dynamic(found).map_err(|e| format!("ioc_match: {e}").into()),
+            None => Ok(Dynamic::UNIT),
+        }
+    });
+}
+
 /// Operations used by the last evaluation on this thread (engines built with
 /// `count_operations` only).
 pub fn last_operations() -> u64 {

@@ -22,7 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{DecodeError, DecodeLimits, RecordKind, SecurityEvent};
+use crate::event::{DecodeError, DecodeLimits, Enricher, RecordKind, SecurityEvent};
 use crate::store::{self, AppendReceipt, LogWriter, NewRecord, Op};
 use crate::telemetry::{MetricsRegistry, names};
 
@@ -153,6 +153,7 @@ struct IngestMetrics {
 #[derive(Clone, Debug)]
 pub struct Ingestor {
     writer: LogWriter,
+    enricher: Option<Arc<dyn Enricher>>,
     config: Arc<IngestConfig>,
     limits: DecodeLimits,
     metrics: IngestMetrics,
@@ -173,7 +174,30 @@ impl Ingestor {
             metrics.rejected.clone(),
         );
         let limits = config.limits();
-        Self { writer, config: Arc::new(config), limits, metrics }
+        Self { writer, enricher: None, config: Arc::new(config), limits, metrics }
+    }
+
+    /// Enriches every event stored from now on (threat intelligence): an event that
+    /// matches is stored with its `threat` fields set.
+    pub fn with_enricher(mut self, enricher: Arc<dyn Enricher>) -> Self {
+        self.enricher = Some(enricher);
+        self
+    }
+
+    fn encode(&self, events: &[SecurityEvent], tag: u8) -> Vec<NewRecord> {
+        let Some(enricher) = &self.enricher else { return encode(events, tag) };
+        let mut records = Vec::with_capacity(events.len());
+        for event in events {
+            match enricher.threat(event) {
+                Some(threat) => {
+                    let mut enriched = event.clone();
+                    enriched.threat = Some(Box::new(threat));
+                    records.push(encode_one(&enriched, tag));
+                }
+                None => records.push(encode_one(event, tag)),
+            }
+        }
+        records
     }
 
     /// The per-record limits.
@@ -193,7 +217,7 @@ impl Ingestor {
 
     /// Appends `events` (and `ops`, atomically with them); resolves once durable.
     pub async fn append(&self, source: &str, events: &[SecurityEvent], ops: Vec<Op>) -> Result<AppendReceipt> {
-        let records = encode(events, RecordKind::Event.tag());
+        let records = self.encode(events, RecordKind::Event.tag());
         let receipt = self.writer.append(records, ops).await?;
         self.count_ingested(source, receipt.count);
         Ok(receipt)
@@ -201,7 +225,7 @@ impl Ingestor {
 
     /// [`append`](Self::append) for threads outside the async runtime.
     pub fn append_blocking(&self, source: &str, events: &[SecurityEvent], ops: Vec<Op>) -> Result<AppendReceipt> {
-        let receipt = self.writer.append_blocking(encode(events, RecordKind::Event.tag()), ops)?;
+        let receipt = self.writer.append_blocking(self.encode(events, RecordKind::Event.tag()), ops)?;
         self.count_ingested(source, receipt.count);
         Ok(receipt)
     }
@@ -211,7 +235,7 @@ impl Ingestor {
     ///
     /// [`REPLAY_TAG`]: crate::event::REPLAY_TAG
     pub async fn append_replayed(&self, events: &[SecurityEvent], ops: Vec<Op>) -> Result<AppendReceipt> {
-        Ok(self.writer.append(encode(events, crate::event::REPLAY_TAG), ops).await?)
+        Ok(self.writer.append(self.encode(events, crate::event::REPLAY_TAG), ops).await?)
     }
 
     fn count_ingested(&self, source: &str, n: u64) {
@@ -246,13 +270,12 @@ impl Ingestor {
 }
 
 fn encode(events: &[SecurityEvent], tag: u8) -> Vec<NewRecord> {
-    events
-        .iter()
-        .map(|event| {
-            NewRecord::encode(tag, 512, |buf| {
-                // A SecurityEvent always serializes: its maps have string keys.
-                serde_json::to_writer(buf, event).expect("SecurityEvent serializes to JSON");
-            })
-        })
-        .collect()
+    events.iter().map(|event| encode_one(event, tag)).collect()
+}
+
+fn encode_one(event: &SecurityEvent, tag: u8) -> NewRecord {
+    NewRecord::encode(tag, 512, |buf| {
+        // A SecurityEvent always serializes: its maps have string keys.
+        serde_json::to_writer(buf, event).expect("SecurityEvent serializes to JSON");
+    })
 }

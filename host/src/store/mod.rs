@@ -91,11 +91,15 @@ pub enum Cf {
     Meta,
     /// Dead letters: records a sink refused permanently.
     Dlq,
+    /// Threat intelligence: indicators, related objects, feed positions.
+    Intel,
+    /// Secondary indexes of the log (field value → sequence numbers) and evidence custody.
+    Index,
 }
 
 impl Cf {
     /// Every column family.
-    pub const ALL: [Cf; 6] = [Cf::Log, Cf::Cursors, Cf::Incidents, Cf::State, Cf::Meta, Cf::Dlq];
+    pub const ALL: [Cf; 8] = [Cf::Log, Cf::Cursors, Cf::Incidents, Cf::State, Cf::Meta, Cf::Dlq, Cf::Intel, Cf::Index];
 
     /// The RocksDB name.
     pub fn name(self) -> &'static str {
@@ -106,6 +110,8 @@ impl Cf {
             Cf::State => "state",
             Cf::Meta => "meta",
             Cf::Dlq => "dlq",
+            Cf::Intel => "intel",
+            Cf::Index => "index",
         }
     }
 }

@@ -47,6 +47,17 @@ pub mod names {
     pub const ACTIONS: &str = "actions";
     /// Playbook timeline entries that could not be queued (the detection worker was behind).
     pub const TIMELINE_DROPPED: &str = "playbook_timeline_dropped";
+    /// STIX objects read from threat-intel feeds, by feed and result (added, updated,
+    /// unchanged, revoked, ignored, skipped).
+    pub const INTEL_OBJECTS: &str = "intel_objects";
+    /// Feed polls, by feed and result (ok, failed).
+    pub const INTEL_POLLS: &str = "intel_polls";
+    /// Indicators in the matcher.
+    pub const INTEL_INDICATORS: &str = "intel_indicators";
+    /// Events that matched an indicator at ingest, by feed.
+    pub const INTEL_MATCHES: &str = "intel_matches";
+    /// Indicators removed because they expired.
+    pub const INTEL_EXPIRED: &str = "intel_expired";
 }
 
 /// The registry every module registers its metrics into.

@@ -210,12 +210,55 @@ fn event(e: &SecurityEvent) -> Value {
             ]),
         );
     }
+    let mut matched = Value::Null;
+    if let Some(t) = &e.threat {
+        let indicator = object(&[
+            ("id", json!(t.indicator_id)),
+            ("name", json!(t.indicator_name)),
+            ("type", json!(t.indicator_type)),
+            ("confidence", json!(t.confidence.map(stix_confidence))),
+            ("provider", json!(t.feed)),
+        ]);
+        put(
+            &mut doc,
+            "threat",
+            object(&[
+                ("indicator", indicator),
+                ("feed", json!({ "name": t.feed })),
+                ("group", object(&[("name", json!(t.actors))])),
+                ("software", object(&[("name", json!(t.malware))])),
+            ]),
+        );
+        matched = object(&[
+            ("field", json!(t.matched_field)),
+            ("value", json!(t.matched_value)),
+            ("campaigns", json!(t.campaigns)),
+            ("labels", json!(t.labels)),
+            ("kill_chain_phases", json!(t.kill_chain_phases)),
+            ("matches", json!(t.matches)),
+        ]);
+    }
     put(&mut doc, "tags", json!(e.tags));
     put(&mut doc, "labels", json!(e.labels));
-    let vigil =
-        object(&[("class", json!(e.class.as_str())), ("tenant", json!(e.tenant)), ("attributes", json!(e.attributes))]);
+    let vigil = object(&[
+        ("class", json!(e.class.as_str())),
+        ("tenant", json!(e.tenant)),
+        ("threat", matched),
+        ("attributes", json!(e.attributes)),
+    ]);
     put(&mut doc, "vigil", vigil);
     Value::Object(doc)
+}
+
+/// A 0–100 confidence on the None/Low/Medium/High scale of STIX 2.1 Appendix A, which is
+/// what ECS's `threat.indicator.confidence` expects.
+fn stix_confidence(c: u8) -> &'static str {
+    match c {
+        0 => "None",
+        1..=29 => "Low",
+        30..=69 => "Medium",
+        _ => "High",
+    }
 }
 
 fn finding(f: &Finding) -> Value {

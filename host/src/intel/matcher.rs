@@ -1,0 +1,460 @@
+//! The indicator matcher: an immutable index of every stored indicator's values, built
+//! off the hot path and swapped in whole.
+//!
+//! Exact values (addresses, URLs, emails, hashes) are hash-set lookups. Networks are one
+//! hash map per prefix length present, probed longest first with the masked address, so a
+//! lookup costs one probe per distinct length (a handful in practice) whatever the count.
+//! Domains match themselves and their subdomains: `cdn.evil.example` probes
+//! `cdn.evil.example`, `evil.example` and `example`. Several indicators for one value form a
+//! chain, most confident first; a match takes the first whose validity covers the event's
+//! time, so a replay or backtest of old events sees the indicators valid back then.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use rustc_hash::FxHashMap;
+
+use super::stix::Observable;
+use crate::event::{Field, SecurityEvent, Threat};
+
+const NONE: u32 = u32::MAX;
+
+/// What a feed says about an indicator beyond its values, shared by its entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    /// Threat actors and intrusion sets.
+    pub actors: Vec<String>,
+    /// Campaigns.
+    pub campaigns: Vec<String>,
+    /// Malware.
+    pub malware: Vec<String>,
+    /// Labels and indicator types.
+    pub labels: Vec<String>,
+    /// `chain:phase`.
+    pub kill_chain_phases: Vec<String>,
+}
+
+/// One indicator as the matcher holds it.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// STIX id.
+    pub id: Box<str>,
+    /// Name.
+    pub name: Option<Box<str>>,
+    /// Feed.
+    pub feed: Arc<str>,
+    /// 0–100.
+    pub confidence: Option<u8>,
+    /// Validity, milliseconds since the epoch: `[valid_from, valid_until)`.
+    pub valid_from_ms: i64,
+    /// End of validity (`i64::MAX` when open).
+    pub valid_until_ms: i64,
+    /// Related objects and labels.
+    pub context: Arc<Context>,
+}
+
+/// An indicator to index, with its values.
+#[derive(Clone, Debug)]
+pub struct Indexed {
+    /// The indicator.
+    pub entry: Entry,
+    /// Its values.
+    pub observables: Vec<Observable>,
+}
+
+/// One match: the indicator and the kind of value.
+#[derive(Clone, Copy, Debug)]
+pub struct Hit<'a> {
+    /// The indicator.
+    pub entry: &'a Entry,
+    /// Its STIX cyber-observable type (`ipv4-addr`, `domain-name`, …).
+    pub kind: &'static str,
+}
+
+/// Counts of indexed values, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MatcherStats {
+    /// Indicators indexed.
+    pub indicators: usize,
+    /// Addresses.
+    pub ips: usize,
+    /// Networks.
+    pub networks: usize,
+    /// Domains.
+    pub domains: usize,
+    /// URLs.
+    pub urls: usize,
+    /// Email addresses.
+    pub emails: usize,
+    /// File hashes.
+    pub hashes: usize,
+}
+
+/// The index. Cheap to share; rebuilt and swapped when indicators change.
+#[derive(Debug, Default)]
+pub struct Matcher {
+    entries: Vec<Entry>,
+    /// Chain links: `next[i]` is the next entry for the same value, or `NONE`.
+    next: Vec<u32>,
+    v4: Vec<(u8, FxHashMap<u32, u32>)>,
+    v6: Vec<(u8, FxHashMap<u128, u32>)>,
+    domains: FxHashMap<Box<str>, u32>,
+    urls: FxHashMap<Box<str>, u32>,
+    emails: FxHashMap<Box<str>, u32>,
+    hashes: FxHashMap<Box<str>, u32>,
+    stats: MatcherStats,
+}
+
+/// The fields enrichment looks at, with the kind of value each holds.
+const FIELDS: [(Field, Kind); 10] = [
+    (Field::SourceIp, Kind::Ip),
+    (Field::DestinationIp, Kind::Ip),
+    (Field::SourceDomain, Kind::Domain),
+    (Field::DestinationDomain, Kind::Domain),
+    (Field::UrlDomain, Kind::Domain),
+    (Field::UrlFull, Kind::Url),
+    (Field::UserEmail, Kind::Email),
+    (Field::FileHashSha256, Kind::Hash),
+    (Field::FileHashSha1, Kind::Hash),
+    (Field::FileHashMd5, Kind::Hash),
+];
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Ip,
+    Domain,
+    Url,
+    Email,
+    Hash,
+}
+
+impl Matcher {
+    /// Indexes `indicators`.
+    pub fn build(indicators: Vec<Indexed>) -> Self {
+        let mut m = Matcher::default();
+        // Least confident first: each insert goes to the head of its value's chain, so the
+        // chains end up most confident first.
+        let mut indicators = indicators;
+        indicators.sort_by_key(|i| i.entry.confidence);
+        let mut v4: FxHashMap<u8, FxHashMap<u32, u32>> = FxHashMap::default();
+        let mut v6: FxHashMap<u8, FxHashMap<u128, u32>> = FxHashMap::default();
+        for Indexed { entry, observables } in indicators {
+            let index = u32::try_from(m.entries.len()).unwrap_or(NONE - 1);
+            if index == NONE - 1 {
+                break;
+            }
+            m.entries.push(entry);
+            m.next.push(NONE);
+            m.stats.indicators += 1;
+            for observable in observables {
+                let slot = match observable {
+                    Observable::Ip(IpAddr::V4(ip)) => {
+                        m.stats.ips += 1;
+                        v4.entry(32).or_default().entry(u32::from(ip)).or_insert(NONE)
+                    }
+                    Observable::Ip(IpAddr::V6(ip)) => {
+                        m.stats.ips += 1;
+                        v6.entry(128).or_default().entry(u128::from(ip)).or_insert(NONE)
+                    }
+                    Observable::Cidr(IpNet::V4(net)) => {
+                        m.stats.networks += 1;
+                        v4.entry(net.prefix_len()).or_default().entry(u32::from(net.network())).or_insert(NONE)
+                    }
+                    Observable::Cidr(IpNet::V6(net)) => {
+                        m.stats.networks += 1;
+                        v6.entry(net.prefix_len()).or_default().entry(u128::from(net.network())).or_insert(NONE)
+                    }
+                    Observable::Domain(d) => {
+                        m.stats.domains += 1;
+                        m.domains.entry(d.into()).or_insert(NONE)
+                    }
+                    Observable::Url(u) => {
+                        m.stats.urls += 1;
+                        m.urls.entry(u.into()).or_insert(NONE)
+                    }
+                    Observable::Email(e) => {
+                        m.stats.emails += 1;
+                        m.emails.entry(e.into()).or_insert(NONE)
+                    }
+                    Observable::Hash(h) => {
+                        m.stats.hashes += 1;
+                        m.hashes.entry(h.into()).or_insert(NONE)
+                    }
+                };
+                // One indicator may list a value twice (`IN` with repeats): chain it once.
+                if *slot != index {
+                    m.next[index as usize] = *slot;
+                    *slot = index;
+                }
+            }
+        }
+        m.v4 = v4.into_iter().collect();
+        m.v4.sort_by(|a, b| b.0.cmp(&a.0));
+        m.v6 = v6.into_iter().collect();
+        m.v6.sort_by(|a, b| b.0.cmp(&a.0));
+        m
+    }
+
+    /// What is indexed.
+    pub fn stats(&self) -> MatcherStats {
+        self.stats
+    }
+
+    /// Whether nothing is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn first_valid(&self, mut at: u32, time_ms: i64) -> Option<&Entry> {
+        while at != NONE {
+            let entry = &self.entries[at as usize];
+            if entry.valid_from_ms <= time_ms && time_ms < entry.valid_until_ms {
+                return Some(entry);
+            }
+            at = self.next[at as usize];
+        }
+        None
+    }
+
+    /// The indicator for an address (exact, or the longest network containing it).
+    pub fn ip(&self, ip: IpAddr, time_ms: i64) -> Option<&Entry> {
+        match ip {
+            IpAddr::V4(ip) => {
+                let bits = u32::from(ip);
+                self.v4.iter().find_map(|(len, map)| {
+                    let mask = if *len == 0 { 0 } else { u32::MAX << (32 - u32::from(*len)) };
+                    map.get(&(bits & mask)).and_then(|&at| self.first_valid(at, time_ms))
+                })
+            }
+            IpAddr::V6(ip) => {
+                if let Some(v4) = ip.to_ipv4_mapped() {
+                    return self.ip(IpAddr::V4(v4), time_ms);
+                }
+                let bits = u128::from(ip);
+                self.v6.iter().find_map(|(len, map)| {
+                    let mask = if *len == 0 { 0 } else { u128::MAX << (128 - u32::from(*len)) };
+                    map.get(&(bits & mask)).and_then(|&at| self.first_valid(at, time_ms))
+                })
+            }
+        }
+    }
+
+    /// The indicator for a domain or one of its parent domains.
+    pub fn domain(&self, domain: &str, time_ms: i64) -> Option<&Entry> {
+        if self.domains.is_empty() {
+            return None;
+        }
+        let lowered;
+        let mut d = domain.trim_end_matches('.');
+        if d.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = d.to_ascii_lowercase();
+            d = &lowered;
+        }
+        loop {
+            if let Some(entry) = self.domains.get(d).and_then(|&at| self.first_valid(at, time_ms)) {
+                return Some(entry);
+            }
+            match d.find('.') {
+                Some(dot) => d = &d[dot + 1..],
+                None => return None,
+            }
+        }
+    }
+
+    fn exact<'a>(&'a self, map: &FxHashMap<Box<str>, u32>, value: &str, fold: bool, time_ms: i64) -> Option<&'a Entry> {
+        if map.is_empty() {
+            return None;
+        }
+        let at = if fold && value.bytes().any(|b| b.is_ascii_uppercase()) {
+            map.get(value.to_ascii_lowercase().as_str())
+        } else {
+            map.get(value)
+        };
+        at.and_then(|&at| self.first_valid(at, time_ms))
+    }
+
+    /// The indicator for a URL (exactly).
+    pub fn url(&self, url: &str, time_ms: i64) -> Option<&Entry> {
+        self.exact(&self.urls, url, false, time_ms)
+    }
+
+    /// The indicator for an email address.
+    pub fn email(&self, email: &str, time_ms: i64) -> Option<&Entry> {
+        self.exact(&self.emails, email, true, time_ms)
+    }
+
+    /// The indicator for a file hash (MD5, SHA-1 or SHA-256, hex).
+    pub fn hash(&self, hash: &str, time_ms: i64) -> Option<&Entry> {
+        self.exact(&self.hashes, hash, true, time_ms)
+    }
+
+    /// The indicator for a value of unknown kind: an address, a URL (`scheme://`), an email
+    /// address, a hash (32, 40 or 64 hex digits) or else a domain.
+    pub fn any(&self, value: &str, time_ms: i64) -> Option<Hit<'_>> {
+        if let Ok(ip) = value.parse::<IpAddr>() {
+            let kind = if ip.is_ipv4() { "ipv4-addr" } else { "ipv6-addr" };
+            return self.ip(ip, time_ms).map(|entry| Hit { entry, kind });
+        }
+        let (entry, kind) = if value.contains("://") {
+            (self.url(value, time_ms), "url")
+        } else if value.contains('@') {
+            (self.email(value, time_ms), "email-addr")
+        } else if matches!(value.len(), 32 | 40 | 64) && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (self.hash(value, time_ms), "file")
+        } else {
+            (self.domain(value, time_ms), "domain-name")
+        };
+        entry.map(|entry| Hit { entry, kind })
+    }
+
+    /// The threat match for an event: every enriched field is looked up; the most
+    /// confident indicator is reported and the number of matching fields counted.
+    pub fn threat(&self, event: &SecurityEvent) -> Option<Threat> {
+        if self.is_empty() {
+            return None;
+        }
+        let time_ms = event.time.timestamp_millis();
+        let mut best: Option<(Hit<'_>, Field, String)> = None;
+        let mut matches = 0u32;
+        for (field, kind) in FIELDS {
+            let Some(value) = field.get(event) else { continue };
+            let hit = match (kind, &value) {
+                (Kind::Ip, crate::event::FieldValue::Ip(ip)) => {
+                    let kind = if ip.is_ipv4() { "ipv4-addr" } else { "ipv6-addr" };
+                    self.ip(*ip, time_ms).map(|entry| Hit { entry, kind })
+                }
+                (Kind::Domain, v) => self.domain(&v.to_text(), time_ms).map(|entry| Hit { entry, kind: "domain-name" }),
+                (Kind::Url, v) => self.url(&v.to_text(), time_ms).map(|entry| Hit { entry, kind: "url" }),
+                (Kind::Email, v) => self.email(&v.to_text(), time_ms).map(|entry| Hit { entry, kind: "email-addr" }),
+                (Kind::Hash, v) => self.hash(&v.to_text(), time_ms).map(|entry| Hit { entry, kind: "file" }),
+                _ => None,
+            };
+            let Some(hit) = hit else { continue };
+            matches += 1;
+            if best.as_ref().is_none_or(|(b, _, _)| hit.entry.confidence > b.entry.confidence) {
+                best = Some((hit, field, value.to_text().into_owned()));
+            }
+        }
+        let (hit, field, value) = best?;
+        let e = hit.entry;
+        Some(Threat {
+            indicator_id: e.id.to_string(),
+            indicator_name: e.name.as_deref().map(str::to_owned),
+            indicator_type: hit.kind.to_owned(),
+            feed: e.feed.to_string(),
+            confidence: e.confidence,
+            matched_field: field.name().to_owned(),
+            matched_value: value,
+            actors: e.context.actors.clone(),
+            campaigns: e.context.campaigns.clone(),
+            malware: e.context.malware.clone(),
+            labels: e.context.labels.clone(),
+            kill_chain_phases: e.context.kill_chain_phases.clone(),
+            matches,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Endpoint, EventClass};
+
+    fn entry(id: &str, confidence: Option<u8>, from: i64, until: i64) -> Entry {
+        Entry {
+            id: id.into(),
+            name: None,
+            feed: "test".into(),
+            confidence,
+            valid_from_ms: from,
+            valid_until_ms: until,
+            context: Arc::new(Context { actors: vec!["APT-T".into()], ..Context::default() }),
+        }
+    }
+
+    fn indexed(id: &str, confidence: Option<u8>, observables: &[Observable]) -> Indexed {
+        Indexed { entry: entry(id, confidence, 0, i64::MAX), observables: observables.to_vec() }
+    }
+
+    fn cidr(s: &str) -> Observable {
+        Observable::Cidr(s.parse().expect("cidr"))
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn addresses_match_exactly_and_by_the_longest_network() {
+        let m = Matcher::build(vec![
+            indexed("indicator--wide", Some(10), &[cidr("10.0.0.0/8")]),
+            indexed("indicator--narrow", Some(10), &[cidr("10.1.2.0/24")]),
+            indexed("indicator--host", Some(10), &[Observable::Ip(ip("10.1.2.3"))]),
+            indexed("indicator--v6", None, &[cidr("2001:db8::/32")]),
+        ]);
+        let id = |s: &str| m.ip(ip(s), 0).map(|e| e.id.to_string());
+        assert_eq!(id("10.1.2.3").as_deref(), Some("indicator--host"));
+        assert_eq!(id("10.1.2.4").as_deref(), Some("indicator--narrow"));
+        assert_eq!(id("10.200.0.1").as_deref(), Some("indicator--wide"));
+        assert_eq!(id("11.0.0.1"), None);
+        assert_eq!(id("2001:db8:1::5").as_deref(), Some("indicator--v6"));
+        assert_eq!(id("::ffff:10.9.9.9").as_deref(), Some("indicator--wide"));
+        assert_eq!(id("2001:db9::1"), None);
+        assert_eq!(m.stats().networks, 3);
+    }
+
+    #[test]
+    fn domains_match_their_subdomains_and_nothing_else() {
+        let m = Matcher::build(vec![indexed("indicator--d", None, &[Observable::Domain("evil.example.com".into())])]);
+        assert!(m.domain("evil.example.com", 0).is_some());
+        assert!(m.domain("CDN.Evil.Example.com.", 0).is_some());
+        assert!(m.domain("notevil.example.com", 0).is_none());
+        assert!(m.domain("example.com", 0).is_none());
+        assert_eq!(m.any("a.evil.example.com", 0).map(|h| h.kind), Some("domain-name"));
+    }
+
+    #[test]
+    fn the_most_confident_valid_indicator_wins() {
+        let value = [Observable::Ip(ip("192.0.2.1"))];
+        let m = Matcher::build(vec![
+            Indexed { entry: entry("indicator--old", Some(90), 0, 1_000), observables: value.to_vec() },
+            Indexed { entry: entry("indicator--low", Some(20), 0, i64::MAX), observables: value.to_vec() },
+            Indexed { entry: entry("indicator--high", Some(80), 0, i64::MAX), observables: value.to_vec() },
+            Indexed { entry: entry("indicator--future", Some(100), 5_000, i64::MAX), observables: value.to_vec() },
+        ]);
+        assert_eq!(m.ip(ip("192.0.2.1"), 500).map(|e| &*e.id), Some("indicator--old"));
+        assert_eq!(m.ip(ip("192.0.2.1"), 2_000).map(|e| &*e.id), Some("indicator--high"));
+        assert_eq!(m.ip(ip("192.0.2.1"), 6_000).map(|e| &*e.id), Some("indicator--future"));
+    }
+
+    #[test]
+    fn an_event_is_enriched_from_every_field_it_has() {
+        let m = Matcher::build(vec![
+            indexed("indicator--ip", Some(40), &[Observable::Ip(ip("198.51.100.7"))]),
+            indexed(
+                "indicator--hash",
+                Some(70),
+                &[Observable::Hash("aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f".into())],
+            ),
+        ]);
+        let mut event = SecurityEvent::new(EventClass::File, chrono::Utc::now());
+        assert_eq!(m.threat(&event), None);
+        event.destination = Some(Endpoint { ip: Some(ip("198.51.100.7")), ..Endpoint::default() });
+        let t = m.threat(&event).expect("address matches");
+        assert_eq!(
+            (t.indicator_id.as_str(), t.matched_field.as_str(), t.matches),
+            ("indicator--ip", "destination.ip", 1)
+        );
+        assert_eq!(t.actors, ["APT-T"]);
+        event.file = Some(Box::new(crate::event::File {
+            hash: Some(Box::new(crate::event::Hashes {
+                sha256: Some("AEC070645FE53EE3B3763059376134F058CC337247C978ADD178B6CCDFB0019F".into()),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }));
+        let t = m.threat(&event).expect("both match");
+        assert_eq!((t.indicator_id.as_str(), t.indicator_type.as_str(), t.matches), ("indicator--hash", "file", 2));
+    }
+}

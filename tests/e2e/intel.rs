@@ -1,0 +1,214 @@
+//! Threat intel end to end against a real TAXII 2.1 server (medallion, the OASIS reference
+//! implementation, from `scripts/setup.sh`) on loopback, seeded by the OASIS `stix2`
+//! library: the initial sync pages through the collection; an indicator added to the
+//! server later arrives by an incremental `added_after` poll (nothing is read twice); a
+//! feed with a wrong password fails with an authentication error that does not show the
+//! password; an event from inside a seeded CIDR is stored with `threat.*` fields, raises the
+//! IOC incident, is exported with the fields, and the shipped playbook blocks the address;
+//! and `vigil intel export` writes a bundle that `stix2-validator` accepts.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Server, blocking, free_port, get, http_get_text, metric, post_events, python, sink_lines, vigil_bin, wait_for,
+};
+
+struct Medallion(Child);
+
+impl Drop for Medallion {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn peers_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers")
+}
+
+fn medallion(dir: &Path, port: u16) -> Medallion {
+    let seeded = Command::new(python())
+        .arg(peers_dir().join("taxii_seed.py"))
+        .arg(dir)
+        .arg(port.to_string())
+        .status()
+        .expect("run taxii_seed.py");
+    assert!(seeded.success(), "seeding the TAXII server failed");
+    let bin = python().with_file_name("medallion");
+    let log = std::fs::File::create(dir.join("medallion.log")).expect("log");
+    let child = Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg(dir.join("medallion.json"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start medallion (run scripts/setup.sh)");
+    let mut server = Medallion(child);
+    wait_for(Duration::from_secs(30), "the TAXII server", || {
+        if let Ok(Some(status)) = server.0.try_wait() {
+            panic!(
+                "medallion exited with {status}: {}",
+                std::fs::read_to_string(dir.join("medallion.log")).unwrap_or_default()
+            );
+        }
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
+    });
+    server
+}
+
+/// Adds an indicator to the seeded collection, as the read-write user.
+fn publish(port: u16, indicator: Value) {
+    let url = format!("http://127.0.0.1:{port}/api1/collections/91a7b528-80eb-42ed-a74d-c6fbd5a26116/objects/");
+    let status = blocking(async {
+        reqwest::Client::new()
+            .post(url)
+            .basic_auth("admin", Some("Password0"))
+            .header("Accept", "application/taxii+json;version=2.1")
+            .header("Content-Type", "application/taxii+json;version=2.1")
+            .body(json!({ "objects": [indicator] }).to_string())
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    assert_eq!(status.ok(), Some(202), "medallion accepts the new indicator");
+}
+
+#[test]
+fn taxii_feeds_reach_enrichment_detection_response_and_export() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taxii_dir = dir.path().join("taxii");
+    std::fs::create_dir_all(&taxii_dir).expect("mkdir");
+    let port = free_port();
+    let _taxii = medallion(&taxii_dir, port);
+    let out = dir.path().join("ecs.jsonl");
+    let extra = format!(
+        r#"
+[[intel.feeds]]
+name = "cti"
+url = "http://127.0.0.1:{port}/taxii2/"
+collection = "Indicators (read/write)"
+auth = {{ basic = {{ username = "readonly", password = "Password1" }} }}
+page_size = 2
+interval = "1s"
+
+[[intel.feeds]]
+name = "wrong-password"
+url = "http://127.0.0.1:{port}/taxii2/"
+collection = "Indicators (read/write)"
+auth = {{ basic = {{ username = "readonly", password = "NOT-THE-PASSWORD-4711" }} }}
+interval = "1h"
+retries = 0
+
+[sinks.ecs]
+type = "file"
+path = {out:?}
+format = "ecs"
+route = {{ records = ["event"] }}
+"#
+    );
+    let server = Server::start(dir.path(), &extra);
+
+    // The initial sync: 7 objects over 4 pages of 2; 4 indicators indexed.
+    let metrics = wait_for(Duration::from_secs(30), "the initial sync", || {
+        let m = server.metrics();
+        (metric(&m, &["vigil_intel_indicators "]) == 4.0).then_some(m)
+    });
+    assert_eq!(metric(&metrics, &["vigil_intel_objects_total", "feed=\"cti\"", "result=\"added\""]), 6.0, "{metrics}");
+    let log = server.log();
+    assert!(log.contains("\"pages\":4"), "paged through the collection:\n{log}");
+
+    // The wrong password: an authentication failure, counted, without the password.
+    let metrics = wait_for(Duration::from_secs(30), "the failing feed to be counted", || {
+        let m = server.metrics();
+        (metric(&m, &["vigil_intel_polls_total", "wrong-password", "failed"]) >= 1.0).then_some(m)
+    });
+    let log = server.log();
+    assert!(log.contains("authentication failed (HTTP 401)"), "{log}");
+    assert!(
+        !log.contains("NOT-THE-PASSWORD-4711") && !metrics.contains("NOT-THE-PASSWORD-4711"),
+        "the password leaked"
+    );
+
+    // An indicator published later arrives by an incremental poll: only it is read.
+    publish(
+        port,
+        json!({
+            "type": "indicator", "spec_version": "2.1", "id": "indicator--0b7e5a1c-3f6d-4c2e-9a8b-1d2e3f4a5b6c",
+            "created": "2026-06-01T00:00:00.000Z", "modified": "2026-06-01T00:00:00.000Z",
+            "name": "New C2", "pattern": "[ipv4-addr:value = '192.0.2.200']", "pattern_type": "stix",
+            "valid_from": "2026-06-01T00:00:00.000Z", "confidence": 90,
+        }),
+    );
+    let metrics = wait_for(Duration::from_secs(30), "the incremental poll", || {
+        let m = server.metrics();
+        (metric(&m, &["vigil_intel_indicators "]) == 5.0).then_some(m)
+    });
+    assert_eq!(metric(&metrics, &["vigil_intel_objects_total", "feed=\"cti\"", "result=\"added\""]), 7.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, &["vigil_intel_objects_total", "feed=\"cti\"", "result=\"unchanged\""]),
+        0.0,
+        "no poll re-read the collection\n{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, &["vigil_intel_objects_total", "feed=\"cti\"", "result=\"ignored\""]),
+        1.0,
+        "the identity"
+    );
+
+    // An event from the seeded CIDR: enriched, an incident, exported with threat.*, blocked.
+    let event = json!({ "class": "network", "action": "connection_attempt",
+                        "source": { "ip": "203.0.113.50", "port": 51234 },
+                        "destination": { "ip": "10.0.0.8", "port": 22 } });
+    post_events(&server, format!("{event}\n"));
+    let incident = wait_for(Duration::from_secs(30), "the IOC incident", || {
+        get(&server, "/v1/incidents")["incidents"]
+            .as_array()?
+            .iter()
+            .find(|i| i["rule_id"] == "threat_intel_match")
+            .cloned()
+    });
+    assert_eq!(incident["entities"]["threat_ips"], json!(["203.0.113.50"]));
+    let exported = wait_for(Duration::from_secs(30), "the enriched event in the sink", || {
+        sink_lines(&out).into_iter().find(|l| l["source"]["ip"] == "203.0.113.50")
+    });
+    let threat = &exported["threat"];
+    assert_eq!(threat["indicator"]["id"], "indicator--a932fcc6-e032-476c-826f-cb970a5a1ade", "{exported}");
+    assert_eq!(threat["indicator"]["type"], "ipv4-addr");
+    assert_eq!(threat["indicator"]["confidence"], "High");
+    assert_eq!(threat["feed"]["name"], "cti");
+    assert_eq!(threat["software"]["name"], json!(["TestDropper"]));
+    assert_eq!(exported["vigil"]["threat"]["field"], "source.ip");
+    wait_for(Duration::from_secs(30), "the playbook to block the address", || {
+        http_get_text(&server.url("/v1/blocklist")).filter(|b| b.lines().any(|l| l == "203.0.113.50"))
+    });
+
+    // The incidents as a STIX 2.1 bundle, checked by the OASIS validator.
+    let bundle = dir.path().join("bundle.json");
+    let export = Command::new(vigil_bin())
+        .arg("--config")
+        .arg(dir.path().join("vigil.toml"))
+        .args(["intel", "export", "--output"])
+        .arg(&bundle)
+        .current_dir(dir.path())
+        .output()
+        .expect("vigil intel export");
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let doc: Value = serde_json::from_slice(&std::fs::read(&bundle).expect("bundle")).expect("json");
+    let types: Vec<&str> =
+        doc["objects"].as_array().expect("objects").iter().filter_map(|o| o["type"].as_str()).collect();
+    for kind in ["identity", "incident", "indicator", "sighting", "ipv4-addr", "attack-pattern", "relationship"] {
+        assert!(types.contains(&kind), "{kind} missing from {types:?}");
+    }
+    let validator = python().with_file_name("stix2_validator");
+    let checked = Command::new(validator).arg(&bundle).output().expect("run stix2_validator");
+    assert!(
+        checked.status.success(),
+        "stix2-validator rejected the bundle:\n{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
