@@ -17,6 +17,7 @@
 //! | 4 | `rules`, `detect` |
 //! | 5 | `incident` |
 //! | 6 | `playbook`, `export` |
+//! | 7 | `hunt`, `forensics` |
 //! | 8 | `api` |
 //! | 9 | `config` |
 //! | top | `app`, `cli` |
@@ -29,6 +30,7 @@ pub mod config;
 pub mod detect;
 pub mod event;
 pub mod export;
+pub mod hunt;
 pub mod incident;
 pub mod intel;
 pub mod playbook;

@@ -9,6 +9,7 @@ mod detection;
 mod email;
 mod helpers;
 mod http_ingest;
+mod hunt;
 mod intel;
 mod layering;
 mod mock;

@@ -8,6 +8,7 @@
 
 pub mod auth;
 mod backtest;
+mod hunt;
 pub mod openapi;
 mod plugins;
 mod response;
@@ -137,6 +138,10 @@ pub struct ApiState {
     pub backtests: backtest::Jobs,
     /// The plugin host (when plugins are on).
     pub plugins: Option<crate::plugins::PluginHost>,
+    /// Threat intel.
+    pub intel: crate::intel::Intel,
+    /// Hunt settings.
+    pub hunt: crate::hunt::HuntConfig,
 }
 
 /// An API error: status, stable code, message for the client.
@@ -237,6 +242,10 @@ fn routes() -> Vec<(RouteSpec, Handler)> {
         r("POST", "/v1/runs/{id}/steps/{step}/{decision}", Some(Responder), post(response::decide_step)),
         r("GET", "/v1/audit", Some(Admin), get(response::export_audit)),
         r("GET", "/v1/audit/verify", Some(Viewer), get(response::verify_audit)),
+        r("POST", "/v1/hunts", Some(Viewer), post(hunt::run)),
+        r("GET", "/v1/intel", Some(Viewer), get(hunt::status)),
+        r("GET", "/v1/intel/lookup", Some(Viewer), get(hunt::lookup)),
+        r("POST", "/v1/intel/feeds/{name}/poll", Some(Admin), post(hunt::poll)),
         r("GET", "/v1/plugins", Some(Viewer), get(plugins::list)),
         r("POST", "/v1/plugins/sync", Some(Admin), post(plugins::sync)),
         r("GET", "/v1/plugins/{name}", Some(Viewer), get(plugins::get)),

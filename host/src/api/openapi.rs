@@ -217,6 +217,30 @@ fn operation(route: &RouteSpec, s: &mut Schemas) -> Op {
             None,
             (200, json, s.out::<super::backtest::Job>()),
         ),
+        ("POST", "/v1/hunts") => op(
+            "Run a hunt over the stored events: a time range, a filter (or a rule's condition), fields or a group-by with aggregates. A projection cut short by its limit answers `next`: send it back as `after` for the next page.",
+            None,
+            Some(s.input::<crate::hunt::HuntSpec>()),
+            (200, json, s.out::<super::hunt::HuntResult>()),
+        ),
+        ("GET", "/v1/intel") => op(
+            "Threat intel: what the matcher holds, and each feed's position and last result.",
+            None,
+            None,
+            (200, json, s.out::<super::hunt::IntelStatus>()),
+        ),
+        ("GET", "/v1/intel/lookup") => op(
+            "The threat-intel indicator a value (address, domain, URL, email, hash) matches now; 404 when none does.",
+            Some(s.query::<super::hunt::LookupQuery>()),
+            None,
+            (200, json, json!({ "type": "object" })),
+        ),
+        ("POST", "/v1/intel/feeds/{name}/poll") => op(
+            "Poll a threat-intel feed now; 502 when the feed fails.",
+            None,
+            None,
+            (200, json, s.out::<crate::intel::ImportReport>()),
+        ),
         ("GET", "/v1/plugins") => {
             let info = s.out::<crate::plugins::PluginInfo>();
             op("The loaded WebAssembly plugins.", None, None, (200, json, list_of("plugins", info)))

@@ -388,6 +388,8 @@ impl Pipeline {
                 detect: self.config.detect.clone(),
                 backtests: Default::default(),
                 plugins: self.plugins.clone(),
+                intel: self.intel.clone(),
+                hunt: self.config.hunt.clone(),
             };
             let router = api::router(state, &self.config.api);
             let tls = match &self.config.api.tls {
@@ -414,6 +416,7 @@ impl Pipeline {
         self.watch_plugins();
         let feeds = self.intel.spawn(self.background.clone());
         tokio::spawn(async move { feeds.join_all().await });
+        self.start_hunts();
         self.emit_health();
         #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
         struct ConsumerLabels {
@@ -576,6 +579,39 @@ impl Pipeline {
 
     /// Every `health_interval`, one `system` event per sink with its backlog, so rules can
     /// alert on Vigil's own delivery health.
+    /// The hunt indexer and the saved hunts.
+    fn start_hunts(&self) {
+        let settings = &self.config.hunt;
+        let index = if settings.index.enabled {
+            match crate::hunt::Index::new(&self.store, &settings.index) {
+                Ok(index) => {
+                    let sweep = self.config.store.retention.interval.max(Duration::from_secs(60));
+                    tokio::spawn(index.clone().run(self.log.clone(), self.background.clone(), sweep));
+                    Some(index)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Hunt indexes are off");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let options = self.rules.options().clone();
+        for saved in settings.saved.clone() {
+            let live = self.rules.clone();
+            tokio::spawn(saved.schedule(
+                self.log.clone(),
+                index.clone(),
+                self.ingestor.clone(),
+                options.clone(),
+                move || live.current(),
+                settings.max_delay,
+                self.background.clone(),
+            ));
+        }
+    }
+
     fn emit_health(&self) {
         if self.config.sinks.is_empty() {
             return;

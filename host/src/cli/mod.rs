@@ -5,6 +5,7 @@
 //!
 //! Top layer: may use every module.
 
+mod hunt;
 mod incidents;
 mod ingest;
 mod intel;
@@ -113,6 +114,9 @@ pub enum Command {
         #[command(subcommand)]
         command: plugins::PluginCommand,
     },
+    /// Hunt through the stored events: a time range, a filter (or a rule's condition),
+    /// fields or a group-by with aggregates; as a table, JSON lines or CSV.
+    Hunt(hunt::HuntArgs),
     /// Threat intelligence: sync feeds, import a STIX bundle, look a value up, export
     /// incidents as STIX 2.1.
     Intel {
@@ -536,6 +540,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq { command } => sinks::dlq(&config, command),
         Command::Plugin { command } => plugins::run(&config, command),
         Command::Intel { command } => intel::run(&config, command),
+        Command::Hunt(args) => hunt::run(&config, args),
         Command::Playbooks { command } => response::playbooks(&config, command),
         Command::Runs { command } => response::runs(&config, command),
         Command::Audit { command } => response::audit(&config, command),

@@ -101,11 +101,13 @@ pub struct VigilConfig {
     pub plugins: crate::plugins::PluginsConfig,
     /// `[intel]`: threat-intelligence feeds.
     pub intel: crate::intel::IntelConfig,
+    /// `[hunt]`: indexes and saved hunts.
+    pub hunt: crate::hunt::HuntConfig,
     /// `[shutdown]`.
     pub shutdown: ShutdownConfig,
 }
 
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "store",
     "ingest",
     "telemetry",
@@ -119,6 +121,7 @@ const SECTIONS: [&str; 14] = [
     "playbooks",
     "plugins",
     "intel",
+    "hunt",
     "shutdown",
 ];
 
@@ -158,6 +161,7 @@ pub fn parse(text: &str) -> Result<VigilConfig, Vec<ConfigError>> {
         playbooks: section(&mut table, "playbooks", &mut errors),
         plugins: section(&mut table, "plugins", &mut errors),
         intel: section(&mut table, "intel", &mut errors),
+        hunt: section(&mut table, "hunt", &mut errors),
         shutdown: section(&mut table, "shutdown", &mut errors),
     };
     match table.remove("sinks") {
@@ -195,6 +199,7 @@ pub fn validate(config: &VigilConfig) -> Vec<ConfigError> {
     problems.extend(config.playbooks.validate());
     problems.extend(config.plugins.validate());
     problems.extend(config.intel.validate());
+    problems.extend(config.hunt.validate());
     for (i, file) in config.sources.file.iter().enumerate() {
         if file.path.as_os_str().is_empty() {
             problems.push((format!("sources.file.{i}.path"), "must not be empty".into()));

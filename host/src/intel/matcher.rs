@@ -73,7 +73,7 @@ pub struct Hit<'a> {
 }
 
 /// Counts of indexed values, by kind.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct MatcherStats {
     /// Indicators indexed.
     pub indicators: usize,

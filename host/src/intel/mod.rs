@@ -278,7 +278,7 @@ pub enum Error {
 }
 
 /// What one poll or import did.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct ImportReport {
     /// The feed.
     pub feed: String,

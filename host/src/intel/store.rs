@@ -66,7 +66,7 @@ pub struct StoredObject {
 }
 
 /// A feed's polling position and last result.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FeedState {
     /// The `added_after` of the next poll (the last page's `X-TAXII-Date-Added-Last`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,7 +83,7 @@ pub struct FeedState {
 }
 
 /// What applying a batch of objects did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ApplyReport {
     /// New objects.
     pub added: u64,

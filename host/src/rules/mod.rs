@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use library::Library;
 pub use meta::{Category, Example, Mitre, RuleMeta, Step, WindowSpec};
-pub use predicate::{Analysis, Lists, Predicate};
+pub use predicate::{Analysis, CmpOp, Lists, Literal, Predicate};
 pub use sandbox::{EventRef, SandboxLimits, build_engine, last_operations, reset_operations};
 
 use crate::event::{EventClass, FieldPath, RuleId, SecurityEvent};
