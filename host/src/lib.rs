@@ -30,6 +30,7 @@ pub mod config;
 pub mod detect;
 pub mod event;
 pub mod export;
+pub mod forensics;
 pub mod hunt;
 pub mod incident;
 pub mod intel;

@@ -7,6 +7,7 @@ mod cluster;
 mod crash;
 mod detection;
 mod email;
+mod evidence;
 mod helpers;
 mod http_ingest;
 mod hunt;

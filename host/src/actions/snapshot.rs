@@ -7,6 +7,12 @@
 //! (each file's name, size and SHA-256, the window, the time) and `manifest.sha256`
 //! (the manifest's own hash, to pin it in a ticket or the audit trail). Taking the
 //! snapshot again for the same step execution returns the same bundle.
+//!
+//! This module owns the bundle format ([`Item`], [`incident_items`], [`manifest`]). The
+//! running service installs the `forensics` module as the action's [`EvidenceCollector`]:
+//! it builds the same bundle with more in it (playbook runs, rule and plugin versions),
+//! stores it on the configured backend (a directory or S3) and opens its chain of custody.
+//! Without a collector (tools, tests), the bundle is written to a local directory.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -42,13 +48,20 @@ impl Default for SnapshotConfig {
     }
 }
 
+/// Builds and stores evidence bundles for `audit_snapshot` (implemented by `forensics`).
+pub trait EvidenceCollector: Send + Sync + std::fmt::Debug {
+    /// Collects the bundle of `ctx.incident` with events within `window` of it.
+    fn collect<'a>(&'a self, ctx: &'a ActionContext, window: Duration) -> BoxFuture<'a, Result<Outcome, ActionError>>;
+}
+
 /// `audit_snapshot`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AuditSnapshot {
     log: Log,
     config: SnapshotConfig,
     dir: PathBuf,
     spec: ActionSpec,
+    collector: Option<std::sync::Arc<dyn EvidenceCollector>>,
 }
 
 impl AuditSnapshot {
@@ -67,8 +80,65 @@ impl AuditSnapshot {
             inverse: None,
             default_ttl: None,
         };
-        Self { log, config, dir, spec }
+        Self { log, config, dir, spec, collector: None }
     }
+
+    /// The action, collecting through `collector` instead of writing a local directory.
+    pub fn with_collector(mut self, collector: std::sync::Arc<dyn EvidenceCollector>) -> Self {
+        self.collector = Some(collector);
+        self
+    }
+}
+
+/// One file of an evidence bundle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    /// Its name in the bundle (`events.ndjson`, `files/capture.pcap`).
+    pub name: String,
+    /// Its content.
+    pub bytes: Vec<u8>,
+}
+
+impl Item {
+    /// The item's manifest entry: name, size, SHA-256.
+    pub fn entry(&self) -> Value {
+        json!({ "name": self.name, "size": self.bytes.len(), "sha256": hex(&Sha256::digest(&self.bytes)) })
+    }
+}
+
+/// The core of every bundle: `incident.json` and `events.ndjson` (the incident's events and
+/// every stored event within `window` of it), with the event count and the window.
+pub fn incident_items(
+    log: &Log,
+    incident: &Value,
+    window: chrono::Duration,
+    max_events: usize,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Item>, usize, (DateTime<Utc>, DateTime<Utc>)), ActionError> {
+    let found = gather(log, incident, window, max_events, false)
+        .map_err(|e| ActionError::Failed(format!("reading the log: {e}")))?;
+    let mut events = Vec::new();
+    for (payload, _) in &found {
+        events.extend_from_slice(payload);
+        events.push(b'\n');
+    }
+    let incident_json =
+        serde_json::to_vec_pretty(incident).map_err(|e| ActionError::Failed(format!("encoding: {e}")))?;
+    let items = vec![
+        Item { name: "incident.json".into(), bytes: incident_json },
+        Item { name: "events.ndjson".into(), bytes: events },
+    ];
+    Ok((items, found.len(), bounds(incident, window, now)))
+}
+
+/// A bundle's manifest (the items' names, sizes and SHA-256, plus `meta`) and its own
+/// SHA-256.
+pub fn manifest(items: &[Item], mut meta: serde_json::Map<String, Value>) -> (Vec<u8>, String) {
+    meta.insert("files".into(), Value::Array(items.iter().map(Item::entry).collect()));
+    // A JSON object always serializes.
+    let bytes = serde_json::to_vec_pretty(&Value::Object(meta)).expect("JSON serializes");
+    let hash = hex(&Sha256::digest(&bytes));
+    (bytes, hash)
 }
 
 fn time_of(incident: &Value, field: &str) -> Option<DateTime<Utc>> {
@@ -135,12 +205,13 @@ pub fn gather(
     }
 }
 
-fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<Value> {
-    std::fs::write(dir.join(name), bytes)?;
-    Ok(json!({ "name": name, "size": bytes.len(), "sha256": hex(&Sha256::digest(bytes)) }))
-}
-
 impl AuditSnapshot {
+    fn window(&self, ctx: &ActionContext) -> Duration {
+        super::param_str(&ctx.params, "window")
+            .and_then(|w| humantime::parse_duration(w).ok())
+            .unwrap_or(self.config.window)
+    }
+
     fn take(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {
         let fail = |what: &str, e: &dyn std::fmt::Display| ActionError::Failed(format!("{what}: {e}"));
         let incident = &ctx.incident;
@@ -150,32 +221,19 @@ impl AuditSnapshot {
         if let Ok(hash) = std::fs::read_to_string(bundle.join("manifest.sha256")) {
             return Ok(outcome(&bundle, hash.trim(), None));
         }
-        let window = super::param_str(&ctx.params, "window")
-            .and_then(|w| humantime::parse_duration(w).ok())
-            .unwrap_or(self.config.window);
-        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::minutes(15));
-        let found = gather(&self.log, incident, window, self.config.max_events, false)
-            .map_err(|e| fail("reading the log", &e))?;
-        let count = found.len();
-        let mut events = Vec::new();
-        for (payload, _) in &found {
-            events.extend_from_slice(payload);
-            events.push(b'\n');
-        }
-        let (first, last) = bounds(incident, window, ctx.now);
+        let window = chrono::Duration::from_std(self.window(ctx)).unwrap_or(chrono::Duration::minutes(15));
+        let (items, count, (first, last)) =
+            incident_items(&self.log, incident, window, self.config.max_events, ctx.now)?;
         std::fs::create_dir_all(&bundle).map_err(|e| fail("creating the bundle", &e))?;
-        let incident_json = serde_json::to_vec_pretty(incident).map_err(|e| fail("encoding", &e))?;
-        let files = vec![
-            write_file(&bundle, "incident.json", &incident_json).map_err(|e| fail("writing", &e))?,
-            write_file(&bundle, "events.ndjson", &events).map_err(|e| fail("writing", &e))?,
-        ];
-        let manifest = json!({
+        for item in &items {
+            std::fs::write(bundle.join(&item.name), &item.bytes).map_err(|e| fail("writing", &e))?;
+        }
+        let meta = json!({
             "incident_id": id, "created_at": ctx.now, "window": { "from": first, "to": last },
-            "events": count, "files": files, "run_id": ctx.run_id, "step_id": ctx.step_id,
+            "events": count, "run_id": ctx.run_id, "step_id": ctx.step_id,
         });
-        let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| fail("encoding", &e))?;
+        let (manifest, hash) = manifest(&items, meta.as_object().cloned().unwrap_or_default());
         std::fs::write(bundle.join("manifest.json"), &manifest).map_err(|e| fail("writing", &e))?;
-        let hash = hex(&Sha256::digest(&manifest));
         std::fs::write(bundle.join("manifest.sha256"), format!("{hash}  manifest.json\n"))
             .map_err(|e| fail("writing", &e))?;
         Ok(outcome(&bundle, &hash, Some(count)))
@@ -202,12 +260,10 @@ impl Action for AuditSnapshot {
 
     fn execute<'a>(&'a self, ctx: &'a ActionContext) -> BoxFuture<'a, Result<Outcome, ActionError>> {
         Box::pin(async move {
-            let this = AuditSnapshot {
-                log: self.log.clone(),
-                config: self.config.clone(),
-                dir: self.dir.clone(),
-                spec: self.spec.clone(),
-            };
+            if let Some(collector) = &self.collector {
+                return collector.collect(ctx, self.window(ctx)).await;
+            }
+            let this = self.clone();
             let ctx = ctx.clone();
             tokio::task::spawn_blocking(move || this.take(&ctx))
                 .await

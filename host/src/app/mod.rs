@@ -290,7 +290,17 @@ impl Pipeline {
     }
 
     fn actions(&self) -> anyhow::Result<Registry> {
-        actions(&self.config, &self.store, &self.log, Some(self.worker.clone()), self.plugins.as_ref())
+        let mut registry =
+            actions(&self.config, &self.store, &self.log, Some(self.worker.clone()), self.plugins.as_ref())?;
+        // Evidence bundles of playbooks go through `forensics`: its storage, its custody.
+        let live = self.rules.clone();
+        let evidence = evidence(&self.config, &self.store, &self.log, move || live.current(), self.plugins.clone())?;
+        let snapshot =
+            crate::actions::snapshot::AuditSnapshot::new(self.log.clone(), self.config.actions.audit_snapshot.clone())
+                .with_collector(Arc::new(evidence.clone()));
+        registry.insert(Arc::new(snapshot));
+        tokio::spawn(evidence.run_sweeper(self.background.clone()));
+        Ok(registry)
     }
 
     /// The threat-intel service.
@@ -797,6 +807,37 @@ fn reload_playbooks(
     let count = set.all().count();
     current.store(Arc::new(set));
     Ok(count)
+}
+
+/// The evidence service of `[forensics]`; `rules` gives the rule set whose versions
+/// bundles record.
+pub fn evidence(
+    config: &VigilConfig,
+    store: &Store,
+    log: &Log,
+    rules: impl Fn() -> Arc<RuleSet> + Send + Sync + 'static,
+    plugins: Option<PluginHost>,
+) -> anyhow::Result<crate::forensics::Evidence> {
+    let versions: crate::forensics::Versions = Arc::new(move || {
+        let rules: Vec<serde_json::Value> = rules()
+            .rules()
+            .iter()
+            .map(|r| {
+                serde_json::json!({ "id": r.meta.id.as_str(), "fingerprint": format!("{:016x}", r.fingerprint),
+                                    "file": r.path.file_name().map(|f| f.to_string_lossy().into_owned()) })
+            })
+            .collect();
+        let plugins: Vec<serde_json::Value> = plugins
+            .as_ref()
+            .map(PluginHost::list)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| serde_json::json!({ "name": p.name, "version": p.version, "digest": p.digest }))
+            .collect();
+        serde_json::json!({ "vigil": env!("CARGO_PKG_VERSION"), "rules": rules, "plugins": plugins })
+    });
+    crate::forensics::Evidence::new(store, log, config.forensics.clone(), versions)
+        .map_err(|e| anyhow::anyhow!("forensics: {e}"))
 }
 
 /// The plugin host of `[plugins]`, with every plugin of its directory loaded; `None` when

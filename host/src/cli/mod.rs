@@ -5,6 +5,7 @@
 //!
 //! Top layer: may use every module.
 
+mod evidence;
 mod hunt;
 mod incidents;
 mod ingest;
@@ -113,6 +114,13 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: plugins::PluginCommand,
+    },
+    /// Forensic evidence bundles: list, collect, verify (items, manifest, chain of custody),
+    /// export, custody, retention sweep.
+    Evidence {
+        /// What to do.
+        #[command(subcommand)]
+        command: evidence::EvidenceCommand,
     },
     /// Hunt through the stored events: a time range, a filter (or a rule's condition),
     /// fields or a group-by with aggregates; as a table, JSON lines or CSV.
@@ -541,6 +549,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin { command } => plugins::run(&config, command),
         Command::Intel { command } => intel::run(&config, command),
         Command::Hunt(args) => hunt::run(&config, args),
+        Command::Evidence { command } => evidence::run(&config, command),
         Command::Playbooks { command } => response::playbooks(&config, command),
         Command::Runs { command } => response::runs(&config, command),
         Command::Audit { command } => response::audit(&config, command),

@@ -103,11 +103,13 @@ pub struct VigilConfig {
     pub intel: crate::intel::IntelConfig,
     /// `[hunt]`: indexes and saved hunts.
     pub hunt: crate::hunt::HuntConfig,
+    /// `[forensics]`: evidence storage and retention.
+    pub forensics: crate::forensics::ForensicsConfig,
     /// `[shutdown]`.
     pub shutdown: ShutdownConfig,
 }
 
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "store",
     "ingest",
     "telemetry",
@@ -122,6 +124,7 @@ const SECTIONS: [&str; 15] = [
     "plugins",
     "intel",
     "hunt",
+    "forensics",
     "shutdown",
 ];
 
@@ -162,6 +165,7 @@ pub fn parse(text: &str) -> Result<VigilConfig, Vec<ConfigError>> {
         plugins: section(&mut table, "plugins", &mut errors),
         intel: section(&mut table, "intel", &mut errors),
         hunt: section(&mut table, "hunt", &mut errors),
+        forensics: section(&mut table, "forensics", &mut errors),
         shutdown: section(&mut table, "shutdown", &mut errors),
     };
     match table.remove("sinks") {
@@ -200,6 +204,7 @@ pub fn validate(config: &VigilConfig) -> Vec<ConfigError> {
     problems.extend(config.plugins.validate());
     problems.extend(config.intel.validate());
     problems.extend(config.hunt.validate());
+    problems.extend(config.forensics.validate());
     for (i, file) in config.sources.file.iter().enumerate() {
         if file.path.as_os_str().is_empty() {
             problems.push((format!("sources.file.{i}.path"), "must not be empty".into()));

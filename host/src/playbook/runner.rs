@@ -346,6 +346,21 @@ pub struct Runner {
     inner: Arc<Inner>,
 }
 
+fn runs_of(table: &Table<[u8; 16], Run>, incident: Option<IncidentId>) -> store::Result<Vec<Run>> {
+    Ok(table
+        .scan(None, usize::MAX)?
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| incident.is_none_or(|i| r.incident_id == i))
+        .collect())
+}
+
+/// The stored runs of an incident, oldest first, read from `store` directly (evidence
+/// bundles, tools beside a running server).
+pub fn stored_runs(store: &Store, incident: IncidentId) -> store::Result<Vec<Run>> {
+    runs_of(&Table::new(store, store::Cf::State, b"run/"), Some(incident))
+}
+
 enum StepEnd {
     Next,
     Park,
@@ -476,14 +491,7 @@ impl Runner {
 
     /// Runs, oldest first, optionally of one incident.
     pub fn list(&self, incident: Option<IncidentId>) -> store::Result<Vec<Run>> {
-        Ok(self
-            .inner
-            .runs
-            .scan(None, usize::MAX)?
-            .into_iter()
-            .map(|(_, r)| r)
-            .filter(|r| incident.is_none_or(|i| r.incident_id == i))
-            .collect())
+        runs_of(&self.inner.runs, incident)
     }
 
     /// Waits until `check` returns a value (checked after every run change).
