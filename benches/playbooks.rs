@@ -161,7 +161,7 @@ fn latency(rt: &tokio::runtime::Runtime, bench: &Bench, n: usize) {
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let bench = setup(&rt);
-    let test_mode = std::env::args().any(|a| a == "--test");
+    let test_mode = !std::env::args().any(|a| a == "--bench");
     latency(&rt, &bench, if test_mode { 20 } else { 1000 });
     let runs = if test_mode { 10 } else { 500 };
     let mut group = c.benchmark_group("playbooks");

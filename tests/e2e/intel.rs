@@ -212,3 +212,93 @@ route = {{ records = ["event"] }}
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+/// A TAXII server of our own that rate-limits the first objects request (429 with
+/// `Retry-After`) and wants an API key; and a bundle served over HTTP. `vigil intel sync`
+/// retries, authenticates, reads both, and never prints the key.
+#[test]
+fn feeds_retry_rate_limits_use_api_keys_and_read_bundles_over_http() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::mock::{Answer, MockServer};
+
+    let limited = Arc::new(AtomicUsize::new(0));
+    let seen = limited.clone();
+    let indicator = |id: &str, ip: &str| {
+        json!({ "type": "indicator", "spec_version": "2.1", "id": id, "created": "2026-01-01T00:00:00Z",
+                "modified": "2026-01-01T00:00:00Z", "pattern": format!("[ipv4-addr:value = '{ip}']"),
+                "pattern_type": "stix", "valid_from": "2026-01-01T00:00:00Z" })
+    };
+    let (taxii_object, bundle_object) =
+        (indicator("indicator--1", "192.0.2.11"), indicator("indicator--2", "192.0.2.22"));
+    let server = MockServer::start(move |r| {
+        if r.header("x-api-key") != Some("KEY-8642-SECRET") && r.path != "/bundle.json" {
+            return Answer::json(401, json!({ "title": "unauthorized" }));
+        }
+        match r.path.split('?').next().unwrap_or_default() {
+            "/api1/" => {
+                Answer::json(200, json!({ "title": "root", "versions": ["application/taxii+json;version=2.1"] }))
+            }
+            "/api1/collections/" => Answer::json(
+                200,
+                json!({ "collections": [
+                { "id": "c1", "title": "Indicators", "can_read": true, "can_write": false } ] }),
+            ),
+            "/api1/collections/c1/objects/" if seen.fetch_add(1, Ordering::SeqCst) == 0 => {
+                Answer::json(429, json!({ "title": "slow down" })).with_header("Retry-After", "1")
+            }
+            "/api1/collections/c1/objects/" => {
+                Answer::json(200, json!({ "more": false, "objects": [taxii_object.clone()] }))
+                    .with_header("X-TAXII-Date-Added-Last", "2026-01-01T00:00:01.000000Z")
+            }
+            "/bundle.json" => {
+                Answer::json(200, json!({ "type": "bundle", "id": "bundle--1", "objects": [bundle_object.clone()] }))
+            }
+            _ => Answer::json(404, json!({})),
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        r#"[store]
+path = {data:?}
+[[intel.feeds]]
+name = "limited"
+url = "{url}/api1/"
+collection = "Indicators"
+auth = {{ api_key = {{ header = "X-Api-Key", key = "KEY-8642-SECRET" }} }}
+max_backoff = "2s"
+
+[[intel.feeds]]
+name = "remote-bundle"
+kind = "bundle"
+url = "{url}/bundle.json"
+"#,
+        data = dir.path().join("data"),
+        url = server.url()
+    );
+    std::fs::write(dir.path().join("vigil.toml"), config).expect("config");
+    let sync = Command::new(vigil_bin())
+        .arg("--config")
+        .arg(dir.path().join("vigil.toml"))
+        .args(["intel", "sync"])
+        .output()
+        .expect("vigil intel sync");
+    let (stdout, stderr) = (String::from_utf8_lossy(&sync.stdout), String::from_utf8_lossy(&sync.stderr));
+    assert!(sync.status.success(), "{stdout}{stderr}");
+    assert_eq!(limited.load(Ordering::SeqCst), 2, "the rate-limited request was retried once");
+    assert!(stderr.contains("retrying"), "{stderr}");
+    assert!(!stdout.contains("KEY-8642-SECRET") && !stderr.contains("KEY-8642-SECRET"), "the API key leaked");
+    let lookup = |ip: &str| {
+        let out = Command::new(vigil_bin())
+            .arg("--config")
+            .arg(dir.path().join("vigil.toml"))
+            .args(["intel", "lookup", ip])
+            .output()
+            .expect("vigil intel lookup");
+        serde_json::from_slice::<Value>(&out.stdout).ok()
+    };
+    assert_eq!(lookup("192.0.2.11").expect("taxii indicator")["feed"], "limited");
+    assert_eq!(lookup("192.0.2.22").expect("bundle indicator")["feed"], "remote-bundle");
+    assert!(lookup("192.0.2.33").is_none());
+}
