@@ -4,47 +4,24 @@
 //! `email` package.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::{Server, blocking, free_port, python, rules_dir, wait_for};
+use crate::helpers::{Peer, Server, blocking, free_port, python, rules_dir, wait_for};
 
-struct Smtp(Child);
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn smtp(dir: &Path, port: u16) -> Smtp {
+fn smtp(dir: &Path, port: u16) -> Peer {
     let certs = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).expect("certificate");
     std::fs::write(dir.join("cert.pem"), certs.cert.pem()).expect("cert");
     std::fs::write(dir.join("key.pem"), certs.signing_key.serialize_pem()).expect("key");
-    let log = std::fs::File::create(dir.join("smtp.log")).expect("log");
-    let child = Command::new(python())
+    let mut command = Command::new(python());
+    command
         .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
         .arg(dir.join("maildir"))
         .arg("--tlscert")
         .arg(dir.join("cert.pem"))
         .arg("--tlskey")
-        .arg(dir.join("key.pem"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start aiosmtpd (run scripts/setup.sh)");
-    let mut smtp = Smtp(child);
-    wait_for(Duration::from_secs(20), "the SMTP server", || {
-        if let Ok(Some(status)) = smtp.0.try_wait() {
-            panic!(
-                "aiosmtpd exited with {status}: {}",
-                std::fs::read_to_string(dir.join("smtp.log")).unwrap_or_default()
-            );
-        }
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
-    });
-    smtp
+        .arg(dir.join("key.pem"));
+    Peer::start(command, "aiosmtpd", port, &dir.join("smtp.log"))
 }
 
 /// Each message in the maildir as {subject, from, to, types, text, html}, oldest first.

@@ -6,21 +6,12 @@
 //! records what it deleted; and the chain of custody lists every access.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Server, free_port, get, post_events, python, vigil_bin, wait_for};
-
-struct Moto(Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::helpers::{Peer, Server, free_port, get, post_events, python, vigil_bin, wait_for};
 
 fn peer(args: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/s3_peer.py");
@@ -55,16 +46,9 @@ fn evidence_in_s3_verifies_detects_tampering_and_is_swept() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let log = std::fs::File::create(dir.path().join("moto.log")).expect("log");
-    let child = Command::new(python().with_file_name("moto_server"))
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start moto_server (run scripts/setup.sh)");
-    let _moto = Moto(child);
-    wait_for(Duration::from_secs(30), "the S3 server", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    let mut command = Command::new(python().with_file_name("moto_server"));
+    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]).env("INITIAL_NO_AUTH_ACTION_COUNT", "3");
+    let _moto = Peer::start(command, "moto_server", port, &dir.path().join("moto.log"));
     let keys: Value = serde_json::from_str(&peer(&["setup", &endpoint, "evidence"])).expect("keys");
     let (ak, sk) = (keys["access_key_id"].as_str().expect("ak"), keys["secret_access_key"].as_str().expect("sk"));
     let storage = |secret: &str, retention: &str| {

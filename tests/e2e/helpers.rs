@@ -237,3 +237,36 @@ pub fn python() -> std::path::PathBuf {
     assert!(python.exists(), "the Python venv is missing at {}: run scripts/setup.sh", venv.display());
     python
 }
+
+/// A peer program (a Python server from the venv, …) listening on a loopback port; killed
+/// when dropped.
+#[derive(Debug)]
+pub struct Peer(std::process::Child);
+
+impl Peer {
+    /// Starts `command` with its stderr in `log` and waits until `port` accepts
+    /// connections; panics with the log when the program exits first.
+    pub fn start(mut command: Command, what: &str, port: u16, log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("peer log");
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what} ({e}); run scripts/setup.sh"));
+        let mut peer = Self(child);
+        wait_for(Duration::from_secs(30), what, || {
+            if let Ok(Some(status)) = peer.0.try_wait() {
+                panic!("{what} exited with {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
+        });
+        peer
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

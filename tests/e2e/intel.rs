@@ -8,29 +8,20 @@
 //! and `vigil intel export` writes a bundle that `stix2-validator` accepts.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Server, blocking, free_port, get, http_get_text, metric, post_events, python, sink_lines, vigil_bin, wait_for,
+    Peer, Server, blocking, free_port, get, http_get_text, metric, post_events, python, sink_lines, vigil_bin, wait_for,
 };
-
-struct Medallion(Child);
-
-impl Drop for Medallion {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn peers_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers")
 }
 
-fn medallion(dir: &Path, port: u16) -> Medallion {
+fn medallion(dir: &Path, port: u16) -> Peer {
     let seeded = Command::new(python())
         .arg(peers_dir().join("taxii_seed.py"))
         .arg(dir)
@@ -38,26 +29,9 @@ fn medallion(dir: &Path, port: u16) -> Medallion {
         .status()
         .expect("run taxii_seed.py");
     assert!(seeded.success(), "seeding the TAXII server failed");
-    let bin = python().with_file_name("medallion");
-    let log = std::fs::File::create(dir.join("medallion.log")).expect("log");
-    let child = Command::new(bin)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .arg(dir.join("medallion.json"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start medallion (run scripts/setup.sh)");
-    let mut server = Medallion(child);
-    wait_for(Duration::from_secs(30), "the TAXII server", || {
-        if let Ok(Some(status)) = server.0.try_wait() {
-            panic!(
-                "medallion exited with {status}: {}",
-                std::fs::read_to_string(dir.join("medallion.log")).unwrap_or_default()
-            );
-        }
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
-    });
-    server
+    let mut command = Command::new(python().with_file_name("medallion"));
+    command.args(["--host", "127.0.0.1", "--port", &port.to_string()]).arg(dir.join("medallion.json"));
+    Peer::start(command, "medallion", port, &dir.join("medallion.log"))
 }
 
 /// Adds an indicator to the seeded collection, as the read-write user.
