@@ -120,32 +120,3 @@ fn feed_settings_are_checked() {
     assert!(paths.contains(&"intel.feeds.1.path"), "{errors:?}");
     assert!(paths.contains(&"intel.feeds.2.name"), "{errors:?}");
 }
-
-#[test]
-fn rules_look_values_up_with_ioc_match() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_store, intel) = open(&dir, IntelConfig::default());
-    let feed = FeedConfig::new("local", FeedKind::Bundle);
-    intel
-        .import(
-            &feed,
-            &bundle(vec![indicator("indicator--f", "[ipv4-addr:value = '192.0.2.99']", "2026-01-01T00:00:00Z")]),
-        )
-        .expect("import");
-    let rule = r#"
-        const RULE = #{ id: "forwarded_for_listed", title: "t", severity: "high" };
-        fn condition(event) {
-            let hit = ioc_match(event.attributes.forwarded_for);
-            hit != () && hit.feed == "local" && hit.confidence == 60
-        }
-    "#;
-    let options = crate::rules::CompileOptions { intel: Some(intel), ..crate::rules::CompileOptions::default() };
-    let rules =
-        crate::rules::RuleSet::compile(vec![("r.rhai".into(), rule.into())], Vec::new(), &options).expect("compile");
-    let mut event = SecurityEvent::new(EventClass::Http, Utc::now());
-    assert!(!rules.evaluate_id("forwarded_for_listed", &event).expect("rule").expect("evaluates"));
-    event.attributes.insert("forwarded_for".into(), json!("192.0.2.99"));
-    assert!(rules.evaluate_id("forwarded_for_listed", &event).expect("rule").expect("evaluates"));
-    event.attributes.insert("forwarded_for".into(), json!("192.0.2.100"));
-    assert!(!rules.evaluate_id("forwarded_for_listed", &event).expect("rule").expect("evaluates"));
-}

@@ -372,3 +372,31 @@ fn plugin_calls_spend_the_rules_own_budget() {
         other => panic!("expected the plugin call to run out of the rule's fuel, got {other:?}"),
     }
 }
+
+#[test]
+fn rules_look_values_up_with_ioc_match() {
+    use crate::intel::{FeedConfig, FeedKind, Intel, IntelConfig};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = crate::store::StoreConfig { path: dir.path().join("db"), ..crate::store::StoreConfig::default() };
+    let store = crate::store::Store::open(&config).expect("store");
+    let intel = Intel::open(&store, IntelConfig::default(), None).expect("intel");
+    let indicator = serde_json::json!({ "type": "bundle", "objects": [{
+        "type": "indicator", "id": "indicator--f", "modified": "2026-01-01T00:00:00Z", "confidence": 60,
+        "pattern": "[ipv4-addr:value = '192.0.2.99']", "pattern_type": "stix", "valid_from": "2026-01-01T00:00:00Z" }] });
+    intel.import(&FeedConfig::new("local", FeedKind::Bundle), &indicator).expect("import");
+    let rule = r#"
+        const RULE = #{ id: "forwarded_for_listed", title: "t", severity: "high" };
+        fn condition(event) {
+            let hit = ioc_match(event.attributes.forwarded_for);
+            hit != () && hit.feed == "local" && hit.confidence == 60
+        }
+    "#;
+    let options = CompileOptions { intel: Some(intel), ..CompileOptions::default() };
+    let rules = RuleSet::compile(vec![("r.rhai".into(), rule.into())], Vec::new(), &options).expect("compile");
+    let mut event = crate::event::SecurityEvent::new(crate::event::EventClass::Http, chrono::Utc::now());
+    assert!(!rules.evaluate_id("forwarded_for_listed", &event).expect("rule").expect("evaluates"));
+    event.attributes.insert("forwarded_for".into(), serde_json::json!("192.0.2.99"));
+    assert!(rules.evaluate_id("forwarded_for_listed", &event).expect("rule").expect("evaluates"));
+    event.attributes.insert("forwarded_for".into(), serde_json::json!("192.0.2.100"));
+    assert!(!rules.evaluate_id("forwarded_for_listed", &event).expect("rule").expect("evaluates"));
+}
