@@ -836,8 +836,13 @@ pub fn evidence(
             .collect();
         serde_json::json!({ "vigil": env!("CARGO_PKG_VERSION"), "rules": rules, "plugins": plugins })
     });
-    crate::forensics::Evidence::new(store, log, config.forensics.clone(), versions)
-        .map_err(|e| anyhow::anyhow!("forensics: {e}"))
+    let mut settings = config.forensics.clone();
+    // The playbook action's own directory setting still says where local bundles go.
+    if let (crate::forensics::StorageConfig::Local, Some(dir)) = (&settings.storage, &config.actions.audit_snapshot.dir)
+    {
+        settings.storage = crate::forensics::StorageConfig::Dir { path: dir.clone() };
+    }
+    crate::forensics::Evidence::new(store, log, settings, versions).map_err(|e| anyhow::anyhow!("forensics: {e}"))
 }
 
 /// The plugin host of `[plugins]`, with every plugin of its directory loaded; `None` when

@@ -120,3 +120,24 @@ fn feed_settings_are_checked() {
     assert!(paths.contains(&"intel.feeds.1.path"), "{errors:?}");
     assert!(paths.contains(&"intel.feeds.2.name"), "{errors:?}");
 }
+
+#[test]
+fn a_bundle_file_is_a_feed_and_a_broken_one_fails_the_poll_not_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_store, intel) = open(&dir, IntelConfig::default());
+    let path = dir.path().join("bundle.json");
+    let doc = bundle(vec![indicator("indicator--file", "[domain-name:value = 'bad.example']", "2026-01-01T00:00:00Z")]);
+    std::fs::write(&path, doc.to_string()).expect("write");
+    let mut feed = FeedConfig::new("file", FeedKind::Bundle);
+    feed.path = Some(path.clone());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let report = rt.block_on(intel.poll(&feed)).expect("poll");
+    assert_eq!((report.pages, report.applied.added), (1, 1));
+    assert!(intel.lookup("www.bad.example", Utc::now().timestamp_millis()).is_some());
+    std::fs::write(&path, "{ not json").expect("write");
+    let err = rt.block_on(intel.poll(&feed)).expect_err("broken bundle").to_string();
+    assert!(err.contains("not JSON"), "{err}");
+    let state = intel.store().feed_state("file").expect("state");
+    assert!(state.last_error.is_some_and(|e| e.contains("not JSON")));
+    assert!(intel.lookup("www.bad.example", Utc::now().timestamp_millis()).is_some(), "what was stored stays");
+}
