@@ -345,11 +345,16 @@ impl Matcher {
         }
         let lowered;
         let mut d = domain.trim_end_matches('.');
-        if d.bytes().any(|b| b.is_ascii_uppercase()) {
+        let (mut upper, mut dots) = (false, 0usize);
+        for b in d.bytes() {
+            upper |= b.is_ascii_uppercase();
+            dots += usize::from(b == b'.');
+        }
+        if upper {
             lowered = d.to_ascii_lowercase();
             d = &lowered;
         }
-        let mut labels = (d.bytes().filter(|b| *b == b'.').count() + 1).min(63);
+        let mut labels = (dots + 1).min(63);
         loop {
             if self.domain_labels & (1 << labels) != 0
                 && self.domain_bloom.maybe(hash_str(d))
@@ -422,6 +427,8 @@ impl Matcher {
         let time_ms = event.time.timestamp_millis();
         let mut best: Option<(Hit<'_>, Field, String)> = None;
         let mut matches = 0u32;
+        // Events often carry one domain twice (destination.domain and url.domain).
+        let mut last_domain: Option<(&str, Option<&Entry>)> = None;
         for (field, kind) in FIELDS {
             let Some(value) = field.get(event) else { continue };
             let hit = match (kind, &value) {
@@ -429,7 +436,18 @@ impl Matcher {
                     let kind = if ip.is_ipv4() { "ipv4-addr" } else { "ipv6-addr" };
                     self.ip(*ip, time_ms).map(|entry| Hit { entry, kind })
                 }
-                (Kind::Domain, v) => self.domain(&v.to_text(), time_ms).map(|entry| Hit { entry, kind: "domain-name" }),
+                (Kind::Domain, crate::event::FieldValue::Str(text)) => {
+                    let text: &str = text;
+                    let entry = match last_domain {
+                        Some((previous, entry)) if previous == text => entry,
+                        _ => {
+                            let entry = self.domain(text, time_ms);
+                            last_domain = Some((text, entry));
+                            entry
+                        }
+                    };
+                    entry.map(|entry| Hit { entry, kind: "domain-name" })
+                }
                 (Kind::Url, v) => self.url(&v.to_text(), time_ms).map(|entry| Hit { entry, kind: "url" }),
                 (Kind::Email, v) => self.email(&v.to_text(), time_ms).map(|entry| Hit { entry, kind: "email-addr" }),
                 (Kind::Hash, v) => self.hash(&v.to_text(), time_ms).map(|entry| Hit { entry, kind: "file" }),
