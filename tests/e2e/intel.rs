@@ -276,3 +276,83 @@ url = "{url}/bundle.json"
     assert_eq!(lookup("192.0.2.22").expect("bundle indicator")["feed"], "remote-bundle");
     assert!(lookup("192.0.2.33").is_none());
 }
+
+/// A feed behind mutual TLS (served by Vigil's own TLS listener, which checks client
+/// certificates against a CA): with `client_cert` and `ca_file` the bundle is read; without
+/// the certificate the handshake is refused and the poll fails.
+#[test]
+fn feeds_authenticate_with_client_certificates() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let ca = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().expect("key");
+    let server_cert =
+        CertificateParams::new(vec!["localhost".into()]).expect("params").signed_by(&server_key, &ca).expect("cert");
+    let client_key = KeyPair::generate().expect("key");
+    let client_cert =
+        CertificateParams::new(vec!["vigil".into()]).expect("params").signed_by(&client_key, &ca).expect("cert");
+    let ca_file = write("ca.pem", ca_cert.pem());
+    let acceptor = vigil::source::tls::acceptor(
+        &write("server.pem", server_cert.pem()),
+        &write("server.key", server_key.serialize_pem()),
+        Some(&ca_file),
+    )
+    .expect("acceptor");
+    let (client_pem, client_key_pem) =
+        (write("client.pem", client_cert.pem()), write("client.key", client_key.serialize_pem()));
+
+    let bundle = json!({ "type": "bundle", "id": "bundle--m", "objects": [{
+        "type": "indicator", "spec_version": "2.1", "id": "indicator--mtls", "created": "2026-01-01T00:00:00Z",
+        "modified": "2026-01-01T00:00:00Z", "pattern": "[ipv4-addr:value = '192.0.2.77']",
+        "pattern_type": "stix", "valid_from": "2026-01-01T00:00:00Z" }] });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let served = stop.clone();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let router = axum::Router::new()
+                .route("/bundle.json", axum::routing::get(move || async move { axum::Json(bundle) }));
+            vigil::api::serve(listener, router, Some(acceptor), served).await.expect("serve");
+        });
+    });
+    let config = |with_cert: bool| {
+        let cert = if with_cert {
+            format!("client_cert = {{ cert = {client_pem:?}, key = {client_key_pem:?} }}\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "[store]\npath = {:?}\n[[intel.feeds]]\nname = \"mtls\"\nkind = \"bundle\"\nurl = \"https://localhost:{port}/bundle.json\"\nca_file = {ca_file:?}\nretries = 0\n{cert}",
+            dir.path().join("data")
+        )
+    };
+    let sync = |with_cert: bool| {
+        std::fs::write(dir.path().join("vigil.toml"), config(with_cert)).expect("config");
+        Command::new(vigil_bin())
+            .arg("--config")
+            .arg(dir.path().join("vigil.toml"))
+            .args(["intel", "sync"])
+            .output()
+            .expect("vigil intel sync")
+    };
+    let refused = sync(false);
+    assert!(!refused.status.success(), "no client certificate, no feed");
+    let ok = sync(true);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("\"added\":1"), "{}", String::from_utf8_lossy(&ok.stdout));
+    stop.cancel();
+    server.join().expect("server thread");
+}
