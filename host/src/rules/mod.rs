@@ -420,6 +420,14 @@ fn compile_rule(engine: &Engine, library: &Library, path: &Path, text: &str) -> 
     if !errors.is_empty() {
         return Err(errors);
     }
+    for function in &functions {
+        for (position, e) in predicate::unknown_fields(&ast, function) {
+            errors.push(RuleError::at(path, position, e.to_string()));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     let mut analyses = Vec::new();
     let mut inferred: Option<Vec<EventClass>> = Some(Vec::new());
     for function in functions {

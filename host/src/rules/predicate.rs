@@ -268,6 +268,34 @@ pub struct Analysis {
 /// Named lists a condition may look up with `in_list(value, "name")`.
 pub type Lists = std::collections::HashMap<String, Arc<HashSet<String>>>;
 
+/// The `event.a.b` paths in function `name` of `ast` that name no event field (nor a group
+/// of fields), with where they are and the nearest field (in the error): a misspelt field fails on every
+/// event at run time, so the compiler reports it instead.
+pub fn unknown_fields(ast: &AST, name: &str) -> Vec<(rhai::Position, crate::event::UnknownField)> {
+    let mut only = ast.clone();
+    only.clear_statements();
+    only.retain_functions(|_, _, fn_name, arity| fn_name == name && arity == 1);
+    let Some(param) = only.iter_functions().next().and_then(|f| f.params.first().map(|p| p.to_string())) else {
+        return Vec::new();
+    };
+    let translator = Translator { param: &param, lists: &Lists::new() };
+    let mut out = Vec::new();
+    only.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Expr(expr @ Expr::Dot(_, _, pos))) = path.last()
+            && let Some((chain, _)) = translator.chain(expr)
+            && !chain.is_empty()
+        {
+            let dotted = chain.join(".");
+            let group = Field::ALL.iter().any(|f| f.name().starts_with(&format!("{dotted}.")));
+            if !group && let Err(e) = FieldPath::parse(&dotted) {
+                out.push((*pos, e));
+            }
+        }
+        true
+    });
+    out
+}
+
 /// Analyses function `name` of `ast`.
 pub fn analyse(ast: &AST, name: &str, lists: &Lists) -> Analysis {
     // (`clone_functions_only_filtered` does not filter into an empty module in this Rhai.)

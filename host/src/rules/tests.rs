@@ -400,3 +400,20 @@ fn rules_look_values_up_with_ioc_match() {
     event.attributes.insert("forwarded_for".into(), serde_json::json!("192.0.2.100"));
     assert!(!rules.evaluate_id("forwarded_for_listed", &event).expect("rule").expect("evaluates"));
 }
+
+#[test]
+fn a_misspelt_event_field_is_a_compile_error_with_the_nearest_field() {
+    let rule = |condition: &str| {
+        let text = format!(
+            "const RULE = #{{ id: \"r\", title: \"t\", severity: \"low\" }};\nfn condition(event) {{\n    {condition}\n}}\n"
+        );
+        RuleSet::compile(vec![("r.rhai".into(), text)], Vec::new(), &CompileOptions::default())
+    };
+    let errors = rule(r#"event.class == "authentication" && event.user.nmae == "root""#).expect_err("misspelt");
+    let message = errors[0].to_string();
+    assert!(message.contains("r.rhai:3:") && message.contains("did you mean `user.name`"), "{message}");
+    assert!(
+        rule(r#"exists(event.source) && event.attributes.anything.at_all == 1 && event.labels.env == "x""#).is_ok()
+    );
+    assert!(rule(r#"event.user.name.starts_with("svc") && event.tags.contains("x")"#).is_ok());
+}
