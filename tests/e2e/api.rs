@@ -362,32 +362,11 @@ fn the_openapi_document_validates_and_a_fuzz_run_finds_no_error() {
 
 #[test]
 fn the_api_serves_tls_and_requires_client_certificates_with_mutual_tls() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let dir = tempfile::tempdir().expect("tempdir");
-    let write = |name: &str, text: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).expect("write");
-        path
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().expect("key");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
-    let ca = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().expect("key");
-    let server_cert = CertificateParams::new(vec!["localhost".into()])
-        .expect("params")
-        .signed_by(&server_key, &ca)
-        .expect("server cert");
-    let client_key = KeyPair::generate().expect("key");
-    let client_cert = CertificateParams::new(vec!["soc-console".into()])
-        .expect("params")
-        .signed_by(&client_key, &ca)
-        .expect("client");
-    let ca_file = write("ca.pem", ca_cert.pem());
-    let cert_file = write("server.pem", server_cert.pem());
-    let key_file = write("server.key", server_key.serialize_pem());
-    let identity = format!("{}{}", client_cert.pem(), client_key.serialize_pem());
+    let tls = crate::helpers::TlsFiles::generate(dir.path());
+    let (ca_file, cert_file, key_file) = (&tls.ca, &tls.server_cert, &tls.server_key);
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("pem");
+    let identity = format!("{}{}", read(&tls.client_cert), read(&tls.client_key));
 
     let port = crate::helpers::free_port();
     let config = dir.path().join("vigil.toml");
@@ -411,7 +390,7 @@ fn the_api_serves_tls_and_requires_client_certificates_with_mutual_tls() {
         .expect("spawn");
     let client = |with_identity: bool| {
         let mut builder = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(ca_cert.pem().as_bytes()).expect("ca"))
+            .add_root_certificate(reqwest::Certificate::from_pem(read(ca_file).as_bytes()).expect("ca"))
             .timeout(Duration::from_secs(5));
         if with_identity {
             builder = builder.identity(reqwest::Identity::from_pem(identity.as_bytes()).expect("identity"));

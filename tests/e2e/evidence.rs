@@ -6,28 +6,18 @@
 //! records what it deleted; and the chain of custody lists every access.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Peer, Server, free_port, get, post_events, python, vigil_bin, wait_for};
+use crate::helpers::{Peer, Server, free_port, get, post_events, python, vigil_in, wait_for};
 
 fn peer(args: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/s3_peer.py");
     let out = Command::new(python()).arg(script).args(args).output().expect("run s3_peer.py");
     assert!(out.status.success(), "s3_peer.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn vigil(dir: &Path, args: &[&str]) -> Output {
-    Command::new(vigil_bin())
-        .arg("--config")
-        .arg(dir.join("vigil.toml"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run vigil")
 }
 
 fn failures(ip: &str, n: usize) -> String {
@@ -81,21 +71,21 @@ fn evidence_in_s3_verifies_detects_tampering_and_is_swept() {
     ] {
         assert!(objects.lines().any(|l| l.ends_with(name)), "{name} missing from the bucket:\n{objects}");
     }
-    let listed = vigil(dir.path(), &["evidence", "list"]);
+    let listed = vigil_in(dir.path(), &["evidence", "list"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains(&bundle), "{}", String::from_utf8_lossy(&listed.stderr));
 
-    let ok = vigil(dir.path(), &["evidence", "verify", &bundle, "--as", "alice", "--reason", "case 7"]);
+    let ok = vigil_in(dir.path(), &["evidence", "verify", &bundle, "--as", "alice", "--reason", "case 7"]);
     assert!(ok.status.success(), "{}{}", String::from_utf8_lossy(&ok.stdout), String::from_utf8_lossy(&ok.stderr));
 
     // One object overwritten in the bucket: verification fails and says which.
     peer(&["put", &endpoint, "evidence", &format!("vigil-evidence/{bundle}/items/events.ndjson"), "{}\n", ak, sk]);
-    let bad = vigil(dir.path(), &["evidence", "verify", &bundle, "--as", "alice"]);
+    let bad = vigil_in(dir.path(), &["evidence", "verify", &bundle, "--as", "alice"]);
     assert_eq!(bad.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&bad.stdout).expect("report");
     assert_eq!(report["ok"], false);
     assert!(report["problems"].to_string().contains("events.ndjson: SHA-256"), "{report}");
 
-    let custody = vigil(dir.path(), &["evidence", "custody", &bundle]);
+    let custody = vigil_in(dir.path(), &["evidence", "custody", &bundle]);
     let entries: Vec<Value> =
         String::from_utf8_lossy(&custody.stdout).lines().map(|l| serde_json::from_str(l).expect("entry")).collect();
     let events: Vec<&str> = entries.iter().filter_map(|e| e["event"].as_str()).collect();
@@ -107,7 +97,7 @@ fn evidence_in_s3_verifies_detects_tampering_and_is_swept() {
     // The server checks signatures: a wrong secret is refused, and not echoed.
     let config = std::fs::read_to_string(dir.path().join("vigil.toml")).expect("config");
     std::fs::write(dir.path().join("vigil.toml"), config.replace(sk, "WRONG-SECRET-KEY-1234")).expect("config");
-    let refused = vigil(dir.path(), &["evidence", "custody", &bundle]);
+    let refused = vigil_in(dir.path(), &["evidence", "custody", &bundle]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("SignatureDoesNotMatch"), "{stderr}");
     assert!(!stderr.contains("WRONG-SECRET-KEY-1234"), "{stderr}");
@@ -121,16 +111,16 @@ fn evidence_in_s3_verifies_detects_tampering_and_is_swept() {
     .expect("config");
     // A bundle id is `<incident id>-<key>`.
     let incident = bundle[..36].to_owned();
-    let collected = vigil(dir.path(), &["evidence", "collect", &incident, "--reason", "second look", "--as", "bob"]);
+    let collected = vigil_in(dir.path(), &["evidence", "collect", &incident, "--reason", "second look", "--as", "bob"]);
     assert!(collected.status.success(), "{}", String::from_utf8_lossy(&collected.stderr));
     let short: Value = serde_json::from_slice(&collected.stdout).expect("record");
     let short_id = short["id"].as_str().expect("id").to_owned();
-    let swept = vigil(dir.path(), &["evidence", "sweep"]);
+    let swept = vigil_in(dir.path(), &["evidence", "sweep"]);
     assert!(swept.status.success(), "{}", String::from_utf8_lossy(&swept.stderr));
     let deleted = String::from_utf8_lossy(&swept.stdout).into_owned();
     assert!(deleted.contains(&short_id) && !deleted.contains(&format!("\"{bundle}\"")), "{deleted}");
     assert_eq!(peer(&["keys", &endpoint, "evidence", &format!("vigil-evidence/{short_id}/"), ak, sk]), "");
-    let record = vigil(dir.path(), &["evidence", "deleted"]);
+    let record = vigil_in(dir.path(), &["evidence", "deleted"]);
     assert!(String::from_utf8_lossy(&record.stdout).contains(&short_id));
     server.kill9();
 }

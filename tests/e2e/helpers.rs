@@ -270,3 +270,64 @@ impl Drop for Peer {
         let _ = self.0.wait();
     }
 }
+
+/// Runs the `vigil` binary in `dir` with `dir/vigil.toml` as its config.
+pub fn vigil_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(vigil_bin())
+        .arg("--config")
+        .arg(dir.join("vigil.toml"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run vigil")
+}
+
+/// PEM files for mutual TLS in `dir`: a CA, a server certificate for `localhost` and a client
+/// certificate, both signed by it.
+#[derive(Debug)]
+pub struct TlsFiles {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The server's certificate and key.
+    pub server_cert: PathBuf,
+    /// The server's key.
+    pub server_key: PathBuf,
+    /// The client's certificate.
+    pub client_cert: PathBuf,
+    /// The client's key.
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Generates them into `dir`.
+    pub fn generate(dir: &Path) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().expect("key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+        let ca = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().expect("key");
+        let server = CertificateParams::new(vec!["localhost".into()])
+            .expect("params")
+            .signed_by(&server_key, &ca)
+            .expect("cert");
+        let client_key = KeyPair::generate().expect("key");
+        let client = CertificateParams::new(vec!["soc-console".into()])
+            .expect("params")
+            .signed_by(&client_key, &ca)
+            .expect("cert");
+        Self {
+            ca: write("ca.pem", ca_cert.pem()),
+            server_cert: write("server.pem", server.pem()),
+            server_key: write("server.key", server_key.serialize_pem()),
+            client_cert: write("client.pem", client.pem()),
+            client_key: write("client.key", client_key.serialize_pem()),
+        }
+    }
+}

@@ -2,12 +2,11 @@
 //! stored, the CLI with a rule's condition as the filter and CSV output, and a saved hunt
 //! that turns its rows into an incident.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{Server, get, post, post_events, vigil_bin, wait_for};
+use crate::helpers::{Server, get, post, post_events, vigil_in, wait_for};
 
 fn failures(ip: &str, n: usize) -> String {
     (0..n)
@@ -60,23 +59,10 @@ group_by = ["source.ip"]
     assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("invalid_hunt")), "{bad}");
 
     // A rule's condition, from the CLI beside the running server, as CSV.
-    let out = Command::new(vigil_bin())
-        .arg("--config")
-        .arg(dir.path().join("vigil.toml"))
-        .args([
-            "hunt",
-            "--rule",
-            "ssh_brute_force",
-            "--group-by",
-            "source.ip",
-            "--sort",
-            "source.ip",
-            "--format",
-            "csv",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .expect("vigil hunt");
+    let out = vigil_in(
+        dir.path(),
+        &["hunt", "--rule", "ssh_brute_force", "--group-by", "source.ip", "--sort", "source.ip", "--format", "csv"],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "source.ip,count\n198.51.100.10,6\n198.51.100.20,3\n");
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Peer, Server, blocking, free_port, get, http_get_text, metric, post_events, python, sink_lines, vigil_bin, wait_for,
+    Peer, Server, blocking, free_port, get, http_get_text, metric, post_events, python, sink_lines, vigil_in, wait_for,
 };
 
 fn peers_dir() -> std::path::PathBuf {
@@ -162,14 +162,7 @@ route = {{ records = ["event"] }}
 
     // The incidents as a STIX 2.1 bundle, checked by the OASIS validator.
     let bundle = dir.path().join("bundle.json");
-    let export = Command::new(vigil_bin())
-        .arg("--config")
-        .arg(dir.path().join("vigil.toml"))
-        .args(["intel", "export", "--output"])
-        .arg(&bundle)
-        .current_dir(dir.path())
-        .output()
-        .expect("vigil intel export");
+    let export = vigil_in(dir.path(), &["intel", "export", "--output", &bundle.display().to_string()]);
     assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
     let doc: Value = serde_json::from_slice(&std::fs::read(&bundle).expect("bundle")).expect("json");
     let types: Vec<&str> =
@@ -252,24 +245,14 @@ url = "{url}/bundle.json"
         url = server.url()
     );
     std::fs::write(dir.path().join("vigil.toml"), config).expect("config");
-    let sync = Command::new(vigil_bin())
-        .arg("--config")
-        .arg(dir.path().join("vigil.toml"))
-        .args(["intel", "sync"])
-        .output()
-        .expect("vigil intel sync");
+    let sync = vigil_in(dir.path(), &["intel", "sync"]);
     let (stdout, stderr) = (String::from_utf8_lossy(&sync.stdout), String::from_utf8_lossy(&sync.stderr));
     assert!(sync.status.success(), "{stdout}{stderr}");
     assert_eq!(limited.load(Ordering::SeqCst), 2, "the rate-limited request was retried once");
     assert!(stderr.contains("retrying"), "{stderr}");
     assert!(!stdout.contains("KEY-8642-SECRET") && !stderr.contains("KEY-8642-SECRET"), "the API key leaked");
     let lookup = |ip: &str| {
-        let out = Command::new(vigil_bin())
-            .arg("--config")
-            .arg(dir.path().join("vigil.toml"))
-            .args(["intel", "lookup", ip])
-            .output()
-            .expect("vigil intel lookup");
+        let out = vigil_in(dir.path(), &["intel", "lookup", ip]);
         serde_json::from_slice::<Value>(&out.stdout).ok()
     };
     assert_eq!(lookup("192.0.2.11").expect("taxii indicator")["feed"], "limited");
@@ -282,33 +265,10 @@ url = "{url}/bundle.json"
 /// the certificate the handshake is refused and the poll fails.
 #[test]
 fn feeds_authenticate_with_client_certificates() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let dir = tempfile::tempdir().expect("tempdir");
-    let write = |name: &str, text: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).expect("write");
-        path
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().expect("key");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
-    let ca = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().expect("key");
-    let server_cert =
-        CertificateParams::new(vec!["localhost".into()]).expect("params").signed_by(&server_key, &ca).expect("cert");
-    let client_key = KeyPair::generate().expect("key");
-    let client_cert =
-        CertificateParams::new(vec!["vigil".into()]).expect("params").signed_by(&client_key, &ca).expect("cert");
-    let ca_file = write("ca.pem", ca_cert.pem());
-    let acceptor = vigil::source::tls::acceptor(
-        &write("server.pem", server_cert.pem()),
-        &write("server.key", server_key.serialize_pem()),
-        Some(&ca_file),
-    )
-    .expect("acceptor");
-    let (client_pem, client_key_pem) =
-        (write("client.pem", client_cert.pem()), write("client.key", client_key.serialize_pem()));
+    let tls = crate::helpers::TlsFiles::generate(dir.path());
+    let acceptor = vigil::source::tls::acceptor(&tls.server_cert, &tls.server_key, Some(&tls.ca)).expect("acceptor");
+    let (ca_file, client_pem, client_key_pem) = (&tls.ca, &tls.client_cert, &tls.client_key);
 
     let bundle = json!({ "type": "bundle", "id": "bundle--m", "objects": [{
         "type": "indicator", "spec_version": "2.1", "id": "indicator--mtls", "created": "2026-01-01T00:00:00Z",
@@ -341,12 +301,7 @@ fn feeds_authenticate_with_client_certificates() {
     };
     let sync = |with_cert: bool| {
         std::fs::write(dir.path().join("vigil.toml"), config(with_cert)).expect("config");
-        Command::new(vigil_bin())
-            .arg("--config")
-            .arg(dir.path().join("vigil.toml"))
-            .args(["intel", "sync"])
-            .output()
-            .expect("vigil intel sync")
+        vigil_in(dir.path(), &["intel", "sync"])
     };
     let refused = sync(false);
     assert!(!refused.status.success(), "no client certificate, no feed");

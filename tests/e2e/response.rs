@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Server, blocking, get, http_get_text, post, post_events, vigil_bin, wait_for};
+use crate::helpers::{Server, blocking, get, http_get_text, post, post_events, wait_for};
 use crate::mock::{Answer, MockServer};
 
 /// A network namespace with two extra addresses on its loopback; deleted on drop.
@@ -96,13 +96,7 @@ fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
 }
 
 fn vigil(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(vigil_bin())
-        .arg("--config")
-        .arg(dir.join("vigil.toml"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("vigil runs");
+    let out = crate::helpers::vigil_in(dir, args);
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 

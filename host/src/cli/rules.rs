@@ -146,12 +146,7 @@ fn list(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
 
 /// RFC 3339, or a duration meaning that long ago (`2h`, `7d`).
 pub(super) fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let ago = humantime::parse_duration(s)
-        .with_context(|| format!("`{s}` is neither an RFC 3339 time nor a duration like 2h"))?;
-    Ok(Utc::now() - chrono::Duration::from_std(ago)?)
+    crate::hunt::parse_time(s, Utc::now()).map_err(|e| anyhow::anyhow!("{e} (like 2h, or 2026-01-01T00:00:00Z)"))
 }
 
 fn backtest(

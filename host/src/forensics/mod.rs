@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 
 pub use storage::StorageConfig;
 
+use crate::actions::quarantine::hex;
 use crate::actions::snapshot::{EvidenceCollector, Item, incident_items, manifest};
 use crate::actions::{ActionContext, ActionError, Outcome};
 use crate::event::Priority;
@@ -238,10 +239,6 @@ pub enum Error {
     /// Collecting failed.
     #[error("{0}")]
     Collect(String),
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What goes into `versions.json`: the rules and plugins loaded.
@@ -569,9 +566,8 @@ impl Evidence {
     /// Sweeps every `sweep_interval` until `stop`.
     pub async fn run_sweeper(self, stop: tokio_util::sync::CancellationToken) {
         loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(self.config.sweep_interval) => {}
+            if !crate::telemetry::pause(&stop, self.config.sweep_interval).await {
+                return;
             }
             if let Err(error) = self.sweep(Utc::now()).await {
                 tracing::warn!(%error, "Evidence retention sweep failed; it runs again at the next interval");

@@ -116,9 +116,8 @@ impl SavedHunt {
         stop: CancellationToken,
     ) {
         loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(self.every) => {}
+            if !crate::telemetry::pause(&stop, self.every).await {
+                return;
             }
             let (me, reader, idx, opts, set) = (self.clone(), log.clone(), index.clone(), options.clone(), rules());
             let result =

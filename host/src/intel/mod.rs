@@ -558,12 +558,17 @@ impl Intel {
             let stop = stop.clone();
             tasks.spawn(async move {
                 loop {
-                    if let Err(error) = intel.poll(&feed).await {
+                    // Shutdown does not wait for a poll (or its retries) to finish: the
+                    // position is stored page by page.
+                    let polled = tokio::select! {
+                        () = stop.cancelled() => return,
+                        polled = intel.poll(&feed) => polled,
+                    };
+                    if let Err(error) = polled {
                         tracing::warn!(feed = %feed.name, %error, "Threat-intel feed poll failed; the indicators already stored stay in use");
                     }
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(feed.interval) => {}
+                    if !crate::telemetry::pause(&stop, feed.interval).await {
+                        return;
                     }
                 }
             });
@@ -571,9 +576,8 @@ impl Intel {
         let intel = self.clone();
         tasks.spawn(async move {
             loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(intel.inner.config.sweep_interval) => {}
+                if !crate::telemetry::pause(&stop, intel.inner.config.sweep_interval).await {
+                    return;
                 }
                 let sweeper = intel.clone();
                 match tokio::task::spawn_blocking(move || sweeper.sweep()).await {
