@@ -22,8 +22,15 @@ pub use priority::Priority;
 /// Ingest-time enrichment: what the ingest path asks before it stores an event. Implemented
 /// above (threat intelligence, in `intel`); declared here so sources need not know it.
 pub trait Enricher: Send + Sync + std::fmt::Debug {
-    /// The threat match for `event`, if any of its values is a known indicator.
-    fn threat(&self, event: &SecurityEvent) -> Option<Threat>;
+    /// The threat matches among `events`: (index in `events`, match), in index order, for
+    /// the events one of whose values is a known indicator. Ingest asks once per batch, so
+    /// the lookups can overlap.
+    fn threats(&self, events: &[SecurityEvent]) -> Vec<(usize, Threat)>;
+
+    /// The threat match for one event.
+    fn threat(&self, event: &SecurityEvent) -> Option<Threat> {
+        self.threats(std::slice::from_ref(event)).pop().map(|(_, threat)| threat)
+    }
 }
 
 /// What a log record holds. The event log stores events and, after detection, the alerts and

@@ -592,13 +592,15 @@ impl Intel {
 }
 
 impl crate::event::Enricher for Intel {
-    fn threat(&self, event: &SecurityEvent) -> Option<Threat> {
+    fn threats(&self, events: &[SecurityEvent]) -> Vec<(usize, Threat)> {
         if !self.inner.config.enrich {
-            return None;
+            return Vec::new();
         }
-        let threat = self.inner.matcher.load().threat(event)?;
-        self.inner.metrics.matches.get_or_create(&FeedLabel { feed: threat.feed.clone() }).inc();
-        Some(threat)
+        let threats = self.inner.matcher.load().threats(events);
+        for (_, threat) in &threats {
+            self.inner.metrics.matches.get_or_create(&FeedLabel { feed: threat.feed.clone() }).inc();
+        }
+        threats
     }
 }
 

@@ -186,10 +186,11 @@ impl Ingestor {
 
     fn encode(&self, events: &[SecurityEvent], tag: u8) -> Vec<NewRecord> {
         let Some(enricher) = &self.enricher else { return encode(events, tag) };
+        let mut threats = enricher.threats(events).into_iter().peekable();
         let mut records = Vec::with_capacity(events.len());
-        for event in events {
-            match enricher.threat(event) {
-                Some(threat) => {
+        for (at, event) in events.iter().enumerate() {
+            match threats.next_if(|(matched, _)| *matched == at) {
+                Some((_, threat)) => {
                     let mut enriched = event.clone();
                     enriched.threat = Some(Box::new(threat));
                     records.push(encode_one(&enriched, tag));
