@@ -15,6 +15,10 @@ use vigil::detect::{DetectConfig, DetectMetrics, Detector};
 use vigil::event::SecurityEvent;
 use vigil::rules::{CompileOptions, RuleSet, read_sources};
 
+// The allocator of the `vigil` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CLASSES: [&str; 7] = ["authentication", "http", "dns", "process", "network", "file", "api"];
 
 /// 100 - pack variants: plausible single-event and windowed rules that rarely match.

@@ -10,11 +10,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vigil-target}"
 jobs="${VIGIL_JOBS:-2}"
 
 scripts/setup.sh
-# Test executables and incremental caches of builds long gone pile up (tens of GiB over
-# weeks of edits); dependencies are kept, so nothing slow is rebuilt.
+# Test executables and incremental caches of builds long gone pile up (tens of GiB in a
+# day of edits); a build refreshes the ones it uses, and dependencies are kept, so nothing
+# slow is rebuilt.
 for profile in debug release; do
-  find "$CARGO_TARGET_DIR/$profile/deps" -maxdepth 1 -type f -executable ! -name "*.*" -mtime +1 -delete 2>/dev/null || true
-  find "$CARGO_TARGET_DIR/$profile/incremental" -mindepth 1 -maxdepth 1 -type d -mtime +1 -exec rm -rf {} + 2>/dev/null || true
+  find "$CARGO_TARGET_DIR/$profile/deps" -maxdepth 1 -type f -executable ! -name "*.*" -mmin +180 -delete 2>/dev/null || true
+  find "$CARGO_TARGET_DIR/$profile/incremental" -mindepth 1 -maxdepth 1 -type d -mmin +180 -exec rm -rf {} + 2>/dev/null || true
 done
 cargo fmt --all -- --check
 cargo build -j"$jobs" --workspace --all-targets
