@@ -138,7 +138,7 @@ impl Window {
     /// `within_ms` before it; the first entry of each value is the one reported.
     pub fn distinct(&mut self, at: usize, count: usize, within_ms: i64) -> Option<Fired> {
         let t = self.entries[at].t;
-        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut seen: rustc_hash::FxHashMap<&str, usize> = rustc_hash::FxHashMap::default();
         let begin = self.first_at(t.saturating_sub(within_ms));
         let mut end = begin;
         for first in begin..=at {

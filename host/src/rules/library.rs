@@ -15,11 +15,11 @@
 //! }
 //! ```
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rhai::{AST, Engine, Scope};
+use rustc_hash::FxHashSet;
 
 use super::RuleError;
 use super::predicate::Lists;
@@ -62,7 +62,7 @@ fn compile_file(engine: &Engine, path: &Path, text: &str, lists: &mut Lists) -> 
                 errors.push(RuleError::new(path, format!("LISTS.{name} must be an array of strings")));
                 continue;
             };
-            let set: Option<HashSet<String>> =
+            let set: Option<FxHashSet<String>> =
                 items.into_iter().map(|d| d.try_cast::<rhai::ImmutableString>().map(|s| s.to_string())).collect();
             match set {
                 None => errors.push(RuleError::new(path, format!("LISTS.{name} must hold only strings"))),

@@ -11,7 +11,7 @@
 //! The same analysis infers the event classes a condition can match (`event.class == "x"`
 //! in its top-level `&&`), which the rule index uses.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -96,7 +96,7 @@ pub enum Predicate {
     /// `exists(field)`.
     Exists(FieldRef),
     /// `field in [...]` or `in_list(field, "name")`: string members.
-    InSet(FieldRef, Arc<HashSet<String>>),
+    InSet(FieldRef, Arc<FxHashSet<String>>),
 }
 
 /// What a field holds, as Rhai would see it; `Unknown` makes the caller ask Rhai.
@@ -266,7 +266,7 @@ pub struct Analysis {
 }
 
 /// Named lists a condition may look up with `in_list(value, "name")`.
-pub type Lists = std::collections::HashMap<String, Arc<HashSet<String>>>;
+pub type Lists = std::collections::HashMap<String, Arc<FxHashSet<String>>>;
 
 /// The `event.a.b` paths in function `name` of `ast` that name no event field (nor a group
 /// of fields), with where they are and the nearest field (in the error): a misspelt field fails on every
@@ -396,7 +396,7 @@ impl Translator<'_> {
             // `x in [..]` is parsed as `contains([..], x)`.
             ("contains", 2) => {
                 let items = args[0].get_literal_value(None)?.try_cast::<rhai::Array>()?;
-                let set: Option<HashSet<String>> =
+                let set: Option<FxHashSet<String>> =
                     items.into_iter().map(|d| d.try_cast::<rhai::ImmutableString>().map(|s| s.to_string())).collect();
                 Some(Predicate::InSet(self.field(&args[1])?, Arc::new(set?)))
             }
