@@ -1,6 +1,7 @@
 //! Detection end to end: the shipped pack's examples through the CLI, windows across a
-//! restart, hot reload (good and broken rules), the incident lifecycle over the API, and a
-//! backtest that reproduces the live run exactly.
+//! restart, hot reload (good and broken rules), the incident lifecycle over the API, a
+//! backtest that reproduces the live run exactly, a syslog file replayed through the CLI,
+//! and the rule index checked against the shipped pack on the demo stream.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -191,4 +192,87 @@ fn backtest_reproduces_the_live_alerts() {
     let replayed: BTreeSet<_> = report.alerts.iter().map(key).collect();
     assert_eq!(live, replayed, "backtest and live must raise identical alerts");
     assert_eq!(report.events, 6000);
+}
+
+#[test]
+fn a_syslog_file_replays_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("auth.log");
+    let mut lines: Vec<String> = (0..25)
+        .map(|i| {
+            format!(
+                "Dec  2 10:00:{i:02} bastion sshd[812]: Failed password for root from 198.51.100.9 port {} ssh2",
+                40000 + i
+            )
+        })
+        .collect();
+    lines
+        .push("Dec  2 10:00:30 bastion sshd[812]: Accepted password for root from 198.51.100.9 port 40100 ssh2".into());
+    std::fs::write(&log, lines.join("\n") + "\n").expect("log");
+    let replay = |extra: &[&str]| {
+        let out = Command::new(vigil_bin())
+            .args(["rules", "backtest", "--rules"])
+            .arg(rules_dir())
+            .arg("--input")
+            .arg(&log)
+            .args(["--format", "syslog"])
+            .args(extra)
+            .current_dir(dir.path())
+            .output()
+            .expect("backtest");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+
+    // --json: alerts as they were raised, then the incidents.
+    let records: Vec<Value> =
+        replay(&["--json"]).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let kinds: Vec<&str> = records.iter().map(|r| r["kind"].as_str().expect("kind")).collect();
+    let first_incident = kinds.iter().position(|k| *k == "incident").expect("an incident");
+    assert!(
+        kinds[..first_incident].iter().all(|k| *k == "alert")
+            && kinds[first_incident..].iter().all(|k| *k == "incident")
+    );
+    let rules: BTreeSet<&str> = records
+        .iter()
+        .filter(|r| r["kind"] == "alert")
+        .map(|r| r["record"]["rule_id"].as_str().expect("rule"))
+        .collect();
+    assert!(rules.contains("ssh_brute_force") && rules.contains("brute_force_then_success"), "{rules:?}");
+    let alerts = first_incident;
+
+    // The summary counts the same alerts.
+    let text = replay(&[]);
+    assert!(text.starts_with("26 line(s) in "), "{text}");
+    assert!(text.contains(&format!("replayed 26 event(s): {alerts} alert(s), ")), "{text}");
+    assert!(text.lines().any(|l| l.trim_start().starts_with("ssh_brute_force")), "{text}");
+}
+
+#[test]
+fn the_index_skips_no_match_of_the_shipped_pack_on_the_demo_stream() {
+    let dir = rules_dir();
+    let options = vigil::app::demo::DemoOptions { events: 3000, seed: Some(3) };
+    let events: Vec<vigil::rules::EventRef> = vigil::app::demo::generate(&options)
+        .events
+        .into_iter()
+        .map(|e| vigil::rules::EventRef(std::sync::Arc::new(e)))
+        .collect();
+    for native in [true, false] {
+        let rules = RuleSet::load_dir(&dir, &CompileOptions { native, ..CompileOptions::default() }).expect("pack");
+        let (mut skipped, mut matched) = (0, 0);
+        let mut selected = Vec::new();
+        for event in &events {
+            rules.select(&event.0, &mut selected);
+            for &index in rules.candidates(event.0.class) {
+                let hit = matches!(rules.evaluate(index, event), Ok(mask) if mask != 0);
+                if selected.contains(&index) {
+                    matched += usize::from(hit);
+                } else {
+                    skipped += 1;
+                    assert!(!hit, "{} skipped {:?}, which it matches", rules.rules()[index].meta.id, event.0);
+                }
+            }
+        }
+        assert!(skipped > 1000 && matched > 100, "native {native}: {skipped} skipped, {matched} matched");
+    }
 }

@@ -204,8 +204,11 @@ fn replay_file(
     let started = std::time::Instant::now();
     let mut replay = backtest::Replay::new(rules, config.detect.clone());
     // Parsing runs on its own thread, detection on this one: a bounded channel of batches
-    // keeps both busy without holding more than a few thousand events in memory.
+    // keeps both busy without holding more than a few thousand events in memory. The
+    // events come back to the parser thread to be freed: memory is freed fastest by the
+    // thread that allocated it, and it takes that work off detection, the slower side.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Option<crate::event::SecurityEvent>>>(2);
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<Vec<std::sync::Arc<crate::event::SecurityEvent>>>(4);
     let parser = std::thread::spawn(move || -> std::io::Result<u64> {
         let now = Utc::now();
         let mut lines = 0u64;
@@ -223,21 +226,39 @@ fn replay_file(
                 }
                 super::InputFormat::Json => crate::event::decode_event(line, &limits, now).ok(),
             });
-            if batch.len() == 1024 && tx.send(std::mem::replace(&mut batch, Vec::with_capacity(1024))).is_err() {
-                return Ok(lines);
+            if batch.len() == 1024 {
+                if tx.send(std::mem::replace(&mut batch, Vec::with_capacity(1024))).is_err() {
+                    return Ok(lines);
+                }
+                while let Ok(done) = done_rx.try_recv() {
+                    drop(done);
+                }
             }
         }
         let _ = tx.send(batch);
         Ok(lines)
     });
+    // Alerts are printed (with --json) as they are raised and not kept, so memory stays
+    // flat however long the input.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for batch in rx {
+        let mut done = Vec::with_capacity(batch.len());
         for event in batch {
             match event {
-                Some(event) => replay.push(event),
+                Some(event) => done.push(replay.push(event)),
                 None => replay.skip(),
             }
         }
+        // When the parser has finished (or its queue is full), free them here.
+        let _ = done_tx.try_send(done);
+        for alert in replay.take_alerts() {
+            if json {
+                write_record(&mut out, "alert", &alert)?;
+            }
+        }
     }
+    std::io::Write::flush(&mut out)?;
+    drop(out);
     let lines = parser.join().map_err(|_| anyhow::anyhow!("the parser thread panicked"))??;
     let report = replay.finish();
     let elapsed = started.elapsed().as_secs_f64();
@@ -247,20 +268,29 @@ fn replay_file(
     print_report(&report, json)
 }
 
+/// One `{"kind": …, "record": …}` line of `--json` output.
+fn write_record(out: &mut impl std::io::Write, kind: &str, record: &impl serde::Serialize) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, &serde_json::json!({ "kind": kind, "record": record }))?;
+    writeln!(out)?;
+    Ok(())
+}
+
 fn print_report(report: &backtest::BacktestReport, json: bool) -> anyhow::Result<ExitCode> {
     if json {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         for alert in &report.alerts {
-            println!("{}", serde_json::to_string(&serde_json::json!({ "kind": "alert", "record": alert }))?);
+            write_record(&mut out, "alert", alert)?;
         }
         for incident in &report.incidents {
-            println!("{}", serde_json::to_string(&serde_json::json!({ "kind": "incident", "record": incident }))?);
+            write_record(&mut out, "incident", incident)?;
         }
+        std::io::Write::flush(&mut out)?;
         return Ok(ExitCode::SUCCESS);
     }
     println!(
         "replayed {} event(s): {} alert(s), {} incident(s) would have been raised",
         report.events,
-        report.alerts.len(),
+        report.alert_count(),
         report.incidents.len()
     );
     for (rule, (alerts, incidents)) in report.by_rule() {

@@ -200,6 +200,23 @@ impl RuleState {
     }
 }
 
+/// The windows changed since the last checkpoint (rule index, group key); `None` when
+/// windows are not persisted.
+#[derive(Debug)]
+struct Changed(Option<FxHashSet<(usize, String)>>);
+
+impl Changed {
+    fn mark(&mut self, index: usize, key: &str) {
+        if let Some(changed) = &mut self.0 {
+            changed.insert((index, key.to_owned()));
+        }
+    }
+
+    fn take(&mut self) -> FxHashSet<(usize, String)> {
+        self.0.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+}
+
 /// Runs rules over events and keeps their windows.
 #[derive(Debug)]
 pub struct Detector {
@@ -207,11 +224,13 @@ pub struct Detector {
     states: Vec<RuleState>,
     config: DetectConfig,
     metrics: DetectMetrics,
-    dirty: FxHashSet<(usize, String)>,
+    dirty: Changed,
     /// Absence deadlines: (deadline ms, rule index, group key).
     deadlines: BTreeSet<(i64, usize, String)>,
     newest_ms: i64,
     since_sweep: u64,
+    /// The rules the current event is evaluated by (kept to reuse its allocation).
+    selected: Vec<usize>,
 }
 
 impl Detector {
@@ -223,11 +242,19 @@ impl Detector {
             states,
             config,
             metrics,
-            dirty: FxHashSet::default(),
+            dirty: Changed(Some(FxHashSet::default())),
             deadlines: BTreeSet::new(),
             newest_ms: i64::MIN,
             since_sweep: 0,
+            selected: Vec::new(),
         }
+    }
+
+    /// A detector whose windows are never saved (a backtest or a replay): it does not track
+    /// which windows changed, so its memory holds only live windows.
+    pub fn without_persistence(mut self) -> Self {
+        self.dirty = Changed(None);
+        self
     }
 
     /// The rule set in use.
@@ -256,7 +283,9 @@ impl Detector {
         self.newest_ms = self.newest_ms.max(time_ms);
         let event_ref = EventRef(event.clone());
         let rules = self.rules.clone();
-        for &index in rules.candidates(event.class) {
+        let mut selected = std::mem::take(&mut self.selected);
+        rules.select(event, &mut selected);
+        for &index in &selected {
             if self.states[index].disabled {
                 continue;
             }
@@ -271,6 +300,7 @@ impl Detector {
                 Err(e) => self.failed(index, &e, event, out),
             }
         }
+        self.selected = selected;
         self.fire_due_absences(out);
         self.since_sweep += 1;
         if self.since_sweep >= 10_000 {
@@ -290,7 +320,9 @@ impl Detector {
         let rules = self.rules.clone();
         let watermark = self.watermark_ms();
         let t = event.time.timestamp_millis();
-        for &index in rules.candidates(event.class) {
+        let mut selected = std::mem::take(&mut self.selected);
+        rules.select(event, &mut selected);
+        for &index in &selected {
             let state = &self.states[index];
             let stateless = match state.kind {
                 Kind::Single => true,
@@ -306,6 +338,7 @@ impl Detector {
                 self.matched(index, mask, event, false, &mut discarded);
             }
         }
+        self.selected = selected;
         discarded.len()
     }
 
@@ -351,7 +384,8 @@ impl Detector {
     fn matched(&mut self, index: usize, mask: u32, event: &SecurityEvent, late: bool, out: &mut Vec<Alert>) {
         let kind = self.states[index].kind.clone();
         if let Kind::Single = kind {
-            let (group, key) = group_of(&self.states[index].rule, event).unwrap_or_default();
+            let rule = &self.states[index].rule;
+            let (group, key) = (group_of(rule, event).unwrap_or_default(), group_key(rule, event).unwrap_or_default());
             let fired = Fired {
                 first_ms: event.time.timestamp_millis(),
                 last_ms: event.time.timestamp_millis(),
@@ -365,7 +399,7 @@ impl Detector {
             self.states[index].late.inc();
             return;
         }
-        let Some((group, key)) = group_of(&self.states[index].rule, event) else { return };
+        let Some(key) = group_key(&self.states[index].rule, event) else { return };
         let value = match &kind {
             Kind::Distinct { field, .. } | Kind::Sum { field, .. } => match field.get(event) {
                 Some(v) => Some(v.to_text().into_owned()),
@@ -377,7 +411,10 @@ impl Detector {
         let cutoff = self.watermark_ms().saturating_sub(kind.within_ms());
         self.make_room(index, &key);
         let state = &mut self.states[index];
-        let window = state.windows.entry(key.clone()).or_default();
+        if !state.windows.contains_key(&key) {
+            state.windows.insert(key.clone(), Window::default());
+        }
+        let window = state.windows.get_mut(&key).expect("inserted above");
         let fired = match &kind {
             Kind::Absence { first_bit, then_bit, within_ms } => {
                 if mask & then_bit != 0 {
@@ -422,8 +459,9 @@ impl Detector {
                 fired
             }
         };
-        self.dirty.insert((index, key.clone()));
+        self.dirty.mark(index, &key);
         if let Some(fired) = fired {
+            let group = group_of(&self.states[index].rule, event).unwrap_or_default();
             let alert = self.alert(index, &fired, group, key, Some(event));
             out.push(alert);
         }
@@ -443,7 +481,7 @@ impl Detector {
         by_age.select_nth_unstable(evict - 1);
         for (_, k) in by_age.into_iter().take(evict) {
             state.windows.remove(&k);
-            self.dirty.insert((index, k));
+            self.dirty.mark(index, &k);
         }
         state.evicted.inc_by(evict as u64);
     }
@@ -514,7 +552,7 @@ impl Detector {
             if fired_all.is_empty() {
                 continue;
             }
-            self.dirty.insert((index, key.clone()));
+            self.dirty.mark(index, &key);
             let group = parse_group(&self.states[index].rule, &key);
             for fired in fired_all {
                 let alert = self.alert(index, &fired, group.clone(), key.clone(), None);
@@ -538,7 +576,7 @@ impl Detector {
                 .collect();
             for key in stale {
                 state.windows.remove(&key);
-                self.dirty.insert((index, key));
+                self.dirty.mark(index, &key);
             }
         }
     }
@@ -546,11 +584,12 @@ impl Detector {
     /// The store writes that persist every window changed since the last call, the rule
     /// versions and the newest event time; flushes metrics.
     pub fn checkpoint_ops(&mut self) -> Vec<Op> {
-        let mut ops = Vec::with_capacity(self.dirty.len() + 1);
+        let dirty = self.dirty.take();
+        let mut ops = Vec::with_capacity(dirty.len() + 1);
         for state in &mut self.states {
             state.evaluations.inc_by(std::mem::take(&mut state.pending_evaluations));
         }
-        for (index, key) in self.dirty.drain() {
+        for (index, key) in dirty {
             let state = &mut self.states[index];
             let store_key = window_key(state.rule.meta.id.as_str(), &key);
             match state.windows.get(&key) {
@@ -603,7 +642,7 @@ impl Detector {
                 let saved = store.get(Cf::State, &version_key)?;
                 let state = &mut self.states[index];
                 if saved.as_deref() != Some(state.rule.fingerprint.to_string().as_bytes()) {
-                    self.dirty.insert((index, group));
+                    self.dirty.mark(index, &group);
                     continue;
                 }
                 match serde_json::from_slice::<Window>(value) {
@@ -618,7 +657,7 @@ impl Detector {
                     }
                     Err(e) => {
                         tracing::warn!(rule = rule_id, error = %e, "Saved window does not decode; starting it empty.");
-                        self.dirty.insert((index, group));
+                        self.dirty.mark(index, &group);
                     }
                 }
             }
@@ -636,7 +675,7 @@ impl Detector {
             self.states.drain(..).map(|s| (s.rule.meta.id.to_string(), s)).collect();
         let mut ops = Vec::new();
         self.deadlines.clear();
-        self.dirty.clear();
+        self.dirty.take();
         for rule in rules.rules() {
             let state = match old.remove(rule.meta.id.as_str()) {
                 Some(mut state) if state.rule.fingerprint == rule.fingerprint => {
@@ -673,20 +712,22 @@ impl Detector {
     }
 }
 
-/// The group-by values of an event (field → value) and their key; `None` when a field is
-/// missing.
-fn group_of(rule: &CompiledRule, event: &SecurityEvent) -> Option<(BTreeMap<String, String>, String)> {
-    let mut group = BTreeMap::new();
+/// The group-by values of an event (field → value); `None` when a field is missing.
+fn group_of(rule: &CompiledRule, event: &SecurityEvent) -> Option<BTreeMap<String, String>> {
+    rule.meta.group_by.iter().map(|path| Some((path.to_string(), path.get(event)?.to_text().into_owned()))).collect()
+}
+
+/// The key of an event's group: its group-by values joined by `|`; `None` when a field is
+/// missing. (Built on every windowed match, so it allocates once.)
+fn group_key(rule: &CompiledRule, event: &SecurityEvent) -> Option<String> {
     let mut key = String::new();
     for (i, path) in rule.meta.group_by.iter().enumerate() {
-        let value = path.get(event)?.to_text().into_owned();
         if i > 0 {
             key.push('|');
         }
-        key.push_str(&value);
-        group.insert(path.to_string(), value);
+        key.push_str(&path.get(event)?.to_text());
     }
-    Some((group, key))
+    Some(key)
 }
 
 fn parse_group(rule: &CompiledRule, key: &str) -> BTreeMap<String, String> {

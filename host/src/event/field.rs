@@ -41,6 +41,7 @@ impl FieldValue<'_> {
         match self {
             Self::Str(s) => Cow::Borrowed(s),
             Self::Int(i) => Cow::Owned(i.to_string()),
+            Self::Ip(IpAddr::V4(ip)) => Cow::Owned(ipv4_text(*ip)),
             Self::Ip(ip) => Cow::Owned(ip.to_string()),
             Self::Time(t) => Cow::Owned(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
             Self::Id(id) => Cow::Owned(id.to_string()),
@@ -60,6 +61,25 @@ impl FieldValue<'_> {
             other => Value::from(other.to_text().into_owned()),
         }
     }
+}
+
+/// An IPv4 address in dotted decimal, as `Display` writes it, without the formatting
+/// machinery: group keys and comparisons format one per event.
+fn ipv4_text(ip: std::net::Ipv4Addr) -> String {
+    let mut text = String::with_capacity(15);
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 impl fmt::Display for FieldValue<'_> {
@@ -349,6 +369,14 @@ mod tests {
         let missing: Vec<&str> =
             Field::ALL.iter().map(|f| f.name()).filter(|n| !doc.contains(&format!("| `{n}` |"))).collect();
         assert!(missing.is_empty(), "docs/events.md lacks {missing:?}");
+    }
+
+    #[test]
+    fn addresses_read_as_their_display_text() {
+        for ip in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "198.51.100.23", "1.20.3.199", "2001:db8::1"] {
+            let ip: IpAddr = ip.parse().expect("address");
+            assert_eq!(FieldValue::Ip(ip).to_text(), ip.to_string());
+        }
     }
 
     #[test]

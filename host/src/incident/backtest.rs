@@ -21,8 +21,10 @@ pub struct BacktestReport {
     pub events: u64,
     /// Stored events that did not decode (skipped).
     pub undecodable: u64,
-    /// Every alert, in order.
+    /// Every alert, in order (less those already handed out by [`Replay::take_alerts`]).
     pub alerts: Vec<Alert>,
+    /// How many alerts of each rule [`Replay::take_alerts`] handed out.
+    pub taken: BTreeMap<String, usize>,
     /// The incidents the alerts would have opened.
     pub incidents: Vec<Incident>,
 }
@@ -31,6 +33,9 @@ impl BacktestReport {
     /// Alerts and incidents per rule id.
     pub fn by_rule(&self) -> BTreeMap<String, (usize, usize)> {
         let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for (rule, count) in &self.taken {
+            out.entry(rule.clone()).or_default().0 += count;
+        }
         for a in &self.alerts {
             out.entry(a.rule_id.to_string()).or_default().0 += 1;
         }
@@ -38,6 +43,11 @@ impl BacktestReport {
             out.entry(i.rule_id.to_string()).or_default().1 += 1;
         }
         out
+    }
+
+    /// How many alerts were raised in all.
+    pub fn alert_count(&self) -> usize {
+        self.alerts.len() + self.taken.values().sum::<usize>()
     }
 }
 
@@ -70,7 +80,7 @@ pub fn run(
                 continue;
             }
             match serde_json::from_slice::<SecurityEvent>(&entry.payload) {
-                Ok(event) => replay.push(event),
+                Ok(event) => drop(replay.push(event)),
                 Err(_) => replay.report.undecodable += 1,
             }
         }
@@ -94,22 +104,35 @@ impl Replay {
     /// A replay through `rules` with fresh windows and no incidents.
     pub fn new(rules: RuleSet, config: DetectConfig) -> Self {
         Self {
-            detector: Detector::new(rules, config, DetectMetrics::default()),
+            detector: Detector::new(rules, config, DetectMetrics::default()).without_persistence(),
             book: IncidentBook::in_memory(),
             report: BacktestReport::default(),
             now: Utc::now(),
         }
     }
 
-    /// Feeds one event.
-    pub fn push(&mut self, event: SecurityEvent) {
+    /// Feeds one event, and gives it back: the caller chooses where it is freed (a
+    /// replay frees events on the thread that parsed them, where that is cheapest).
+    pub fn push(&mut self, event: SecurityEvent) -> Arc<SecurityEvent> {
         self.report.events += 1;
         let before = self.report.alerts.len();
-        self.detector.process(&Arc::new(event), &mut self.report.alerts);
+        let event = Arc::new(event);
+        self.detector.process(&event, &mut self.report.alerts);
         for alert in &self.report.alerts[before..] {
             // An in-memory book has no store to fail.
             let _ = self.book.apply(alert, self.now);
         }
+        event
+    }
+
+    /// Hands out the alerts raised since the last call, in order, keeping only their
+    /// counts: a long replay that prints them as they come holds none in memory.
+    pub fn take_alerts(&mut self) -> Vec<Alert> {
+        let alerts = std::mem::take(&mut self.report.alerts);
+        for alert in &alerts {
+            *self.report.taken.entry(alert.rule_id.to_string()).or_default() += 1;
+        }
+        alerts
     }
 
     /// Counts a record that could not be read.

@@ -6,12 +6,15 @@
 //! See `docs/rules.md` for the format.
 //!
 //! Rules are compiled once into immutable [`CompiledRule`]s. Conditions that are plain
-//! expressions over event fields also compile to native [`Predicate`]s, and the classes a
-//! rule can match are declared or inferred, so an event is evaluated only by the rules of
-//! its class ([`RuleSet::candidates`]). State (windows) lives in `detect`, never in a rule.
+//! expressions over event fields also compile to native [`Predicate`]s. The classes a
+//! rule can match are declared or inferred, and the field values it needs are read from
+//! those predicates, so an event is evaluated only by the rules of its class that its
+//! values can satisfy ([`RuleSet::select`], built in `index`). State (windows) lives in
+//! `detect`, never in a rule.
 //!
 //! Layer 4: uses `event`, `telemetry`.
 
+mod index;
 mod library;
 mod meta;
 mod predicate;
@@ -96,6 +99,8 @@ pub struct Matcher {
     pub predicate: Option<Predicate>,
     /// Otherwise, the native form of its leading conjuncts: false means no match.
     pub prefilter: Option<Predicate>,
+    /// The predicate or prefilter with its class tests kept: what the index reads.
+    guard: Option<Predicate>,
 }
 
 /// A rule compiled once at load: immutable, shareable across threads.
@@ -160,7 +165,7 @@ impl Default for CompileOptions {
 pub struct RuleSet {
     rules: Arc<[Arc<CompiledRule>]>,
     engine: Arc<Engine>,
-    by_class: Arc<Vec<Vec<usize>>>,
+    by_class: Arc<Vec<index::ClassIndex>>,
     native: bool,
     plugin_fuel: u64,
 }
@@ -308,13 +313,13 @@ impl RuleSet {
         let by_class = EventClass::ALL
             .iter()
             .map(|class| {
-                rules
+                let of_class = rules
                     .iter()
                     .enumerate()
                     .filter(|(_, r)| r.meta.enabled && r.missing_plugins.is_empty())
                     .filter(|(_, r)| r.classes.is_empty() || r.classes.contains(class))
-                    .map(|(i, _)| i)
-                    .collect()
+                    .map(|(i, r)| (i, r.matchers.iter().map(|m| m.guard.as_ref()).collect()));
+                index::ClassIndex::build(*class, of_class)
             })
             .collect();
         Self { rules: rules.into(), engine: Arc::new(engine), by_class: Arc::new(by_class), native, plugin_fuel }
@@ -327,6 +332,16 @@ impl RuleSet {
 
     /// The enabled rules that can match an event of `class`, in load order.
     pub fn candidates(&self, class: EventClass) -> &[usize] {
+        &self.class_index(class).all
+    }
+
+    /// The rules `event` must be evaluated by, in load order, into `out`: the candidates
+    /// of its class less those that need a field value it does not have (see `index`).
+    pub fn select(&self, event: &SecurityEvent, out: &mut Vec<usize>) {
+        self.class_index(event.class).select(event, out);
+    }
+
+    fn class_index(&self, class: EventClass) -> &index::ClassIndex {
         let slot = EventClass::ALL.iter().position(|c| *c == class).unwrap_or(0);
         &self.by_class[slot]
     }
@@ -450,7 +465,13 @@ fn compile_rule(engine: &Engine, library: &Library, path: &Path, text: &str) -> 
             // classes: the native form need not repeat it.
             let indexed = !classes.is_empty() && analysis.classes == classes;
             let strip = |p: Predicate| if indexed { p.without_class_tests() } else { p };
-            Matcher { function, predicate: analysis.predicate.map(strip), prefilter: analysis.prefilter.map(strip) }
+            let guard = analysis.predicate.clone().or_else(|| analysis.prefilter.clone());
+            Matcher {
+                function,
+                predicate: analysis.predicate.map(strip),
+                prefilter: analysis.prefilter.map(strip),
+                guard,
+            }
         })
         .collect();
     let mut hasher = std::hash::DefaultHasher::new();

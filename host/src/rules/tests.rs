@@ -279,6 +279,45 @@ fn statements_and_function_calls_stay_in_rhai() {
 }
 
 #[test]
+fn the_value_index_skips_only_rules_that_cannot_match() {
+    let lib = r#"
+        const LISTS = #{ ports: ["22", "4444"], admins: ["root", "admin"] };
+        fn slow_check(e) { e.user.name.len() > 3 }
+    "#;
+    let indexed = [
+        r#"event.source.port == 22 || event.source.port == 4444"#,
+        r#"in_list(event.source.port, "ports")"#,
+        r#"in_list(event.source.ip, "ports") || event.source.ip == "10.1.2.3""#,
+        r#"(event.class == "process" && event.process.name == "bash") || event.user.name in ["root", "admin"]"#,
+        r#"event.source.ip == "203.0.113.7" && event.outcome == "failure" && slow_check(event)"#,
+        r#"event.outcome == "failure" && in_list(event.user.name, "admins") && slow_check(event)"#,
+        r#"event.class != "dns" && event.process.name == "ssh""#,
+    ];
+    let mut rng = StdRng::seed_from_u64(11);
+    let events: Vec<EventRef> = (0..600).map(|_| EventRef(Arc::new(random_event(&mut rng)))).collect();
+    let (mut candidates, mut selected) = (0, 0);
+    let mut out = Vec::new();
+    for condition in NATIVE_CONDITIONS.iter().chain(&indexed) {
+        let text = format!(
+            "const RULE = #{{ id: \"r\", title: \"t\", severity: \"low\" }};\nfn condition(event) {{ {condition} }}"
+        );
+        let options = CompileOptions { native: false, ..CompileOptions::default() };
+        let rhai_only = compile_with(&[("r.rhai", &text)], &[("lib/l.rhai", lib)], &options).expect("compiles");
+        for event in events.iter().filter(|e| rhai_only.candidates(e.0.class).contains(&0)) {
+            candidates += 1;
+            rhai_only.select(&event.0, &mut out);
+            if out.contains(&0) {
+                selected += 1;
+            } else {
+                let verdict = rhai_only.evaluate(0, event);
+                assert!(!matches!(verdict, Ok(m) if m != 0), "`{condition}` skipped {:?}, which it matches", event.0);
+            }
+        }
+    }
+    assert!(selected < candidates * 3 / 4, "the index should skip many evaluations: {selected} of {candidates}");
+}
+
+#[test]
 fn prefilters_agree_with_rhai() {
     let lib = r#"fn slow_check(e) { e.user.name.len() > 3 }"#;
     let conditions = [
