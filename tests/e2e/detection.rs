@@ -68,6 +68,24 @@ fn rules_test_passes_on_the_shipped_pack() {
 }
 
 #[test]
+fn rules_list_shows_how_the_index_finds_each_rule() {
+    let out = Command::new(vigil_bin()).args(["rules", "list"]).arg(rules_dir()).output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let found_by = |rule: &str| {
+        let line =
+            stdout.lines().find(|l| l.starts_with(&format!("{rule} "))).unwrap_or_else(|| panic!("{rule}: {stdout}"));
+        line.split_whitespace().nth(4).expect("FOUND BY column").to_owned()
+    };
+    // An `action` list, except on process events, which its regex branch reads.
+    assert_eq!(found_by("audit_logging_disabled"), "action,*");
+    assert_eq!(found_by("web_path_scan"), "http.status_code");
+    assert_eq!(found_by("log4shell_jndi"), "*");
+    // Needs a plugin that is not loaded: it does not run.
+    assert_eq!(found_by("login_from_listed_address"), "-");
+}
+
+#[test]
 fn a_window_survives_a_restart_and_the_lifecycle_is_enforced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Server::start(dir.path(), "");

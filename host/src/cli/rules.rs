@@ -128,16 +128,23 @@ fn list(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
         Ok(rules) => rules,
         Err(code) => return Ok(code),
     };
-    println!("{:<36} {:<4} {:<24} {:<7} TITLE", "RULE", "PRI", "CLASSES", "NATIVE");
-    for r in rules.rules() {
+    println!("{:<36} {:<4} {:<24} {:<7} {:<28} TITLE", "RULE", "PRI", "CLASSES", "NATIVE", "FOUND BY");
+    for (index, r) in rules.rules().iter().enumerate() {
         let classes: Vec<&str> = r.classes.iter().map(|c| c.as_str()).collect();
         let classes = if classes.is_empty() { "*".to_owned() } else { classes.join(",") };
+        // The fields the index looks the rule up by; `*`: some class runs it on every event.
+        let (fields, everywhere) = rules.keyed_on(index);
+        let mut found_by: Vec<&str> = fields.iter().map(|f| f.name()).collect();
+        if everywhere {
+            found_by.push("*");
+        }
         println!(
-            "{:<36} {:<4} {:<24} {:<7} {}",
+            "{:<36} {:<4} {:<24} {:<7} {:<28} {}",
             r.meta.id,
             r.meta.severity,
             classes,
             if r.is_native() { "yes" } else { "no" },
+            if found_by.is_empty() { "-".to_owned() } else { found_by.join(",") },
             r.meta.title
         );
     }

@@ -225,6 +225,15 @@ impl ClassIndex {
         index
     }
 
+    /// How rule `rule` is found in this class: `None` when it cannot match the class,
+    /// `Some(None)` when every event of the class is evaluated by it, else its field.
+    pub(super) fn keyed_on(&self, rule: usize) -> Option<Option<Field>> {
+        if !self.all.contains(&rule) {
+            return None;
+        }
+        Some(self.keyed.iter().find(|k| k.every.contains(&rule)).map(|k| k.field))
+    }
+
     /// The rules `event` (of this class) must be evaluated by, in load order, into `out`.
     pub(super) fn select(&self, event: &SecurityEvent, out: &mut Vec<usize>) {
         out.clear();
@@ -293,6 +302,17 @@ mod tests {
         let index = ClassIndex::build(EventClass::Authentication, rules);
         assert_eq!(index.all, vec![0, 1, 2, 3, 4]);
         assert_eq!(index.always, vec![3]);
+        assert_eq!(
+            (0..6).map(|r| index.keyed_on(r)).collect::<Vec<_>>(),
+            vec![
+                Some(Some(Field::UserName)),
+                Some(Some(Field::UserName)),
+                Some(Some(Field::Outcome)),
+                Some(None),
+                Some(Some(Field::SourcePort)),
+                None
+            ]
+        );
         let mut event = SecurityEvent::new(EventClass::Authentication, chrono::Utc::now());
         let mut out = Vec::new();
         index.select(&event, &mut out);

@@ -31,7 +31,7 @@ pub use meta::{Category, Example, Mitre, RuleMeta, Step, WindowSpec};
 pub use predicate::{Analysis, CmpOp, Lists, Literal, Predicate};
 pub use sandbox::{EventRef, SandboxLimits, build_engine, last_operations, reset_operations};
 
-use crate::event::{EventClass, FieldPath, RuleId, SecurityEvent};
+use crate::event::{EventClass, Field, FieldPath, RuleId, SecurityEvent};
 
 /// An error in a rule file, located as precisely as the parser allows.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -339,6 +339,23 @@ impl RuleSet {
     /// of its class less those that need a field value it does not have (see `index`).
     pub fn select(&self, event: &SecurityEvent, out: &mut Vec<usize>) {
         self.class_index(event.class).select(event, out);
+    }
+
+    /// How the index finds rule number `index`, over the classes it can match: the fields
+    /// it is looked up by, and whether some class evaluates it on every event (`vigil rules
+    /// list` shows this to authors).
+    pub fn keyed_on(&self, index: usize) -> (Vec<Field>, bool) {
+        let mut fields = Vec::new();
+        let mut everywhere = false;
+        for class in &*self.by_class {
+            match class.keyed_on(index) {
+                Some(Some(field)) if !fields.contains(&field) => fields.push(field),
+                Some(None) => everywhere = true,
+                _ => {}
+            }
+        }
+        fields.sort();
+        (fields, everywhere)
     }
 
     fn class_index(&self, class: EventClass) -> &index::ClassIndex {
