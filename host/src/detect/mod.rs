@@ -169,7 +169,8 @@ impl Kind {
 #[derive(Debug)]
 struct RuleState {
     rule: Arc<CompiledRule>,
-    kind: Kind,
+    /// Shared so the hot path can hold it while it changes the rule's state.
+    kind: Arc<Kind>,
     windows: FxHashMap<String, Window>,
     pending_evaluations: u64,
     evaluations: Counter,
@@ -185,7 +186,7 @@ impl RuleState {
     fn new(rule: Arc<CompiledRule>, metrics: &DetectMetrics) -> Self {
         let labels = RuleLabels { rule: rule.meta.id.to_string() };
         Self {
-            kind: Kind::of(&rule),
+            kind: Arc::new(Kind::of(&rule)),
             windows: FxHashMap::default(),
             pending_evaluations: 0,
             evaluations: metrics.evaluations.get_or_create(&labels).clone(),
@@ -324,7 +325,7 @@ impl Detector {
         rules.select(event, &mut selected);
         for &index in &selected {
             let state = &self.states[index];
-            let stateless = match state.kind {
+            let stateless = match *state.kind {
                 Kind::Single => true,
                 Kind::Absence { within_ms, .. } => t.saturating_add(within_ms) <= watermark,
                 _ => false,
@@ -382,8 +383,8 @@ impl Detector {
     }
 
     fn matched(&mut self, index: usize, mask: u32, event: &SecurityEvent, late: bool, out: &mut Vec<Alert>) {
-        let kind = self.states[index].kind.clone();
-        if let Kind::Single = kind {
+        let kind = Arc::clone(&self.states[index].kind);
+        if let Kind::Single = *kind {
             let rule = &self.states[index].rule;
             let (group, key) = (group_of(rule, event).unwrap_or_default(), group_key(rule, event).unwrap_or_default());
             let fired = Fired {
@@ -400,7 +401,7 @@ impl Detector {
             return;
         }
         let Some(key) = group_key(&self.states[index].rule, event) else { return };
-        let value = match &kind {
+        let value = match &*kind {
             Kind::Distinct { field, .. } | Kind::Sum { field, .. } => match field.get(event) {
                 Some(v) => Some(v.to_text().into_owned()),
                 None => return,
@@ -415,7 +416,7 @@ impl Detector {
             state.windows.insert(key.clone(), Window::default());
         }
         let window = state.windows.get_mut(&key).expect("inserted above");
-        let fired = match &kind {
+        let fired = match &*kind {
             Kind::Absence { first_bit, then_bit, within_ms } => {
                 if mask & then_bit != 0 {
                     window.absence_clear(t, *first_bit, *within_ms);
@@ -449,7 +450,7 @@ impl Detector {
             _ => {
                 let (at, dropped) = window.insert(Entry { t, id: event.id, bits: mask, value });
                 state.evicted.inc_by(dropped as u64);
-                let fired = match &kind {
+                let fired = match &*kind {
                     Kind::Threshold { count, within_ms } => window.threshold(at, *count, *within_ms),
                     Kind::Sum { at_least, within_ms, .. } => window.sum(at, *at_least, *within_ms),
                     Kind::Sequence { steps, within_ms } => window.sequence(steps, *within_ms),
@@ -542,7 +543,7 @@ impl Detector {
                 break;
             }
             self.deadlines.pop_first();
-            let Kind::Absence { within_ms, .. } = self.states[index].kind else { continue };
+            let Kind::Absence { within_ms, .. } = *self.states[index].kind else { continue };
             let mut fired_all = Vec::new();
             if let Some(window) = self.states[index].windows.get_mut(&key) {
                 while let Some(fired) = window.absence_due(watermark, within_ms) {
@@ -567,7 +568,7 @@ impl Detector {
         let watermark = self.watermark_ms();
         for (index, state) in self.states.iter_mut().enumerate() {
             let cutoff = watermark.saturating_sub(state.kind.within_ms());
-            let absence = matches!(state.kind, Kind::Absence { .. });
+            let absence = matches!(*state.kind, Kind::Absence { .. });
             let stale: Vec<String> = state
                 .windows
                 .iter()
@@ -647,7 +648,7 @@ impl Detector {
                 }
                 match serde_json::from_slice::<Window>(value) {
                     Ok(window) => {
-                        if let Kind::Absence { within_ms, .. } = state.kind {
+                        if let Kind::Absence { within_ms, .. } = *state.kind {
                             for entry in window.entries() {
                                 self.deadlines.insert((entry.t.saturating_add(within_ms), index, group.clone()));
                             }
@@ -699,7 +700,7 @@ impl Detector {
             ops.extend(state.windows.keys().map(|k| Op::Delete { cf: Cf::State, key: window_key(&id, k) }));
         }
         for (index, state) in self.states.iter().enumerate() {
-            if let Kind::Absence { within_ms, .. } = state.kind {
+            if let Kind::Absence { within_ms, .. } = *state.kind {
                 for (key, window) in &state.windows {
                     for entry in window.entries() {
                         self.deadlines.insert((entry.t.saturating_add(within_ms), index, key.clone()));
