@@ -81,6 +81,8 @@ fn rules_list_shows_how_the_index_finds_each_rule() {
     assert_eq!(found_by("audit_logging_disabled"), "action,*");
     assert_eq!(found_by("web_path_scan"), "http.status_code");
     assert_eq!(found_by("log4shell_jndi"), "*");
+    // `exists(event.threat.indicator_id)`: only events that carry the field.
+    assert_eq!(found_by("threat_intel_match"), "threat.indicator_id");
     // Needs a plugin that is not loaded: it does not run.
     assert_eq!(found_by("login_from_listed_address"), "-");
 }

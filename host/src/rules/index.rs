@@ -25,6 +25,15 @@ struct Values {
     ints: FxHashSet<i64>,
     /// Whether an integer may also match by its text (`in_list` reads any value as text).
     ints_as_text: bool,
+    /// Whether any value will do: the field only has to be there (`exists(f)`, a regex or
+    /// string test of `f`, which a missing field fails).
+    any: bool,
+}
+
+impl Values {
+    fn present() -> Values {
+        Values { any: true, ..Values::default() }
+    }
 }
 
 /// What a condition needs of an event of a given class to be true.
@@ -57,6 +66,7 @@ impl Need {
                         values.strs.extend(other.strs.iter().cloned());
                         values.ints.extend(other.ints.iter().copied());
                         values.ints_as_text |= other.ints_as_text;
+                        values.any |= other.any;
                         Some((field, values))
                     })
                     .collect(),
@@ -116,6 +126,11 @@ fn need(predicate: &Predicate, class: EventClass) -> Need {
             }
             None => Need::ANY,
         },
+        // False on a missing field (a lowered one reads as "", so `known` leaves it out).
+        Predicate::Exists(field)
+        | Predicate::Str(field, ..)
+        | Predicate::Regex(field, _)
+        | Predicate::Cidr(field, _) => known(field).map_or(Need::ANY, |f| Need::field(f, Values::present())),
         _ => Need::ANY,
     }
 }
@@ -127,6 +142,8 @@ struct Keyed {
     strs: FxHashMap<Box<str>, Vec<usize>>,
     ints: FxHashMap<i64, Vec<usize>>,
     ints_as_text: bool,
+    /// Rules that only need the field to be there.
+    present: Vec<usize>,
     /// Every rule filed here (for values the maps cannot answer for).
     every: Vec<usize>,
 }
@@ -138,7 +155,11 @@ impl Keyed {
                 out.extend_from_slice(rules);
             }
         };
-        match self.field.get(event) {
+        let value = self.field.get(event);
+        if value.is_some() {
+            out.extend_from_slice(&self.present);
+        }
+        match value {
             // A missing field equals no constant and is in no list.
             None => {}
             Some(FieldValue::Str(s)) => by_text(s, out),
@@ -186,7 +207,8 @@ impl ClassIndex {
             index.all.push(rule);
         }
         // File each rule under the field it needs with the most distinct values among the
-        // class's rules: the likeliest to rule it out (`user.name` rather than `outcome`).
+        // class's rules: the likeliest to rule it out (`user.name` rather than `outcome`);
+        // a field it only needs to be there comes last.
         let mut distinct: FxHashMap<Field, FxHashSet<String>> = FxHashMap::default();
         for (_, fields) in &needing {
             for (field, values) in fields {
@@ -198,7 +220,7 @@ impl ClassIndex {
         for (rule, fields) in needing {
             let (field, values) = fields
                 .into_iter()
-                .max_by_key(|(f, _)| (distinct.get(f).map_or(0, FxHashSet::len), std::cmp::Reverse(*f)))
+                .max_by_key(|(f, v)| (!v.any, distinct.get(f).map_or(0, FxHashSet::len), std::cmp::Reverse(*f)))
                 .expect("a rule with needs has at least one");
             let keyed = match index.keyed.iter().position(|k| k.field == field) {
                 Some(i) => &mut index.keyed[i],
@@ -208,6 +230,7 @@ impl ClassIndex {
                         strs: FxHashMap::default(),
                         ints: FxHashMap::default(),
                         ints_as_text: false,
+                        present: Vec::new(),
                         every: Vec::new(),
                     });
                     index.keyed.last_mut().expect("just pushed")
@@ -220,6 +243,9 @@ impl ClassIndex {
                 keyed.ints.entry(int).or_default().push(rule);
             }
             keyed.ints_as_text |= values.ints_as_text;
+            if values.any {
+                keyed.present.push(rule);
+            }
             keyed.every.push(rule);
         }
         index
@@ -259,6 +285,10 @@ mod tests {
         Predicate::Cmp(FieldRef { path: FieldPath::Known(field), lower: false }, CmpOp::Eq, literal)
     }
 
+    fn seen(field: Field) -> Predicate {
+        Predicate::Exists(FieldRef { path: FieldPath::Known(field), lower: false })
+    }
+
     fn strs(items: &[&str]) -> Values {
         Values { strs: items.iter().map(|s| s.to_string()).collect(), ..Values::default() }
     }
@@ -282,6 +312,10 @@ mod tests {
         assert_eq!(need(&split, EventClass::Process), Need::ANY);
         let not = Predicate::Not(Box::new(eq(Field::UserName, "root")));
         assert_eq!(need(&not, auth), Need::ANY);
+        assert_eq!(need(&seen(Field::UserName), auth), Need::field(Field::UserName, Values::present()));
+        let lowered = FieldRef { path: FieldPath::Known(Field::UserName), lower: true };
+        let re = Arc::new(regex::Regex::new("^$").expect("regex"));
+        assert_eq!(need(&Predicate::Regex(lowered, re), auth), Need::ANY, "lower() of a missing field is \"\"");
     }
 
     #[test]
@@ -292,24 +326,30 @@ mod tests {
             FieldRef { path: FieldPath::Known(Field::SourcePort), lower: false },
             Arc::new(["22".to_owned()].into_iter().collect()),
         );
+        let matched = seen(Field::ThreatIndicatorId);
+        let acted = Predicate::And(vec![seen(Field::UserName), eq(Field::Action, "x")]);
         let rules = vec![
             (0, vec![Some(&a)]),
             (1, vec![Some(&b)]),
             (2, vec![Some(&c)]),
             (3, vec![None]),
             (4, vec![Some(&listed)]),
+            (5, vec![Some(&matched)]),
+            (6, vec![Some(&acted)]),
         ];
         let index = ClassIndex::build(EventClass::Authentication, rules);
-        assert_eq!(index.all, vec![0, 1, 2, 3, 4]);
+        assert_eq!(index.all, vec![0, 1, 2, 3, 4, 5, 6]);
         assert_eq!(index.always, vec![3]);
         assert_eq!(
-            (0..6).map(|r| index.keyed_on(r)).collect::<Vec<_>>(),
+            (0..8).map(|r| index.keyed_on(r)).collect::<Vec<_>>(),
             vec![
                 Some(Some(Field::UserName)),
                 Some(Some(Field::UserName)),
                 Some(Some(Field::Outcome)),
                 Some(None),
                 Some(Some(Field::SourcePort)),
+                Some(Some(Field::ThreatIndicatorId)),
+                Some(Some(Field::Action)),
                 None
             ]
         );
@@ -322,5 +362,8 @@ mod tests {
         event.source = Some(crate::event::Endpoint { port: Some(22), ..Default::default() });
         index.select(&event, &mut out);
         assert_eq!(out, vec![1, 2, 3, 4], "an integer is found by its text for a list");
+        event.threat = Some(Box::new(crate::event::Threat { indicator_id: "x".into(), ..Default::default() }));
+        index.select(&event, &mut out);
+        assert_eq!(out, vec![1, 2, 3, 4, 5], "a field that only has to be there");
     }
 }
