@@ -1,11 +1,12 @@
 //! The rule index: which rules an event must be evaluated by.
 //!
 //! Two levels. The first is the event's class: a rule that can only match `authentication`
-//! events is never asked about a DNS query. The second is the value of one field: most
-//! rules need a field to equal one of a few constants (`event.action == "user_created"`,
+//! events is never asked about a DNS query. The second is one field: most rules need a
+//! field to equal one of a few constants (`event.action == "user_created"`,
 //! `event.user.name in ["root", "admin"]`, `event.http.status_code == 401`), and within
 //! a class such a rule is filed under those values and found by a hash lookup of the
-//! event's value. What a rule needs is read from the native form of its conditions, with
+//! event's value; a rule that only needs a field to be there (`exists(…)`, a regex of it)
+//! is filed under its presence. What a rule needs is read from the native form of its conditions, with
 //! the class tests kept and resolved per class, so `(event.class == "process" && …) ||
 //! in_list(event.action, "x")` is keyed on `action` for every class but `process`. The
 //! index only ever skips a rule on an event it cannot match: it reads the same predicates
