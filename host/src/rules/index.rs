@@ -24,8 +24,6 @@ struct Values {
     strs: FxHashSet<String>,
     /// Integers.
     ints: FxHashSet<i64>,
-    /// Whether an integer may also match by its text (`in_list` reads any value as text).
-    ints_as_text: bool,
     /// Whether any value will do: the field only has to be there (`exists(f)`, a regex or
     /// string test of `f`, which a missing field fails).
     any: bool,
@@ -66,7 +64,6 @@ impl Need {
                         let (_, other) = fields.iter().find(|(f, _)| *f == field)?;
                         values.strs.extend(other.strs.iter().cloned());
                         values.ints.extend(other.ints.iter().copied());
-                        values.ints_as_text |= other.ints_as_text;
                         values.any |= other.any;
                         Some((field, values))
                     })
@@ -121,9 +118,12 @@ fn need(predicate: &Predicate, class: EventClass) -> Need {
             }
             _ => Need::ANY,
         },
+        // `in_list` reads any value as text, so an integer field matches a member that
+        // spells it: such members are filed as integers too.
         Predicate::InSet(field, set) => match known(field) {
             Some(f) => {
-                Need::field(f, Values { strs: set.iter().cloned().collect(), ints_as_text: true, ..Values::default() })
+                let ints = set.iter().filter_map(|s| s.parse::<i64>().ok().filter(|i| i.to_string() == *s)).collect();
+                Need::field(f, Values { strs: set.iter().cloned().collect(), ints, ..Values::default() })
             }
             None => Need::ANY,
         },
@@ -142,7 +142,6 @@ struct Keyed {
     field: Field,
     strs: FxHashMap<Box<str>, Vec<usize>>,
     ints: FxHashMap<i64, Vec<usize>>,
-    ints_as_text: bool,
     /// Rules that only need the field to be there.
     present: Vec<usize>,
     /// Every rule filed here (for values the maps cannot answer for).
@@ -167,9 +166,6 @@ impl Keyed {
             Some(FieldValue::Int(i)) => {
                 if let Some(rules) = self.ints.get(&i) {
                     out.extend_from_slice(rules);
-                }
-                if self.ints_as_text {
-                    by_text(&i.to_string(), out);
                 }
             }
             Some(FieldValue::List(_) | FieldValue::Json(_)) => out.extend_from_slice(&self.every),
@@ -230,7 +226,6 @@ impl ClassIndex {
                         field,
                         strs: FxHashMap::default(),
                         ints: FxHashMap::default(),
-                        ints_as_text: false,
                         present: Vec::new(),
                         every: Vec::new(),
                     });
@@ -243,7 +238,6 @@ impl ClassIndex {
             for int in values.ints {
                 keyed.ints.entry(int).or_default().push(rule);
             }
-            keyed.ints_as_text |= values.ints_as_text;
             if values.any {
                 keyed.present.push(rule);
             }
