@@ -64,7 +64,10 @@ fn bench(c: &mut Criterion) {
     let ingestor = ingestor(&dir.path().join("ndjson"), SyncPolicy::Always);
     group.throughput(Throughput::Elements(BATCH as u64));
     group.bench_function(format!("ndjson_decode_and_append/1x{BATCH}"), |b| {
-        b.iter(|| rt.block_on(ingestor.ingest_body("bench", body.as_bytes(), false)).expect("ingest"))
+        b.iter(|| {
+            rt.block_on(ingestor.ingest_body("bench", body.as_bytes(), false, &vigil::source::Format::Vigil))
+                .expect("ingest")
+        })
     });
     group.throughput(Throughput::Elements(BATCH as u64));
     group.bench_function(format!("ndjson_decode_only/1x{BATCH}"), |b| {

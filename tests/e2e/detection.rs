@@ -263,9 +263,26 @@ fn a_syslog_file_replays_through_the_cli() {
 
     // The summary counts the same alerts.
     let text = replay(&[]);
-    assert!(text.starts_with("26 line(s) in "), "{text}");
+    assert!(text.starts_with("26 record(s) in "), "{text}");
+    assert!(text.contains("26 event(s) decoded, 0 record(s) did not decode"), "{text}");
     assert!(text.contains(&format!("replayed 26 event(s): {alerts} alert(s), ")), "{text}");
     assert!(text.lines().any(|l| l.trim_start().starts_with("ssh_brute_force")), "{text}");
+
+    // Read in the wrong format, nothing decodes: the command says so and fails.
+    let wrong = Command::new(vigil_bin())
+        .args(["rules", "backtest", "--rules"])
+        .arg(rules_dir())
+        .arg("--input")
+        .arg(&log)
+        .args(["--format", "vigil"])
+        .current_dir(dir.path())
+        .output()
+        .expect("backtest");
+    let stdout = String::from_utf8_lossy(&wrong.stdout);
+    assert_eq!(wrong.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("0 event(s) decoded, 26 record(s) did not decode"), "{stdout}");
+    assert!(stdout.contains("line 1: malformed JSON"), "{stdout}");
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("nothing was replayed"));
 }
 
 #[test]

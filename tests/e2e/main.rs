@@ -11,6 +11,7 @@ mod evidence;
 mod helpers;
 mod http_ingest;
 mod hunt;
+mod inputs;
 mod intel;
 mod layering;
 mod mock;

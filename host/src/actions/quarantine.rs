@@ -22,17 +22,12 @@ use super::{Action, ActionContext, ActionError, ActionSpec, Outcome, ParamKind, 
 /// Settings (`[actions.quarantine_data]`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct QuarantineConfig {
     /// Where quarantined files go (default: `quarantine/` in the data directory).
     pub dir: Option<PathBuf>,
     /// Directories whose files may be quarantined; empty: none.
     pub allowed_roots: Vec<PathBuf>,
-}
-
-impl Default for QuarantineConfig {
-    fn default() -> Self {
-        Self { dir: None, allowed_roots: Vec::new() }
-    }
 }
 
 /// What is recorded beside a quarantined file.

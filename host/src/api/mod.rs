@@ -174,6 +174,7 @@ impl From<source::Error> for ApiError {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", e.to_string())
             }
             source::Error::Gzip(_) => Self::new(StatusCode::BAD_REQUEST, "bad_gzip", e.to_string()),
+            source::Error::Format(_) => Self::new(StatusCode::BAD_REQUEST, "unknown_format", e.to_string()),
             other => {
                 tracing::error!(error = %other, "Ingest failed; the batch was not acknowledged.");
                 Self::new(
@@ -374,11 +375,36 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// `POST /v1/events` options.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventsQuery {
+    /// Input format of the body: `vigil` (default), `auto`, `ecs`, `ocsf`, `windows`
+    /// (EVTX, XML, JSON), `cloudtrail`, `azure`, `gcp_audit`, `okta`, `k8s_audit`,
+    /// `github_audit`, `auditd`, `zeek`, `suricata`, `falco`, `cef`, `leef`, `syslog`,
+    /// `plugin:NAME`. The `X-Vigil-Format` header says the same.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// The body's format: `?format=`, else the `X-Vigil-Format` header, else `vigil`.
+fn body_format(query: &EventsQuery, headers: &HeaderMap) -> Result<source::Format, ApiError> {
+    let named = query.format.as_deref().or_else(|| headers.get("x-vigil-format").and_then(|v| v.to_str().ok()));
+    match named {
+        None => Ok(source::Format::Vigil),
+        Some(name) => name.parse().map_err(|e: source::UnknownFormat| {
+            ApiError::new(StatusCode::BAD_REQUEST, "unknown_format", e.to_string())
+        }),
+    }
+}
+
 async fn post_events(
     State(state): State<ApiState>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let format = body_format(&query, &headers)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             let limit = state.ingestor.config().max_body_bytes;
@@ -395,7 +421,7 @@ async fn post_events(
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    let report = state.ingestor.ingest_body("http", &body, gzip).await?;
+    let report = state.ingestor.ingest_body("http", &body, gzip, &format).await?;
     if let Some(reason) = &report.body_error {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_batch", reason.clone()));
     }

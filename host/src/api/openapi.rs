@@ -106,8 +106,8 @@ fn operation(route: &RouteSpec, s: &mut Schemas) -> Op {
             let event = s.input::<crate::event::SecurityEvent>();
             let report = s.out::<BatchReport>();
             let mut events = op(
-                "Ingest events: a JSON array of SecurityEvents, or NDJSON (one per line; gzip allowed). 202 when all are stored, 207 when some are, 400 when none (with the report, or the error shape for a body that is not a batch at all).",
-                None,
+                "Ingest events in an input format (`?format=`, default `vigil`: a JSON array of SecurityEvents, or NDJSON, one per line; ECS, OCSF, Windows EVTX/XML/JSON, cloud audit logs, auditd, Zeek, Suricata, Falco, CEF, LEEF, syslog; gzip allowed). 202 when all are stored, 207 when some are, 400 when none (with the report, or the error shape for a body that is not a batch at all).",
+                Some(s.query::<super::EventsQuery>()),
                 Some(json!({ "type": "array", "items": event })),
                 (202, json, report.clone()),
             );

@@ -9,6 +9,7 @@ mod evidence;
 mod hunt;
 mod incidents;
 mod ingest;
+mod input;
 mod intel;
 mod plugins;
 mod response;
@@ -24,6 +25,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::app::{self, Options, Pipeline, demo};
 use crate::config::{self, VigilConfig};
 use crate::rules::RuleSet;
+use crate::source::decode::Format;
 
 /// Vigil: security response engine.
 #[derive(Debug, Parser)]
@@ -66,9 +68,11 @@ pub enum Command {
     Ingest {
         /// File to read, or `-` for stdin.
         input: PathBuf,
-        /// Format of each line.
-        #[arg(long, value_enum, default_value_t = InputFormat::Json)]
-        format: InputFormat,
+        /// Input format: vigil (SecurityEvent JSON), auto, ecs, ocsf, windows (EVTX, XML,
+        /// JSON), cloudtrail, azure, gcp_audit, okta, k8s_audit, github_audit, auditd, zeek,
+        /// suricata, falco, cef, leef, syslog, or plugin:NAME.
+        #[arg(long, default_value = "vigil")]
+        format: Format,
         /// Send to a running server (`http://127.0.0.1:8470`) instead of opening the store.
         #[arg(long)]
         url: Option<String>,
@@ -179,15 +183,6 @@ pub enum Command {
     Schema,
 }
 
-/// Input line formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum InputFormat {
-    /// NDJSON `SecurityEvent`s (or one JSON array).
-    Json,
-    /// Syslog lines (RFC 5424 or RFC 3164).
-    Syslog,
-}
-
 /// `vigil incidents …`
 #[derive(Debug, Subcommand)]
 pub enum IncidentsCommand {
@@ -265,9 +260,9 @@ pub enum RulesCommand {
         /// lines are parsed, detected on and forgotten (like a time-machine replay).
         #[arg(long, conflicts_with_all = ["from", "to"])]
         input: Option<PathBuf>,
-        /// Format of the `--input` lines.
-        #[arg(long, value_enum, default_value_t = InputFormat::Json)]
-        format: InputFormat,
+        /// Format of the `--input` records (as for `vigil ingest`).
+        #[arg(long, default_value = "vigil")]
+        format: Format,
         /// Print every alert and incident as JSON lines instead of a summary.
         #[arg(long)]
         json: bool,

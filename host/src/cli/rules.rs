@@ -189,72 +189,54 @@ fn backtest(
     print_report(&report, json)
 }
 
-/// Parses a file line by line and replays it through the rules, storing nothing.
+/// Decodes a file in any input format and replays it through the rules, storing nothing.
+/// Records that do not decode are counted and the first few named; with none decoded
+/// the command fails.
 fn replay_file(
     config: &VigilConfig,
     dir: &Path,
     input: &Path,
-    format: super::InputFormat,
+    format: crate::source::decode::Format,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    use std::io::BufRead;
     let rules = match load(dir, &options(config)?) {
         Ok(rules) => rules,
         Err(code) => return Ok(code),
     };
-    let reader: Box<dyn std::io::Read + Send> = if input == Path::new("-") {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?)
-    };
-    let limits = config.ingest.limits();
+    let options = crate::source::decode::Options { limits: config.ingest.limits(), keep_raw: false };
     let started = std::time::Instant::now();
     let mut replay = backtest::Replay::new(rules, config.detect.clone());
-    // Parsing runs on its own thread, detection on this one: a bounded channel of batches
+    // Decoding runs on its own thread, detection on this one: a bounded channel of batches
     // keeps both busy without holding more than a few thousand events in memory. The
-    // events come back to the parser thread to be freed: memory is freed fastest by the
+    // events come back to the decoding thread to be freed: memory is freed fastest by the
     // thread that allocated it, and it takes that work off detection, the slower side.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Option<crate::event::SecurityEvent>>>(2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<super::input::Batch>(2);
     let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<Vec<std::sync::Arc<crate::event::SecurityEvent>>>(4);
-    let parser = std::thread::spawn(move || -> std::io::Result<u64> {
-        let now = Utc::now();
-        let mut lines = 0u64;
-        let mut batch = Vec::with_capacity(1024);
-        for line in std::io::BufReader::with_capacity(1 << 20, reader).split(b'\n') {
-            let line = line?;
-            let line = line.strip_suffix(b"\r").unwrap_or(&line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
+    let path = input.to_owned();
+    let format_name = format.to_string();
+    let parser = std::thread::spawn(move || {
+        let plugins = crate::source::decode::PluginDecoders::default();
+        super::input::read(&path, &format, options, &plugins, |batch| {
+            while let Ok(done) = done_rx.try_recv() {
+                drop(done);
             }
-            lines += 1;
-            batch.push(match format {
-                super::InputFormat::Syslog => {
-                    std::str::from_utf8(line).ok().map(|text| crate::source::syslog::parse_syslog(text, now, false))
-                }
-                super::InputFormat::Json => crate::event::decode_event(line, &limits, now).ok(),
-            });
-            if batch.len() == 1024 {
-                if tx.send(std::mem::replace(&mut batch, Vec::with_capacity(1024))).is_err() {
-                    return Ok(lines);
-                }
-                while let Ok(done) = done_rx.try_recv() {
-                    drop(done);
-                }
-            }
-        }
-        let _ = tx.send(batch);
-        Ok(lines)
+            Ok(tx.send(batch).is_ok())
+        })
     });
     // Alerts are printed (with --json) as they are raised and not kept, so memory stays
     // flat however long the input.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut refused = Vec::new();
     for batch in rx {
-        let mut done = Vec::with_capacity(batch.len());
-        for event in batch {
-            match event {
-                Some(event) => done.push(replay.push(event)),
-                None => replay.skip(),
+        for rejection in batch.rejected {
+            replay.skip();
+            if refused.len() < SHOWN_REFUSALS {
+                refused.push(rejection);
             }
+        }
+        let mut done = Vec::with_capacity(batch.events.len());
+        for event in batch.events {
+            done.push(replay.push(event));
         }
         // When the parser has finished (or its queue is full), free them here.
         let _ = done_tx.try_send(done);
@@ -266,14 +248,36 @@ fn replay_file(
     }
     std::io::Write::flush(&mut out)?;
     drop(out);
-    let lines = parser.join().map_err(|_| anyhow::anyhow!("the parser thread panicked"))??;
+    let totals = parser.join().map_err(|_| anyhow::anyhow!("the decoding thread panicked"))??;
     let report = replay.finish();
     let elapsed = started.elapsed().as_secs_f64();
-    if !json {
-        println!("{lines} line(s) in {elapsed:.2} s: {:.0} lines/s", lines as f64 / elapsed.max(1e-9));
+    // With --json, stdout holds only records: the decoding summary goes to stderr.
+    let summary = format!(
+        "{} record(s) in {elapsed:.2} s ({:.0} records/s): {} event(s) decoded, {} record(s) did not decode",
+        totals.records,
+        totals.records as f64 / elapsed.max(1e-9),
+        totals.events,
+        totals.rejected
+    );
+    if json {
+        eprintln!("{summary}")
+    } else {
+        println!("{summary}")
+    }
+    for r in &refused {
+        let at = r.record.map_or(format!("line {}", r.line), |id| format!("record {} (EVTX record id {id})", r.line));
+        let line = format!("  {at}: {}", r.message);
+        if json { eprintln!("{line}") } else { println!("{line}") }
+    }
+    if totals.events == 0 {
+        eprintln!("no record of the input decoded as {format_name}: nothing was replayed (try --format auto)");
+        return Ok(ExitCode::FAILURE);
     }
     print_report(&report, json)
 }
+
+/// How many refused records `--input` names.
+const SHOWN_REFUSALS: usize = 10;
 
 /// One `{"kind": …, "record": …}` line of `--json` output.
 fn write_record(out: &mut impl std::io::Write, kind: &str, record: &impl serde::Serialize) -> anyhow::Result<()> {

@@ -91,15 +91,49 @@ pub enum DecodeError {
         /// Every problem found.
         problems: Vec<Problem>,
     },
+    /// The record cannot be read in the format it was given as: a CEF header with too few
+    /// fields, an auditd line without `msg=audit(…)`, a damaged EVTX chunk, an XML
+    /// document with a DTD.
+    #[error("not readable as {format}: {reason}")]
+    Unreadable {
+        /// The input format.
+        format: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
 }
 
-/// Decodes and validates one event record. `now` fills the times the record leaves out.
-pub fn decode_event(bytes: &[u8], limits: &DecodeLimits, now: DateTime<Utc>) -> Result<SecurityEvent, DecodeError> {
+impl DecodeError {
+    /// A record that is not readable as `format`.
+    pub fn unreadable(format: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Unreadable { format: format.into(), reason: reason.into() }
+    }
+
+    /// A record that lacks a field the format requires.
+    pub fn missing(field: impl Into<String>) -> Self {
+        Self::Invalid { problems: vec![Problem::new(field, "missing required field")] }
+    }
+}
+
+/// The checks every record gets before any parser sees it: its size, UTF-8, and the
+/// nesting depth of its brackets. Returns the record as text.
+pub fn check_record<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<&'a str, DecodeError> {
     if bytes.len() > limits.max_event_bytes {
         return Err(DecodeError::TooLarge { size: bytes.len(), limit: limits.max_event_bytes });
     }
     let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::NotUtf8 { offset: e.valid_up_to() })?;
-    check_depth(text.as_bytes(), limits.max_depth)?;
+    check_depth(bytes, limits.max_depth)?;
+    Ok(text)
+}
+
+/// [`DecodeError::Syntax`] for a JSON parse error.
+pub fn json_syntax_error(e: &serde_json::Error) -> DecodeError {
+    syntax_error(e)
+}
+
+/// Decodes and validates one event record. `now` fills the times the record leaves out.
+pub fn decode_event(bytes: &[u8], limits: &DecodeLimits, now: DateTime<Utc>) -> Result<SecurityEvent, DecodeError> {
+    let text = check_record(bytes, limits)?;
     let mut event = match serde_json::from_str::<SecurityEvent>(text) {
         Ok(event) => event,
         // serde_json reports some type mismatches (a number where an enum's string goes)
@@ -188,7 +222,7 @@ fn explain(text: &str) -> Vec<Problem> {
 }
 
 /// Rejects input whose arrays and objects nest deeper than `limit`, without parsing it.
-fn check_depth(bytes: &[u8], limit: usize) -> Result<(), DecodeError> {
+pub fn check_depth(bytes: &[u8], limit: usize) -> Result<(), DecodeError> {
     // Fewer opening brackets than the limit cannot nest past it: skip the exact scan.
     if bytes.iter().filter(|&&b| b == b'{' || b == b'[').count() <= limit {
         return Ok(());

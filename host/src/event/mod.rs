@@ -9,7 +9,9 @@ mod ids;
 mod model;
 mod priority;
 
-pub use decode::{DecodeError, DecodeLimits, Problem, decode_event, validate};
+pub use decode::{
+    DecodeError, DecodeLimits, Problem, check_depth, check_record, decode_event, json_syntax_error, validate,
+};
 pub use field::{Field, FieldPath, FieldValue, UnknownField};
 pub use ids::{AlertId, EventId, IncidentId, RuleId, RunId};
 pub use model::unset_time;

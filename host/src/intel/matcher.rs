@@ -61,7 +61,7 @@ impl Bloom {
     /// in it (from the top 18).
     fn slot(&self, h: u64) -> (usize, u64) {
         let bits = (1u64 << (h >> 58)) | (1u64 << ((h >> 52) & 63)) | (1u64 << ((h >> 46) & 63));
-        (((h & 0xffff_ffff) * self.words.len() as u64 >> 32) as usize, bits)
+        ((((h & 0xffff_ffff) * self.words.len() as u64) >> 32) as usize, bits)
     }
 
     fn insert(&mut self, h: u64) {

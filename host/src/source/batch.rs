@@ -1,4 +1,5 @@
-//! Batch bodies: NDJSON (one event per line) or a JSON array of events, optionally gzip.
+//! Batch bodies: NDJSON (one record per line), a JSON array, pretty-printed documents, an
+//! EVTX file or text lines, optionally gzip, in any input [`Format`].
 //!
 //! Records are split without parsing them, then each is decoded on its own, so a malformed,
 //! oversize, too-deep or invalid record is reported by its line (NDJSON) or position (array,
@@ -10,19 +11,30 @@ use bytesize::ByteSize;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::decode::{self, Format, Options};
 use super::{Error, Result};
-use crate::event::{DecodeError, DecodeLimits, SecurityEvent, decode_event};
+use crate::event::{DecodeError, DecodeLimits, SecurityEvent};
 
 /// A record that was not accepted.
 #[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Rejection {
-    /// Line number (NDJSON) or 1-based position (JSON array) of the record.
+    /// Line number (NDJSON, text) or 1-based position (JSON array, EVTX) of the record.
     pub line: usize,
+    /// The EVTX record id, for records of an EVTX file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<u64>,
     /// What is wrong with it.
     #[serde(flatten)]
     pub error: DecodeError,
     /// The same, in words.
     pub message: String,
+}
+
+impl Rejection {
+    /// The refusal of the record at `line`.
+    pub fn new(line: usize, error: DecodeError) -> Self {
+        Self { line, record: None, message: error.to_string(), error }
+    }
 }
 
 /// The outcome of one batch.
@@ -38,100 +50,38 @@ pub struct BatchReport {
     /// Problems with the body as a whole (not an array, unbalanced brackets).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_error: Option<String>,
+    /// Records stored, but with a problem worth knowing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Rejection>,
 }
 
-/// Decodes every record of `body`; returns the good events and the report of the bad ones.
+/// Decodes every record of a body of Vigil's own JSON; returns the good events and the
+/// report of the bad ones.
 pub fn decode_batch(body: &[u8], limits: &DecodeLimits, now: DateTime<Utc>) -> (Vec<SecurityEvent>, BatchReport) {
-    let mut report = BatchReport::default();
-    let records = match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => match split_array(body) {
-            Ok(records) => records,
-            Err(reason) => {
-                report.body_error = Some(reason);
-                return (Vec::new(), report);
-            }
-        },
-        _ => split_lines(body),
+    decode_format(&Format::Vigil, body, &Options { limits: *limits, keep_raw: false }, now)
+}
+
+/// Decodes every record of a body in `format`.
+pub fn decode_format(
+    format: &Format,
+    body: &[u8],
+    options: &Options,
+    now: DateTime<Utc>,
+) -> (Vec<SecurityEvent>, BatchReport) {
+    let (decoded, body_error) = decode::decode_body(format, body, options, now);
+    report(decoded, body_error)
+}
+
+/// The report of a decoded body.
+pub fn report(decoded: decode::Decoded, body_error: Option<String>) -> (Vec<SecurityEvent>, BatchReport) {
+    let report = BatchReport {
+        accepted: decoded.events.len(),
+        rejected: decoded.rejected,
+        first_seq: None,
+        body_error,
+        warnings: decoded.warnings,
     };
-    let mut events = Vec::with_capacity(records.len());
-    for (line, record) in records {
-        match decode_event(record, limits, now) {
-            Ok(event) => events.push(event),
-            Err(error) => {
-                let message = error.to_string();
-                report.rejected.push(Rejection { line, error, message });
-            }
-        }
-    }
-    report.accepted = events.len();
-    (events, report)
-}
-
-/// Non-blank lines with their 1-based numbers; a trailing `\r` is dropped.
-fn split_lines(body: &[u8]) -> Vec<(usize, &[u8])> {
-    let mut lines = Vec::with_capacity(memchr::memchr_iter(b'\n', body).count() + 1);
-    let mut start = 0;
-    for (number, end) in memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len())).enumerate() {
-        let line = &body[start..end];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if !line.iter().all(u8::is_ascii_whitespace) {
-            lines.push((number + 1, line));
-        }
-        start = end + 1;
-    }
-    lines
-}
-
-/// The elements of a top-level JSON array, found by tracking strings and nesting only.
-fn split_array(body: &[u8]) -> std::result::Result<Vec<(usize, &[u8])>, String> {
-    let start = body.iter().position(|&b| b == b'[').unwrap_or(0);
-    let mut out = Vec::new();
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut element_start = start + 1;
-    let mut end = None;
-    for (i, &b) in body.iter().enumerate().skip(start) {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => depth += 1,
-            b']' | b'}' => {
-                depth = depth.checked_sub(1).ok_or_else(|| format!("unbalanced `{}` at byte {i}", b as char))?;
-                if depth == 0 {
-                    push_element(&mut out, &body[element_start..i]);
-                    end = Some(i);
-                    break;
-                }
-            }
-            b',' if depth == 1 => {
-                push_element(&mut out, &body[element_start..i]);
-                element_start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    let end = end.ok_or_else(|| "JSON array is not closed".to_owned())?;
-    if body[end + 1..].iter().any(|b| !b.is_ascii_whitespace()) {
-        return Err(format!("unexpected data after the JSON array at byte {}", end + 1));
-    }
-    // An empty array yields one blank element: drop it.
-    if out.len() == 1 && out[0].1.iter().all(u8::is_ascii_whitespace) {
-        out.clear();
-    }
-    Ok(out)
-}
-
-fn push_element<'a>(out: &mut Vec<(usize, &'a [u8])>, element: &'a [u8]) {
-    out.push((out.len() + 1, element.trim_ascii()));
+    (decoded.events, report)
 }
 
 /// Decompresses a gzip body, refusing to produce more than `limit` bytes.

@@ -1,4 +1,5 @@
-//! Tails files: JSON lines or syslog lines, one event per line.
+//! Tails files of line-shaped records in any input format (Vigil JSON, syslog, auditd,
+//! Zeek TSV or JSON, ECS…).
 //!
 //! The read offset of each file is committed in the same atomic write as the events read
 //! up to it, so a restart resumes exactly where the last durable append ended: no line is
@@ -15,24 +16,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::decode::{Decoded, Format, StreamDecoder};
 use super::{Ingestor, reject_reason};
-use crate::event::{SecurityEvent, decode_event};
+use crate::event::SecurityEvent;
 use crate::store::{Cf, Store, Table};
 use crate::telemetry::Throttle;
 
 const HEAD_BYTES: usize = 64;
 const CHUNK: usize = 1 << 20;
-
-/// How each line of a tailed file is read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LineFormat {
-    /// One `SecurityEvent` JSON object per line.
-    #[default]
-    Json,
-    /// One syslog message per line (RFC 5424 or 3164, as written to /var/log).
-    Syslog,
-}
 
 /// Where to start a file seen for the first time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,16 +42,17 @@ pub enum StartAt {
 pub struct FileSourceConfig {
     /// Path of the file.
     pub path: PathBuf,
-    /// Line format.
+    /// Input format of the lines (`vigil`, `syslog`, `auditd`, `zeek`, `ecs`, `auto`…; any
+    /// format whose records are lines). `json` is read as `vigil`.
     #[serde(default)]
-    pub format: LineFormat,
+    pub format: Format,
     /// Where to start a file with no saved offset.
     #[serde(default)]
     pub start_at: StartAt,
     /// How often to look for new lines.
     #[serde(default = "default_poll", with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// Keep each syslog line in the event's `raw` field.
+    /// Keep each line in its event's `raw` field.
     #[serde(default)]
     pub keep_raw: bool,
 }
@@ -78,6 +70,20 @@ pub struct FileOffset {
     pub head: String,
     /// Bytes read and stored.
     pub offset: u64,
+}
+
+/// Feeds the `#` header lines at the start of a file to its decoder.
+fn prime_header(file: &mut File, decoder: &mut StreamDecoder) -> std::io::Result<()> {
+    use std::io::BufRead;
+    file.seek(SeekFrom::Start(0))?;
+    let mut reader = std::io::BufReader::new(&mut *file);
+    let mut line = Vec::new();
+    let mut out = Decoded::default();
+    while reader.read_until(b'\n', &mut line)? > 0 && line.starts_with(b"#") {
+        decoder.record(0, line.strip_suffix(b"\n").unwrap_or(&line), chrono::Utc::now(), &mut out);
+        line.clear();
+    }
+    Ok(())
 }
 
 fn offsets(store: &Store) -> Table<String, FileOffset> {
@@ -102,6 +108,8 @@ pub struct Open {
     inode: u64,
     offset: u64,
     head: Vec<u8>,
+    /// The file's decoder: formats with a header (Zeek TSV) keep it across reads.
+    decoder: StreamDecoder,
 }
 
 impl FileSource {
@@ -178,7 +186,13 @@ impl FileSource {
             None if self.config.start_at == StartAt::End => meta.len(),
             None => 0,
         };
-        Ok(Open { file, inode: meta.ino(), offset, head })
+        let mut decoder =
+            self.ingestor.stream_decoder(&self.config.format, self.config.keep_raw).map_err(std::io::Error::other)?;
+        if offset > 0 && self.config.format == Format::Zeek {
+            // Resuming mid-file: the rows need the `#fields` header of its first lines.
+            prime_header(&mut file, &mut decoder)?;
+        }
+        Ok(Open { file, inode: meta.ino(), offset, head, decoder })
     }
 
     fn read_available(&self, open: &mut Open) -> std::io::Result<usize> {
@@ -202,50 +216,34 @@ impl FileSource {
                 return Ok(stored);
             };
             let complete = &chunk[..=last_newline];
-            let mut events = Vec::new();
+            let mut out = Decoded::default();
             let mut line_start = open.offset;
+            let now = chrono::Utc::now();
             for line in complete.split(|&b| b == b'\n') {
                 let offset = line_start;
                 line_start += line.len() as u64 + 1;
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if !line.iter().all(u8::is_ascii_whitespace) {
-                    self.decode_line(line, offset, &mut events);
+                    // Refusals name the line by its byte offset in the file.
+                    open.decoder.record(offset as usize, line, now, &mut out);
                 }
             }
+            open.decoder.finish(now, &mut out);
+            for rejection in &out.rejected {
+                self.reject(reject_reason(&rejection.error), rejection.line as u64);
+                tracing::debug!(path = %self.config.path.display(), offset = rejection.line, error = %rejection.error, "Line rejected.");
+            }
             open.offset += complete.len() as u64;
-            stored += events.len();
-            self.commit(open, &events)?;
+            stored += out.events.len();
+            self.commit(open, &out.events)?;
             if chunk.len() < CHUNK {
                 return Ok(stored);
             }
         }
     }
 
-    fn decode_line(&self, line: &[u8], offset: u64, events: &mut Vec<SecurityEvent>) {
-        let now = chrono::Utc::now();
-        let limits = self.ingestor.limits();
-        match self.config.format {
-            LineFormat::Json => match decode_event(line, limits, now) {
-                Ok(event) => events.push(event),
-                Err(e) => {
-                    self.reject(reject_reason(&e), offset);
-                    tracing::debug!(path = %self.config.path.display(), offset, error = %e, "Line rejected.");
-                }
-            },
-            LineFormat::Syslog => {
-                if line.len() > limits.max_event_bytes {
-                    return self.reject("too_large", offset);
-                }
-                match std::str::from_utf8(line) {
-                    Ok(text) => events.push(super::syslog::parse_syslog(text, now, self.config.keep_raw)),
-                    Err(_) => self.reject("not_utf8", offset),
-                }
-            }
-        }
-    }
-
     fn reject(&self, reason: &'static str, offset: u64) {
-        self.ingestor.count_rejected(&self.name, reason);
+        self.ingestor.count_rejected(&self.name, self.config.format.name(), reason);
         if let Some(suppressed) = self.throttle.allow() {
             tracing::warn!(path = %self.config.path.display(), offset, reason, suppressed, "Line of tailed file rejected.");
         }
@@ -303,7 +301,7 @@ mod tests {
         fn source(&self) -> FileSource {
             let config = FileSourceConfig {
                 path: self.file.clone(),
-                format: LineFormat::Json,
+                format: Format::Vigil,
                 start_at: StartAt::Beginning,
                 poll_interval: Duration::from_millis(10),
                 keep_raw: false,

@@ -3,12 +3,14 @@
 //! Every source goes through one [`Ingestor`]: records are decoded and validated one by one
 //! (a bad record is reported precisely and never costs its neighbours), the good ones are
 //! appended to the log, and the source acknowledges upstream only after that append is
-//! durable. Sources: batch bodies (HTTP, files, stdin) in [`batch`], [`syslog`] listeners,
-//! and the [`file`] tail.
+//! durable. Every source reads its records in an input [`Format`] through the
+//! [`decode`] module. Sources: batch bodies (HTTP, files, stdin) in [`batch`], [`syslog`]
+//! listeners, the [`file`] tail and [`nats`].
 //!
 //! Layer 1: uses `event`, `store`, `telemetry`.
 
 pub mod batch;
+pub mod decode;
 pub mod file;
 pub mod nats;
 pub mod syslog;
@@ -27,6 +29,7 @@ use crate::store::{self, AppendReceipt, LogWriter, NewRecord, Op};
 use crate::telemetry::{MetricsRegistry, names};
 
 pub use batch::{BatchReport, Rejection};
+pub use decode::{Format, Options, PluginDecoders, StreamDecoder, UnknownFormat};
 
 /// Errors of the ingest layer.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,9 @@ pub enum Error {
     /// TLS material could not be loaded.
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// The input format names a decode plugin that is not loaded.
+    #[error(transparent)]
+    Format(#[from] UnknownFormat),
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -129,6 +135,7 @@ struct SourceLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectLabels {
     source: String,
+    format: String,
     reason: String,
 }
 
@@ -140,6 +147,7 @@ pub fn reject_reason(error: &DecodeError) -> &'static str {
         DecodeError::NotUtf8 { .. } => "not_utf8",
         DecodeError::Syntax { .. } => "malformed_json",
         DecodeError::Invalid { .. } => "invalid",
+        DecodeError::Unreadable { .. } => "unreadable",
     }
 }
 
@@ -153,6 +161,7 @@ struct IngestMetrics {
 #[derive(Clone, Debug)]
 pub struct Ingestor {
     writer: LogWriter,
+    decoders: PluginDecoders,
     enricher: Option<Arc<dyn Enricher>>,
     config: Arc<IngestConfig>,
     limits: DecodeLimits,
@@ -174,7 +183,7 @@ impl Ingestor {
             metrics.rejected.clone(),
         );
         let limits = config.limits();
-        Self { writer, enricher: None, config: Arc::new(config), limits, metrics }
+        Self { writer, decoders: PluginDecoders::default(), enricher: None, config: Arc::new(config), limits, metrics }
     }
 
     /// Enriches every event stored from now on (threat intelligence): an event that
@@ -201,6 +210,23 @@ impl Ingestor {
         records
     }
 
+    /// Reads `plugin:NAME` formats with the decode plugins of `decoders` (a shared handle
+    /// the plugin host keeps up to date).
+    pub fn with_decoders(mut self, decoders: PluginDecoders) -> Self {
+        self.decoders = decoders;
+        self
+    }
+
+    /// The decode plugins formats may name.
+    pub fn decoders(&self) -> &PluginDecoders {
+        &self.decoders
+    }
+
+    /// A decoder for one stream of `format` with the ingest limits.
+    pub fn stream_decoder(&self, format: &Format, keep_raw: bool) -> std::result::Result<StreamDecoder, UnknownFormat> {
+        StreamDecoder::new(format, Options { limits: self.limits, keep_raw }, &self.decoders)
+    }
+
     /// The per-record limits.
     pub fn limits(&self) -> &DecodeLimits {
         &self.limits
@@ -211,9 +237,10 @@ impl Ingestor {
         &self.config
     }
 
-    /// Counts a rejected record of `source`.
-    pub fn count_rejected(&self, source: &str, reason: &str) {
-        self.metrics.rejected.get_or_create(&RejectLabels { source: source.into(), reason: reason.into() }).inc();
+    /// Counts a rejected record of `source` read as `format`.
+    pub fn count_rejected(&self, source: &str, format: &str, reason: &str) {
+        let labels = RejectLabels { source: source.into(), format: format.into(), reason: reason.into() };
+        self.metrics.rejected.get_or_create(&labels).inc();
     }
 
     /// Appends `events` (and `ops`, atomically with them); resolves once durable.
@@ -245,9 +272,10 @@ impl Ingestor {
         }
     }
 
-    /// Decodes a batch body (NDJSON or a JSON array), appends its good records and reports
-    /// the bad ones. `gzip` says the body is gzip-compressed.
-    pub async fn ingest_body(&self, source: &str, body: &[u8], gzip: bool) -> Result<BatchReport> {
+    /// Decodes a batch body in `format` (NDJSON, a JSON array or documents, an EVTX file,
+    /// XML, text lines), appends its good records and reports the bad ones. `gzip` says the
+    /// body is gzip-compressed.
+    pub async fn ingest_body(&self, source: &str, body: &[u8], gzip: bool, format: &Format) -> Result<BatchReport> {
         let inflated;
         let body = if gzip {
             inflated = batch::gunzip(body, self.config.max_body_bytes)?;
@@ -258,9 +286,12 @@ impl Ingestor {
         if body.len() as u64 > self.config.max_body_bytes.as_u64() {
             return Err(Error::BodyTooLarge { limit: self.config.max_body_bytes });
         }
-        let (events, mut report) = batch::decode_batch(body, &self.limits, chrono::Utc::now());
+        let mut decoder = self.stream_decoder(format, false).map_err(Error::Format)?;
+        let mut decoded = decode::Decoded::default();
+        let body_error = decoder.body(body, chrono::Utc::now(), &mut decoded).err();
+        let (events, mut report) = batch::report(decoded, body_error);
         for rejection in &report.rejected {
-            self.count_rejected(source, reject_reason(&rejection.error));
+            self.count_rejected(source, format.name(), reject_reason(&rejection.error));
         }
         if !events.is_empty() {
             let receipt = self.append(source, &events, Vec::new()).await?;

@@ -26,7 +26,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::Ingestor;
-use crate::event::{DecodeLimits, decode_event};
+use super::decode::{Decoded, Format, StreamDecoder, UnknownFormat};
 use crate::store::{Cf, Store, Table};
 use crate::telemetry::{MetricsRegistry, Secret, pause};
 
@@ -109,6 +109,9 @@ pub struct NatsSourceConfig {
     /// of your rules plus the allowed lateness; `0s` turns the replay off).
     #[serde(with = "humantime_serde")]
     pub replay: Duration,
+    /// Input format of each message (`vigil` by default; any format whose records are one
+    /// per message: `ecs`, `cloudtrail`, `cef`, `plugin:NAME`…).
+    pub format: Format,
 }
 
 impl Default for NatsSourceConfig {
@@ -123,6 +126,7 @@ impl Default for NatsSourceConfig {
             batch: 512,
             ack_wait: Duration::from_secs(30),
             max_deliver: 10,
+            format: Format::Vigil,
             replay: Duration::from_secs(2 * 3600),
         }
     }
@@ -280,7 +284,6 @@ pub struct NatsSource {
     config: NatsSourceConfig,
     ingestor: Ingestor,
     sequences: Table<String, u64>,
-    limits: DecodeLimits,
     redelivered: Family<PartitionLabels, Counter>,
     consumed: Family<PartitionLabels, Counter>,
     lag: Family<PartitionLabels, prometheus_client::metrics::gauge::Gauge>,
@@ -289,8 +292,12 @@ pub struct NatsSource {
 
 impl NatsSource {
     /// The source of `config`, storing through `ingestor`.
+    /// A decoder for the configured format.
+    fn decoder(&self) -> Result<StreamDecoder, UnknownFormat> {
+        self.ingestor.stream_decoder(&self.config.format, false)
+    }
+
     pub fn new(config: NatsSourceConfig, ingestor: Ingestor, store: &Store, registry: &MetricsRegistry) -> Self {
-        let limits = *ingestor.limits();
         let sequences = Table::new(store, Cf::Cursors, b"nats/");
         let redelivered = Family::<PartitionLabels, Counter>::default();
         let consumed = Family::<PartitionLabels, Counter>::default();
@@ -312,7 +319,7 @@ impl NatsSource {
             "Events another instance consumed, replayed into detection's windows on takeover, by partition.",
             replayed.clone(),
         );
-        Self { config, ingestor, sequences, limits, redelivered, consumed, lag, replayed }
+        Self { config, ingestor, sequences, redelivered, consumed, lag, replayed }
     }
 
     /// Connects, makes sure the stream and this instance's consumers exist, and consumes
@@ -428,6 +435,14 @@ impl NatsSource {
             let now = chrono::Utc::now();
             let mut events = Vec::with_capacity(messages.len());
             let mut highest = stored;
+            let mut decoder = match self.decoder() {
+                Ok(decoder) => decoder,
+                Err(e) => {
+                    tracing::error!(partition, error = %e, "JetStream messages cannot be read; waiting for the plugin.");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
             for m in &messages {
                 let Ok(info) = m.info() else { continue };
                 if info.delivered > 1 {
@@ -438,14 +453,17 @@ impl NatsSource {
                     continue;
                 }
                 highest = highest.max(info.stream_sequence);
-                match decode_event(&m.payload, &self.limits, now) {
-                    Ok(event) => events.push(event),
-                    Err(e) => {
-                        self.ingestor.count_rejected(&source, super::reject_reason(&e));
-                        tracing::warn!(partition, subject = %m.subject, error = %e, "JetStream event refused.");
-                    }
+                let mut out = Decoded::default();
+                decoder.record(info.stream_sequence as usize, &m.payload, now, &mut out);
+                events.append(&mut out.events);
+                for r in out.rejected {
+                    self.ingestor.count_rejected(&source, self.config.format.name(), super::reject_reason(&r.error));
+                    tracing::warn!(partition, subject = %m.subject, error = %r.error, "JetStream event refused.");
                 }
             }
+            let mut out = Decoded::default();
+            decoder.finish(now, &mut out);
+            events.append(&mut out.events);
             // Acknowledged only once durable, with the position in the same write: a crash
             // before this point redelivers, and a redelivery after it is recognised.
             let ops = match self.sequences.put_op(&key, &highest) {
@@ -523,6 +541,7 @@ impl NatsSource {
             let mut events = Vec::new();
             let mut highest = stored;
             let mut fetched = 0;
+            let mut decoder = self.decoder().map_err(|e| e.to_string())?;
             while let Some(message) = batch.next().await {
                 let message = message.map_err(|e| format!("replay fetch: {e}"))?;
                 fetched += 1;
@@ -537,9 +556,9 @@ impl NatsSource {
                 }
                 highest = info.stream_sequence;
                 // Refused here as it was by the instance that consumed it (and counted there).
-                if let Ok(event) = decode_event(&message.payload, &self.limits, now) {
-                    events.push(event);
-                }
+                let mut out = Decoded::default();
+                decoder.record(0, &message.payload, now, &mut out);
+                events.append(&mut out.events);
             }
             done |= fetched == 0;
             if done {

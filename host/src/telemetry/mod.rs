@@ -105,6 +105,15 @@ impl Throttle {
     }
 }
 
+/// Waits `wait`, or less when `stop` is cancelled; returns whether the whole wait passed.
+/// Every retry and backoff waits through this, so shutdown never waits out a backoff.
+pub async fn pause(stop: &tokio_util::sync::CancellationToken, wait: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = stop.cancelled() => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,14 +127,5 @@ mod tests {
         let t = Throttle::new(Duration::ZERO);
         assert_eq!(t.allow(), Some(0));
         assert_eq!(t.allow(), Some(0));
-    }
-}
-
-/// Waits `wait`, or less when `stop` is cancelled; returns whether the whole wait passed.
-/// Every retry and backoff waits through this, so shutdown never waits out a backoff.
-pub async fn pause(stop: &tokio_util::sync::CancellationToken, wait: Duration) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(wait) => true,
-        () = stop.cancelled() => false,
     }
 }

@@ -85,7 +85,7 @@ impl Decoder for SyslogFramer {
                 return Ok(None);
             }
             match octet_count(buf) {
-                Err(()) => return Ok(None),
+                Err(()) => Ok(None),
                 Ok(Some((len, prefix))) => {
                     if len > self.max_frame {
                         buf.advance(prefix);
@@ -97,12 +97,12 @@ impl Decoder for SyslogFramer {
                         return Ok(None);
                     }
                     buf.advance(prefix);
-                    return Ok(Some(Frame::Message(buf.split_to(len))));
+                    Ok(Some(Frame::Message(buf.split_to(len))))
                 }
                 Ok(None) => match buf.iter().position(|&b| b == b'\n') {
                     Some(i) if i > self.max_frame => {
                         buf.advance(i + 1);
-                        return Ok(Some(Frame::Malformed("frame_too_large")));
+                        Ok(Some(Frame::Malformed("frame_too_large")))
                     }
                     Some(i) => {
                         let mut line = buf.split_to(i + 1);
@@ -110,14 +110,14 @@ impl Decoder for SyslogFramer {
                         if line.last() == Some(&b'\r') {
                             line.truncate(i - 1);
                         }
-                        return Ok(Some(Frame::Message(line)));
+                        Ok(Some(Frame::Message(line)))
                     }
                     None if buf.len() > self.max_frame => {
                         buf.clear();
                         self.skip_line = true;
-                        return Ok(Some(Frame::Malformed("frame_too_large")));
+                        Ok(Some(Frame::Malformed("frame_too_large")))
                     }
-                    None => return Ok(None),
+                    None => Ok(None),
                 },
             }
         }

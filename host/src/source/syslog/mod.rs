@@ -1,5 +1,5 @@
 //! The syslog listener: RFC 5424 and RFC 3164 messages over UDP, TCP (octet counting or
-//! newline framing) and TLS (rustls), mapped to [`SecurityEvent`]s.
+//! newline framing) and TLS (rustls), read by the [input decoders](super::decode).
 //!
 //! A malformed frame (oversize, truncated, not UTF-8) is counted in
 //! `vigil_events_rejected_total{source="syslog_*"}`, logged (throttled) and skipped; the
@@ -28,10 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use frame::{Frame, SyslogFramer};
-pub use parse::parse_syslog;
+pub use parse::{parse_header, parse_syslog, parse_syslog_all, recognise_all};
 
-use super::{Error, Ingestor, Result};
-use crate::event::SecurityEvent;
+use super::decode::{Decoded, Format, StreamDecoder};
+use super::{Error, Ingestor, Result, reject_reason};
 use crate::telemetry::Throttle;
 
 /// Syslog listeners (`[sources.syslog]`). Each address is optional; none are on by default.
@@ -50,6 +50,11 @@ pub struct SyslogConfig {
     pub keep_raw: bool,
     /// Most TCP and TLS connections served at once.
     pub max_connections: usize,
+    /// How message bodies are read: `syslog` (the header, then CEF, LEEF, auditd and
+    /// Windows XML payloads by their look and the recognisers for the rest), or any input
+    /// format whose records arrive one per message (`cef`, `leef`, `auditd`, `auto`,
+    /// `plugin:NAME`…).
+    pub format: Format,
 }
 
 impl Default for SyslogConfig {
@@ -61,6 +66,7 @@ impl Default for SyslogConfig {
             max_frame_bytes: ByteSize::kib(64),
             keep_raw: false,
             max_connections: 512,
+            format: Format::Syslog,
         }
     }
 }
@@ -151,6 +157,7 @@ impl SyslogSource {
             ingestor: self.ingestor,
             max_frame: self.config.max_frame_bytes.as_u64() as usize,
             keep_raw: self.config.keep_raw,
+            format: self.config.format.clone(),
             throttle: self.throttle,
             shutdown: shutdown.clone(),
         };
@@ -185,6 +192,7 @@ struct Conn {
     ingestor: Ingestor,
     max_frame: usize,
     keep_raw: bool,
+    format: Format,
     throttle: Arc<Throttle>,
     shutdown: CancellationToken,
 }
@@ -223,7 +231,7 @@ impl Conn {
                     Some(acceptor) => match acceptor.accept(stream).await {
                         Ok(stream) => conn.serve_stream(stream, peer, source).await,
                         Err(e) => {
-                            conn.ingestor.count_rejected(source, "tls_handshake");
+                            conn.ingestor.count_rejected(source, conn.format.name(), "tls_handshake");
                             tracing::warn!(%peer, error = %e, "Syslog TLS handshake failed.");
                         }
                     },
@@ -232,9 +240,23 @@ impl Conn {
         }
     }
 
+    /// A decoder for one stream; `None` (logged) when its plugin is not loaded.
+    fn decoder(&self, source: &'static str) -> Option<StreamDecoder> {
+        match self.ingestor.stream_decoder(&self.format, self.keep_raw) {
+            Ok(decoder) => Some(decoder),
+            Err(e) => {
+                self.ingestor.count_rejected(source, self.format.name(), "unknown_format");
+                tracing::error!(source, error = %e, "Syslog messages cannot be read; closing the connection.");
+                None
+            }
+        }
+    }
+
     async fn serve_stream<S: AsyncRead + Unpin>(&self, mut stream: S, peer: SocketAddr, source: &'static str) {
         let mut framer = SyslogFramer::new(self.max_frame);
         let mut buf = BytesMut::with_capacity(64 * 1024);
+        let Some(mut decoder) = self.decoder(source) else { return };
+        let mut frames = 0usize;
         loop {
             let read = tokio::select! {
                 read = stream.read_buf(&mut buf) => read,
@@ -248,11 +270,14 @@ impl Conn {
                     return;
                 }
             };
-            let mut events = Vec::new();
+            let mut out = Decoded::default();
             loop {
                 let frame = if eof { framer.decode_eof(&mut buf) } else { framer.decode(&mut buf) };
                 match frame {
-                    Ok(Some(frame)) => self.take_frame(frame, peer, source, &mut events),
+                    Ok(Some(frame)) => {
+                        frames += 1;
+                        self.take_frame(frame, frames, peer, source, &mut decoder, &mut out);
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "Syslog framing failed; closing the connection.");
@@ -260,7 +285,8 @@ impl Conn {
                     }
                 }
             }
-            if !self.store(source, &events, peer).await || eof {
+            decoder.finish(chrono::Utc::now(), &mut out);
+            if !self.store(source, out, peer).await || eof {
                 return;
             }
         }
@@ -268,12 +294,14 @@ impl Conn {
 
     async fn serve_udp(self, socket: UdpSocket) {
         let mut buf = vec![0u8; 65_536];
+        let Some(mut decoder) = self.decoder("syslog_udp") else { return };
+        let mut datagrams = 0usize;
         loop {
             let received = tokio::select! {
                 r = socket.recv_from(&mut buf) => r,
                 () = self.shutdown.cancelled() => return,
             };
-            let mut events = Vec::new();
+            let mut out = Decoded::default();
             let mut last_peer = None;
             let mut next = received;
             // Take whatever else is already queued, so a burst becomes one append.
@@ -281,7 +309,8 @@ impl Conn {
                 match next {
                     Ok((n, peer)) => {
                         last_peer = Some(peer);
-                        self.take_datagram(&buf[..n], peer, &mut events);
+                        datagrams += 1;
+                        self.take_datagram(&buf[..n], datagrams, peer, &mut decoder, &mut out);
                     }
                     Err(e) => tracing::debug!(error = %e, "Syslog UDP receive failed."),
                 }
@@ -290,51 +319,67 @@ impl Conn {
                     other => other,
                 };
             }
+            decoder.finish(chrono::Utc::now(), &mut out);
             if let Some(peer) = last_peer {
-                self.store("syslog_udp", &events, peer).await;
+                self.store("syslog_udp", out, peer).await;
             }
         }
     }
 
-    fn take_datagram(&self, bytes: &[u8], peer: SocketAddr, events: &mut Vec<SecurityEvent>) {
+    fn take_datagram(&self, bytes: &[u8], at: usize, peer: SocketAddr, decoder: &mut StreamDecoder, out: &mut Decoded) {
         if bytes.len() > self.max_frame {
             self.malformed("syslog_udp", "frame_too_large", peer);
             return;
         }
-        self.take_frame(Frame::Message(BytesMut::from(bytes)), peer, "syslog_udp", events);
+        self.take_frame(Frame::Message(BytesMut::from(bytes)), at, peer, "syslog_udp", decoder, out);
     }
 
-    fn take_frame(&self, frame: Frame, peer: SocketAddr, source: &'static str, events: &mut Vec<SecurityEvent>) {
+    fn take_frame(
+        &self,
+        frame: Frame,
+        at: usize,
+        peer: SocketAddr,
+        source: &'static str,
+        decoder: &mut StreamDecoder,
+        out: &mut Decoded,
+    ) {
         match frame {
             Frame::Malformed(reason) => self.malformed(source, reason, peer),
             Frame::Message(bytes) => match std::str::from_utf8(&bytes) {
                 Err(_) => self.malformed(source, "not_utf8", peer),
                 Ok(text) if text.trim().is_empty() => {}
-                Ok(text) => events.push(parse_syslog(
-                    text.trim_end_matches(['\n', '\r', '\0']),
-                    chrono::Utc::now(),
-                    self.keep_raw,
-                )),
+                Ok(text) => {
+                    let text = text.trim_end_matches(['\n', '\r', '\0']);
+                    decoder.record(at, text.as_bytes(), chrono::Utc::now(), out);
+                }
             },
         }
     }
 
     fn malformed(&self, source: &'static str, reason: &'static str, peer: SocketAddr) {
-        self.ingestor.count_rejected(source, reason);
+        self.ingestor.count_rejected(source, self.format.name(), reason);
         if let Some(suppressed) = self.throttle.allow() {
             tracing::warn!(source, reason, %peer, suppressed, "Malformed syslog frame skipped.");
         }
     }
 
-    /// Appends a batch; false when the log refused it (the connection should close).
-    async fn store(&self, source: &'static str, events: &[SecurityEvent], peer: SocketAddr) -> bool {
+    /// Appends a batch's events and counts its refusals; false when the log refused the
+    /// batch (the connection should close).
+    async fn store(&self, source: &'static str, out: Decoded, peer: SocketAddr) -> bool {
+        for rejection in &out.rejected {
+            self.ingestor.count_rejected(source, self.format.name(), reject_reason(&rejection.error));
+            if let Some(suppressed) = self.throttle.allow() {
+                tracing::warn!(source, %peer, message = rejection.line, error = %rejection.error, suppressed, "Syslog message refused.");
+            }
+        }
+        let events = out.events;
         if events.is_empty() {
             return true;
         }
-        match self.ingestor.append(source, events, Vec::new()).await {
+        match self.ingestor.append(source, &events, Vec::new()).await {
             Ok(_) => true,
             Err(e) => {
-                self.ingestor.count_rejected(source, "store_failed");
+                self.ingestor.count_rejected(source, self.format.name(), "store_failed");
                 tracing::error!(source, %peer, records = events.len(), error = %e, "Syslog batch could not be stored; closing the connection.");
                 false
             }

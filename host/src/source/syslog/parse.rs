@@ -13,8 +13,45 @@ use syslog_loose::{IncompleteDate, Message, ProcId, SyslogSeverity, Variant};
 use super::known;
 use crate::event::{EventClass, Host, Process, SecurityEvent, Severity};
 
-/// Parses one syslog message received at `now`. `keep_raw` stores the original line.
+/// Parses one syslog message received at `now`, as one event per message it holds: a
+/// message rsyslog folded (`message repeated 3 times: [ … ]`) gives three. `keep_raw`
+/// stores the original line.
+pub fn parse_syslog_all(line: &str, now: DateTime<Utc>, keep_raw: bool) -> Vec<SecurityEvent> {
+    recognise_all(parse_header(line, now, keep_raw))
+}
+
+/// Recognises the message of a header-parsed event: one event per message it holds.
+pub fn recognise_all(mut event: SecurityEvent) -> Vec<SecurityEvent> {
+    let repeated = event.message.as_deref().and_then(known::unfold_repeated).map(|(m, n)| (m.to_owned(), n));
+    let count = match repeated {
+        Some((inner, count)) => {
+            event.message = Some(inner);
+            event.labels.insert("syslog_repeated".into(), count.to_string());
+            count
+        }
+        None => 1,
+    };
+    known::recognise(&mut event);
+    let mut events = Vec::with_capacity(count);
+    for _ in 1..count {
+        let mut copy = event.clone();
+        copy.id = crate::event::EventId::generate();
+        events.push(copy);
+    }
+    events.push(event);
+    events
+}
+
+/// Parses one syslog message received at `now` into one event (a folded repeat counts
+/// once). `keep_raw` stores the original line.
 pub fn parse_syslog(line: &str, now: DateTime<Utc>, keep_raw: bool) -> SecurityEvent {
+    let mut event = parse_header(line, now, keep_raw);
+    known::recognise(&mut event);
+    event
+}
+
+/// The header fields of a syslog message, its body in `message`, nothing recognised yet.
+pub fn parse_header(line: &str, now: DateTime<Utc>, keep_raw: bool) -> SecurityEvent {
     // RFC 3164 timestamps have no year: take the one that puts the time closest to now
     // without being more than a day in the future, and read them as UTC.
     let year = |(month, day, hour, min, sec): IncompleteDate| {
@@ -43,7 +80,6 @@ pub fn parse_syslog(line: &str, now: DateTime<Utc>, keep_raw: bool) -> SecurityE
     if keep_raw {
         event.raw = Some(line.to_owned());
     }
-    known::recognise(&mut event);
     event
 }
 
@@ -56,14 +92,21 @@ fn fill_from_header(event: &mut SecurityEvent, m: &Message<&str>) {
     if let Some(host) = m.hostname.filter(|h| *h != "-") {
         event.host = Some(Box::new(Host { name: Some(host.to_owned()), ..Default::default() }));
     }
-    let app = m.appname.filter(|a| *a != "-");
+    // `krb5kdc[7001](info)`: a tag the parser did not split at its pid.
+    let (app, tag_pid) = match m.appname.filter(|a| *a != "-") {
+        Some(app) if app.contains('[') => {
+            let (name, rest) = app.split_once('[').unwrap_or((app, ""));
+            (Some(name), rest.split(']').next().and_then(|p| p.parse::<u32>().ok()))
+        }
+        app => (app, None),
+    };
     if let Some(app) = app {
         event.provider = Some(app.to_owned());
     }
     let pid = match &m.procid {
         Some(ProcId::PID(pid)) => u32::try_from(*pid).ok(),
         Some(ProcId::Name(name)) => name.parse().ok(),
-        None => None,
+        None => tag_pid,
     };
     if app.is_some() || pid.is_some() {
         event.process = Some(Box::new(Process { name: app.map(str::to_owned), pid, ..Default::default() }));
