@@ -715,3 +715,75 @@ fn ecs_ocsf_cef_and_leef_round_trip_through_the_sinks() {
         }
     }
 }
+
+/// The incidents `vigil rules backtest --input` raises on a file (by rule).
+fn backtest_incidents(input: &Path, format: &str) -> std::collections::BTreeSet<String> {
+    let out = std::process::Command::new(crate::helpers::vigil_bin())
+        .args(["rules", "backtest", "--json", "--rules"])
+        .arg(crate::helpers::rules_dir())
+        .arg("--input")
+        .arg(input)
+        .args(["--format", format])
+        .output()
+        .expect("backtest");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", input.display());
+    assert!(stderr.contains(" 0 record(s) did not decode"), "{}: {stderr}", input.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+        .filter(|r| r["kind"] == "incident")
+        .map(|r| r["record"]["rule_id"].as_str().expect("rule").to_owned())
+        .collect()
+}
+
+/// Each OTRF dataset through the shipped rules gives the incidents its description implies
+/// (`otrf/meta`, the dataset's name), and no other.
+#[test]
+fn otrf_datasets_raise_the_incidents_their_descriptions_imply() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        // DCSync: DRSUAPI DsGetNCChanges by a user account (4662 with the replication rights).
+        (
+            "covenant_dcsync_dcerpc_drsuapi_DsGetNCChanges/covenant_dcsync_dcerpc_drsuapi_DsGetNCChanges_2020-08-05020926.json",
+            "windows",
+            &["dcsync"],
+        ),
+        // SDAWS-200914011940: instance-profile keys taken through IMDS, used from outside for S3.
+        (
+            "ec2_proxy_s3_exfiltration/ec2_proxy_s3_exfiltration_2020-09-14011940.json",
+            "cloudtrail",
+            &["instance_credentials_used_externally"],
+        ),
+        // A scheduled task created on another host with `schtasks /create /S`.
+        ("schtask_create/schtask_create_2020-12-1907003032.json", "windows", &["remote_scheduled_task"]),
+        // Log4Shell (JNDI reference): Tomcat's JVM starts bash on the Linux host (Sysmon for Linux via Sentinel).
+        (
+            "syslog_sysmon_log4shell_cve2021_44228_jndi_reference/syslog_sysmon_log4shell_cve2021_44228_jndi_reference_2022-05-11181020.json",
+            "auto",
+            &["web_service_spawns_shell"],
+        ),
+        // Log4Shell (serialised object): Tomcat starts an encoded PowerShell on Windows.
+        (
+            "sysmon_log4shell_cve2021_44228_java_serialized_object/sysmon_log4shell_cve2021_44228_java_serialized_object_2022-05-13045800.json",
+            "windows",
+            &["encoded_powershell", "web_service_spawns_shell"],
+        ),
+        // The PsExec dataset's recording began by clearing the Security and System logs (1102, 104).
+        (
+            "cmd_psexec_lsa_secrets_dump/cmd_psexec_lsa_secrets_dump_2020-10-1903305471.json",
+            "windows",
+            &["audit_logging_disabled"],
+        ),
+        // Discovery with `arp -a` and binary padding with `dd`: no shipped rule covers them, and nothing else fires.
+        ("sh_arp_cache/sh_arp_cache_2020-11-10074812.log", "auditd", &[]),
+        ("sh_binary_padding_dd/sh_binary_padding_dd_2020-11-10081941.log", "auditd", &[]),
+        // The network side of the nanodump campaign: internal traffic only.
+        ("metasploit_nanodump_lsass_memory_dump_zeek_logs/conn.log", "zeek", &[]),
+    ];
+    for (file, format, expected) in cases {
+        let input = shared(&format!("otrf/extracted/{file}"));
+        let got = backtest_incidents(&input, format);
+        let expected: std::collections::BTreeSet<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(got, expected, "{file}");
+    }
+}
