@@ -7,7 +7,7 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: &[&str] = &["ticket", "reputation", "cim", "hostile", "noop"];
+const GUESTS: &[&str] = &["ticket", "reputation", "cim", "hostile", "noop", "fortigate"];
 const TARGET: &str = "wasm32-unknown-unknown";
 
 fn main() {

@@ -1,8 +1,8 @@
-//! `vigil-sdk`: write Vigil plugins — response actions, event transforms and functions
-//! rules call — in Rust, compiled to a WebAssembly component.
+//! `vigil-sdk`: write Vigil plugins — response actions, event transforms, functions rules
+//! call and decoders of input formats — in Rust, compiled to a WebAssembly component.
 //!
-//! Implement one trait for your kind ([`Action`], [`Transform`] or [`Function`]) and
-//! register it once:
+//! Implement one trait for your kind ([`Action`], [`Transform`], [`Function`] or
+//! [`Decoder`]) and register it once:
 //!
 //! ```no_run
 //! use vigil_sdk::{Action, ActionContext, Error, Outcome};
@@ -238,6 +238,15 @@ pub trait Function {
     fn call(input: serde_json::Value) -> Result<serde_json::Value, Error>;
 }
 
+/// A decoder of an input format Vigil does not know (`kind = "decode"`; sources name it
+/// `format = "plugin:NAME"`).
+pub trait Decoder {
+    /// The events one record holds, each a SecurityEvent as JSON (`class` required); an
+    /// empty list when the record holds none. `Err(InvalidInput)` for a record that is not
+    /// in the format: the host refuses that record only.
+    fn decode(record: &[u8]) -> Result<Vec<serde_json::Value>, Error>;
+}
+
 #[doc(hidden)]
 pub mod __glue {
     //! What `register_plugin!` expands to; not API.
@@ -264,6 +273,9 @@ pub mod __glue {
         fn call(_input: String) -> Result<String, WitError> {
             Err(WitError::Unsupported)
         }
+        fn decode(_record: Vec<u8>) -> Result<Vec<String>, WitError> {
+            Err(WitError::Unsupported)
+        }
     }
 
     #[allow(missing_debug_implementations)]
@@ -272,6 +284,14 @@ pub mod __glue {
     pub struct AsTransform<T>(PhantomData<T>);
     #[allow(missing_debug_implementations)]
     pub struct AsFunction<T>(PhantomData<T>);
+    #[allow(missing_debug_implementations)]
+    pub struct AsDecoder<T>(PhantomData<T>);
+
+    impl<D: Decoder> Exports for AsDecoder<D> {
+        fn decode(record: Vec<u8>) -> Result<Vec<String>, WitError> {
+            D::decode(&record).map(|events| events.iter().map(ToString::to_string).collect()).map_err(Into::into)
+        }
+    }
 
     impl<A: Action> Exports for AsAction<A> {
         fn execute(ctx: WitContext) -> Result<WitOutcome, WitError> {
@@ -306,7 +326,8 @@ pub mod __glue {
 }
 
 /// Registers the plugin's one implementation: `register_plugin!(action: MyAction)`,
-/// `register_plugin!(transform: MyFormat)` or `register_plugin!(function: MyLookup)`.
+/// `register_plugin!(transform: MyFormat)`, `register_plugin!(function: MyLookup)` or
+/// `register_plugin!(decoder: MyLogFormat)`.
 #[macro_export]
 macro_rules! register_plugin {
     (action: $ty:ty) => {
@@ -317,6 +338,9 @@ macro_rules! register_plugin {
     };
     (function: $ty:ty) => {
         $crate::register_plugin!(@exports $crate::__glue::AsFunction<$ty>);
+    };
+    (decoder: $ty:ty) => {
+        $crate::register_plugin!(@exports $crate::__glue::AsDecoder<$ty>);
     };
     (@exports $glue:ty) => {
         #[doc(hidden)]
@@ -336,6 +360,9 @@ macro_rules! register_plugin {
             }
             fn call(input: String) -> Result<String, $crate::__glue::WitError> {
                 <$glue as $crate::__glue::Exports>::call(input)
+            }
+            fn decode(record: Vec<u8>) -> Result<Vec<String>, $crate::__glue::WitError> {
+                <$glue as $crate::__glue::Exports>::decode(record)
             }
         }
         $crate::__bindings::__export_plugin!(__VigilPlugin with_types_in $crate::__bindings);

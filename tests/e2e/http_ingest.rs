@@ -165,9 +165,17 @@ fn producer_formats_over_http_are_decoded_and_their_refusals_counted_by_format()
     });
     let stored = sink_lines(&server.dir.join("out.jsonl"));
     let first = &stored[0]["record"];
-    assert_eq!((first["class"].as_str(), first["outcome"].as_str()), (Some("authentication"), Some("failure")), "{first}");
+    assert_eq!(
+        (first["class"].as_str(), first["outcome"].as_str()),
+        (Some("authentication"), Some("failure")),
+        "{first}"
+    );
     assert_eq!(first["user"]["name"], "admin");
-    assert!(stored.iter().any(|l| l["record"]["action"] == "user_created" && l["record"]["user"]["target"]["name"] == "IEUser"));
+    assert!(
+        stored
+            .iter()
+            .any(|l| l["record"]["action"] == "user_created" && l["record"]["user"]["target"]["name"] == "IEUser")
+    );
 
     let metrics = server.metrics();
     let ecs_refused = ["vigil_events_rejected_total", "source=\"http\"", "format=\"ecs\"", "reason=\"malformed_json\""];
@@ -205,7 +213,8 @@ fn falcosidekick_and_alertmanager_post_with_a_header_and_a_token() {
     let body = serde_json::to_vec(&alerts).expect("json");
     let (status, _) = post_as(&server, "/v1/webhooks/alerts", body.clone(), &[]);
     assert_eq!(status, 401);
-    let (status, report) = post_as(&server, "/v1/webhooks/alerts", body, &[("authorization", "Bearer am-bearer-token-0123")]);
+    let (status, report) =
+        post_as(&server, "/v1/webhooks/alerts", body, &[("authorization", "Bearer am-bearer-token-0123")]);
     assert_eq!((status, report["accepted"].as_u64()), (202, Some(1)), "{report}");
 
     wait_for(Duration::from_secs(20), "both events in the sink", || {
@@ -213,8 +222,14 @@ fn falcosidekick_and_alertmanager_post_with_a_header_and_a_token() {
     });
     let stored = sink_lines(&server.dir.join("out.jsonl"));
     let falco = stored.iter().map(|l| &l["record"]).find(|r| r["provider"] == "falco").expect("the Falco event");
-    assert_eq!((falco["class"].as_str(), falco["action"].as_str()), (Some("finding"), Some("terminal_shell_in_container")));
-    assert_eq!((falco["process"]["command_line"].as_str(), falco["process"]["parent"]["name"].as_str()), (Some("bash -i"), Some("runc")));
+    assert_eq!(
+        (falco["class"].as_str(), falco["action"].as_str()),
+        (Some("finding"), Some("terminal_shell_in_container"))
+    );
+    assert_eq!(
+        (falco["process"]["command_line"].as_str(), falco["process"]["parent"]["name"].as_str()),
+        (Some("bash -i"), Some("runc"))
+    );
     assert_eq!(falco["attributes"]["falco"]["output_fields"]["k8s.pod.name"], "web-7");
     let alert = stored.iter().map(|l| &l["record"]).find(|r| r["provider"] == "alertmanager").expect("the alert");
     assert_eq!(alert["host"]["name"], "db-1");

@@ -227,3 +227,65 @@ fn the_cli_inspects_plugins_and_tests_rules_with_them() {
     let manifest = std::fs::read_to_string(dir.path().join("my-action/plugin.toml")).expect("manifest");
     assert!(manifest.contains("kind = \"action\""), "{manifest}");
 }
+
+/// FortiGate logs, a format Vigil does not read natively, through the `fortigate` decode
+/// plugin: over HTTP (`?format=plugin:fortigate`) and with `vigil ingest`.
+#[test]
+fn a_decode_plugin_is_an_input_format_everywhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins");
+    install(&plugins, "fortigate", vigil_guest_artifacts::FORTIGATE, "decode", "description = \"FortiGate logs\"");
+    let logs = concat!(
+        "date=2026-03-02 time=11:58:01 devname=\"FGT60F\" type=\"traffic\" subtype=\"forward\" srcip=10.0.0.5 srcport=51234 dstip=203.0.113.10 dstport=443 proto=6 action=\"deny\"\n",
+        "date=2026-03-02 time=11:58:02 devname=\"FGT60F\" type=\"event\" subtype=\"system\" logdesc=\"Admin login failed\" user=\"admin\" srcip=198.51.100.7 status=\"failed\"\n",
+        "garbage\n",
+    );
+    let server = Server::start(dir.path(), &format!("[plugins]\ndir = {plugins:?}\n"));
+    let (status, report) = blocking(async {
+        let response = reqwest::Client::new()
+            .post(server.url("/v1/events?format=plugin:fortigate"))
+            .body(logs)
+            .send()
+            .await
+            .expect("request");
+        (response.status().as_u16(), response.json::<Value>().await.expect("json"))
+    });
+    assert_eq!((status, report["accepted"].as_u64()), (207, Some(2)), "{report}");
+    assert_eq!(report["rejected"][0]["line"], 3);
+    assert!(report["rejected"][0]["message"].as_str().expect("message").contains("no `date=`"), "{report}");
+    let (status, report) = blocking(async {
+        let response = reqwest::Client::new()
+            .post(server.url("/v1/events?format=plugin:nosuch"))
+            .body(logs)
+            .send()
+            .await
+            .expect("request");
+        (response.status().as_u16(), response.json::<Value>().await.expect("json"))
+    });
+    assert_eq!((status, report["error"]["code"].as_str()), (400, Some("unknown_format")), "{report}");
+    drop(server);
+
+    // The CLI loads the configured plugins the same way.
+    let input = dir.path().join("fortigate.log");
+    std::fs::write(&input, logs).expect("log");
+    let config = dir.path().join("cli.toml");
+    std::fs::write(
+        &config,
+        format!("[plugins]\ndir = {plugins:?}\n[store]\npath = {:?}\n", dir.path().join("cli-data")),
+    )
+    .expect("config");
+    let out = Command::new(vigil_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["ingest", "--format", "plugin:fortigate"])
+        .arg(&input)
+        .output()
+        .expect("ingest");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("accepted 2 event(s), rejected 1 record(s)"), "{text}");
+    assert!(
+        text.contains("line 3: not readable as plugin: plugin `fortigate`: invalid input: no `date=` in the record"),
+        "{text}"
+    );
+}

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 
 use super::input::{self, Batch};
 use crate::config::VigilConfig;
-use crate::source::decode::{Format, Options, PluginDecoders};
+use crate::source::decode::{Format, Options};
 use crate::source::{BatchReport, Ingestor, Rejection};
 use crate::store::{Log, Store};
 use crate::telemetry::MetricsRegistry;
@@ -48,7 +48,7 @@ async fn store_directly(config: &VigilConfig, input: PathBuf, format: Format) ->
     let (_log, writer, writer_thread) = Log::start(&store, &config.store)?;
     let ingestor = Ingestor::new(writer, config.ingest.clone(), &MetricsRegistry::default());
     let options = Options { limits: config.ingest.limits(), keep_raw: false };
-    let plugins = plugin_decoders(config)?;
+    let (plugins, _host) = input::plugin_decoders(config)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(4);
     let reader = std::thread::spawn(move || {
         input::read(&input, &format, options, &plugins, |batch| Ok(tx.blocking_send(batch).is_ok()))
@@ -74,11 +74,6 @@ async fn store_directly(config: &VigilConfig, input: PathBuf, format: Format) ->
     }
     read?;
     Ok(report)
-}
-
-/// The decode plugins of the configured plugin directory, when there is one.
-fn plugin_decoders(_config: &VigilConfig) -> anyhow::Result<PluginDecoders> {
-    Ok(PluginDecoders::default())
 }
 
 /// A chunk of raw input: the bytes of whole lines (or the whole input) and, for each line

@@ -41,6 +41,16 @@ pub struct Totals {
     pub rejected: usize,
 }
 
+/// The decode plugins of the configured plugins directory, for `format = "plugin:NAME"`,
+/// and the host that runs them (keep it while the decoders are in use).
+pub fn plugin_decoders(
+    config: &crate::config::VigilConfig,
+) -> anyhow::Result<(PluginDecoders, Option<crate::plugins::PluginHost>)> {
+    let host = crate::app::plugin_host(config, None, None, &crate::telemetry::MetricsRegistry::default())?;
+    let decoders = host.as_ref().map(crate::plugins::PluginHost::decoders).unwrap_or_default();
+    Ok((decoders, host))
+}
+
 /// Opens a file or `-` (stdin), inflating gzip.
 pub fn open(input: &Path) -> anyhow::Result<Box<dyn BufRead + Send>> {
     let raw: Box<dyn Read + Send> = if input == Path::new("-") {

@@ -209,6 +209,11 @@ fn cost(config: &VigilConfig, path: &Path, input: &Path, runs: usize) -> anyhow:
         let stats = match (kind, &event) {
             (Kind::Transform, Some(event)) => plugin.transform(event).map(|(_, s)| s),
             (Kind::Function, _) => plugin.call(&value, None, None).map(|(_, s)| s),
+            // A decoder is costed on the input as a record: a string as its text, else JSON.
+            (Kind::Decode, _) => {
+                let record = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+                plugin.decode(record.as_bytes()).map(|(_, s)| s)
+            }
             _ => {
                 let params = value.as_object().cloned().unwrap_or_default();
                 let ctx = crate::actions::ActionContext::new("cost", params);
@@ -244,7 +249,7 @@ fn cost(config: &VigilConfig, path: &Path, input: &Path, runs: usize) -> anyhow:
 
 fn scaffold(name: &str, kind: &str, dir: &Path) -> anyhow::Result<ExitCode> {
     let kind: Kind =
-        serde_json::from_value(serde_json::json!(kind)).context("--kind: action, transform or function")?;
+        serde_json::from_value(serde_json::json!(kind)).context("--kind: action, transform, function or decode")?;
     anyhow::ensure!(
         !name.is_empty()
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'),
@@ -267,11 +272,16 @@ fn scaffold(name: &str, kind: &str, dir: &Path) -> anyhow::Result<ExitCode> {
             "Function",
             "impl Function for Plugin {\n    fn call(input: Value) -> Result<Value, Error> {\n        Ok(Value::Bool(input.as_str().is_some_and(|s| s.starts_with(\"203.0.113.\"))))\n    }\n}\n",
         ),
+        Kind::Decode => (
+            "Decoder",
+            "impl Decoder for Plugin {\n    fn decode(record: &[u8]) -> Result<Vec<Value>, Error> {\n        let text = std::str::from_utf8(record).map_err(|e| Error::InvalidInput(e.to_string()))?;\n        Ok(vec![json!({ \"class\": \"other\", \"message\": text })])\n    }\n}\n",
+        ),
     };
     let uses = match kind {
         Kind::Action => "use vigil_sdk::{Action, ActionContext, Error, Outcome, log};",
         Kind::Transform => "use vigil_sdk::{Error, Event, Transform};",
         Kind::Function => "use serde_json::Value;\nuse vigil_sdk::{Error, Function};",
+        Kind::Decode => "use serde_json::{Value, json};\nuse vigil_sdk::{Decoder, Error};",
     };
     std::fs::write(
         root.join("Cargo.toml"),
@@ -284,7 +294,7 @@ fn scaffold(name: &str, kind: &str, dir: &Path) -> anyhow::Result<ExitCode> {
         root.join("src/lib.rs"),
         format!(
             "//! The `{name}` Vigil plugin.\n\n{uses}\n\nstruct Plugin;\n\n{body}\nvigil_sdk::register_plugin!({}: Plugin);\n",
-            kind.as_str()
+            if kind == Kind::Decode { "decoder" } else { kind.as_str() }
         ),
     )?;
     let grants = if kind == Kind::Action { "log = true\n" } else { "" };

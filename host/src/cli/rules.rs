@@ -214,8 +214,8 @@ fn replay_file(
     let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<Vec<std::sync::Arc<crate::event::SecurityEvent>>>(4);
     let path = input.to_owned();
     let format_name = format.to_string();
+    let (plugins, _host) = super::input::plugin_decoders(config)?;
     let parser = std::thread::spawn(move || {
-        let plugins = crate::source::decode::PluginDecoders::default();
         super::input::read(&path, &format, options, &plugins, |batch| {
             while let Ok(done) = done_rx.try_recv() {
                 drop(done);

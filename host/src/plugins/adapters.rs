@@ -1,6 +1,6 @@
 //! Plugins behind the traits native code implements: a wasm action is an [`Action`], a
-//! wasm transform a [`Transform`]; rule functions are reached through
-//! [`PluginHost::call`](super::PluginHost::call) from the rule engine.
+//! wasm transform a [`Transform`], a wasm decoder a [`RecordDecoder`]; rule functions are
+//! reached through [`PluginHost::call`](super::PluginHost::call) from the rule engine.
 
 use serde_json::Value;
 
@@ -9,6 +9,8 @@ use super::{CallError, Kind, PluginFailure, PluginHost};
 use futures_util::future::BoxFuture;
 
 use crate::actions::{Action, ActionContext, ActionError, ActionSpec, Outcome, ParamSpec};
+use crate::event::{DecodeLimits, SecurityEvent, decode_event};
+use crate::source::decode::RecordDecoder;
 use crate::transform::{Input, Output, Transform, TransformError};
 
 /// An action plugin as an [`Action`]: the playbook runner cannot tell it from a native
@@ -184,5 +186,38 @@ impl crate::actions::ActionSource for PluginHost {
 
     fn specs(&self) -> Vec<ActionSpec> {
         self.names(Kind::Action).iter().filter_map(|name| WasmAction::new(self, name)).map(|a| a.spec).collect()
+    }
+}
+
+/// A decode plugin as a [`RecordDecoder`]: the input format `plugin:NAME`. It holds the
+/// host weakly (the host hands these out and keeps them in its decoder table); each call
+/// runs the version loaded at that moment, in one of the plugin's call slots.
+#[derive(Debug)]
+pub struct WasmDecoder {
+    host: std::sync::Weak<super::Inner>,
+    name: String,
+}
+
+impl WasmDecoder {
+    /// The decoder of plugin `name` of `host`.
+    pub(super) fn new(host: std::sync::Weak<super::Inner>, name: &str) -> Self {
+        Self { host, name: name.to_owned() }
+    }
+}
+
+impl RecordDecoder for WasmDecoder {
+    fn decode(&self, record: &[u8]) -> Result<Vec<SecurityEvent>, String> {
+        let host = PluginHost::upgrade(&self.host).ok_or("the plugin host has stopped")?;
+        let texts = host.decode(&self.name, record).map_err(|e| format!("plugin `{}`: {e}", self.name))?;
+        // Each event is checked like any ingested record: schema, size, depth.
+        let now = chrono::Utc::now();
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                decode_event(text.as_bytes(), &DecodeLimits::default(), now)
+                    .map_err(|e| format!("plugin `{}`: event {} of the record: {e}", self.name, i + 1))
+            })
+            .collect()
     }
 }

@@ -28,6 +28,8 @@ pub enum Kind {
     Transform,
     /// A function rules call (`call`).
     Function,
+    /// A decoder of an input format (`decode`): sources name it `plugin:NAME`.
+    Decode,
 }
 
 impl Kind {
@@ -37,6 +39,7 @@ impl Kind {
             Self::Action => "execute",
             Self::Transform => "transform",
             Self::Function => "call",
+            Self::Decode => "decode",
         }
     }
 
@@ -46,6 +49,7 @@ impl Kind {
             Self::Action => "action",
             Self::Transform => "transform",
             Self::Function => "function",
+            Self::Decode => "decode",
         }
     }
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::Engine;
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 
-pub use adapters::{WasmAction, WasmTransform, wit_context};
+pub use adapters::{WasmAction, WasmDecoder, WasmTransform, wit_context};
 pub use manifest::{Kind, Manifest, SignatureStatus};
 pub use runtime::wit;
 pub use runtime::{CallError, CallStats, PluginFailure, PluginMetrics};
@@ -36,6 +36,7 @@ use runtime::{CallState, PluginContext, Warm};
 
 use crate::event::SecurityEvent;
 use crate::source::Ingestor;
+use crate::source::decode::{PluginDecoders, RecordDecoder};
 use crate::telemetry::{MetricsRegistry, Secret};
 
 /// `[plugins]`.
@@ -275,6 +276,27 @@ impl Loaded {
         Ok((text, stats))
     }
 
+    /// Runs `decode` on one record (blocking): the events as JSON texts, together no larger
+    /// than the plugin's `max_output`.
+    pub fn decode(&self, record: &[u8]) -> Result<(Vec<String>, CallStats), CallError> {
+        self.kind(Kind::Decode)?;
+        let ((result,), stats) = runtime::invoke::<(Vec<u8>,), (Result<Vec<String>, wit::PluginError>,)>(
+            &self.pre,
+            &self.export,
+            &self.context,
+            self.pool(),
+            None,
+            None,
+            (record.to_vec(),),
+        )?;
+        let events = result.map_err(|e| CallError::Plugin(e.into()))?;
+        let bytes: usize = events.iter().map(String::len).sum();
+        if bytes as u64 > self.manifest.limits.max_output.as_u64() {
+            return Err(CallError::OutputTooLarge { bytes, limit: self.manifest.limits.max_output });
+        }
+        Ok((events, stats))
+    }
+
     /// Runs `call` (blocking).
     /// With `fuel_cap`, at most that much fuel (a rule's budget).
     pub fn call(
@@ -326,6 +348,8 @@ struct Inner {
     cache_dir: Option<PathBuf>,
     hosts: Arc<BTreeMap<String, IpAddr>>,
     plugins: ArcSwap<BTreeMap<String, Arc<Loaded>>>,
+    /// The decode plugins as input formats, refreshed with every load and unload.
+    decoders: PluginDecoders,
     loading: std::sync::Mutex<()>,
     store: Option<crate::store::Store>,
     ingestor: Option<Ingestor>,
@@ -358,6 +382,8 @@ impl PluginHost {
         let linker = runtime::linker(&engine)?;
         let cache_dir = config.cache_dir.clone().or_else(|| data_dir.map(|d| d.join("plugin-cache")));
         let hosts = Arc::new(config.hosts.clone());
+        // The ingest path reads `plugin:NAME` formats through this handle.
+        let decoders = ingestor.as_ref().map(|i| i.decoders().clone()).unwrap_or_default();
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
@@ -366,12 +392,23 @@ impl PluginHost {
                 cache_dir,
                 hosts,
                 plugins: ArcSwap::from_pointee(BTreeMap::new()),
+                decoders,
                 loading: std::sync::Mutex::new(()),
                 store,
                 ingestor,
                 metrics: PluginMetrics::register(registry),
             }),
         })
+    }
+
+    /// A reference that does not keep the host alive (what the decoders it hands out hold).
+    fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The host behind a [`downgrade`](Self::downgrade)d reference, while it lives.
+    fn upgrade(inner: &std::sync::Weak<Inner>) -> Option<Self> {
+        inner.upgrade().map(|inner| Self { inner })
     }
 
     /// The configuration.
@@ -484,6 +521,7 @@ impl PluginHost {
         let mut plugins = BTreeMap::clone(&self.inner.plugins.load());
         let replaced = plugins.insert(name.clone(), loaded.clone());
         self.inner.plugins.store(Arc::new(plugins));
+        self.refresh_decoders();
         self.inner
             .metrics
             .loads
@@ -506,6 +544,7 @@ impl PluginHost {
         let mut plugins = BTreeMap::clone(&self.inner.plugins.load());
         let removed = plugins.remove(name).is_some();
         self.inner.plugins.store(Arc::new(plugins));
+        self.refresh_decoders();
         if removed {
             tracing::info!(plugin = %name, "Plugin unloaded.");
         }
@@ -627,6 +666,32 @@ impl PluginHost {
     /// Transforms an event with a transform plugin on this thread (a blocking one).
     pub fn transform(&self, name: &str, event: &SecurityEvent) -> Result<String, CallError> {
         self.with_slot(name, |p| p.transform(event)).map(|(v, _)| v)
+    }
+
+    /// Decodes one record with a decode plugin on this thread (a blocking one).
+    pub fn decode(&self, name: &str, record: &[u8]) -> Result<Vec<String>, CallError> {
+        self.with_slot(name, |p| p.decode(record)).map(|(v, _)| v)
+    }
+
+    /// The decode plugins, as the input formats `plugin:NAME`: a handle kept up to date as
+    /// plugins load and unload (the ingestor given to [`new`](Self::new) shares it). The
+    /// decoders hold the host weakly: keep the host alive while they are used.
+    pub fn decoders(&self) -> PluginDecoders {
+        self.refresh_decoders();
+        self.inner.decoders.clone()
+    }
+
+    /// Puts the loaded decode plugins into the shared handle.
+    fn refresh_decoders(&self) {
+        let decoders = self
+            .names(Kind::Decode)
+            .into_iter()
+            .map(|name| {
+                let decoder: Arc<dyn RecordDecoder> = Arc::new(WasmDecoder::new(self.downgrade(), &name));
+                (name, decoder)
+            })
+            .collect();
+        self.inner.decoders.set(decoders);
     }
 
     /// Runs `f` in one of the plugin's call slots, waiting up to the plugin's deadline for

@@ -490,3 +490,51 @@ async fn action_plugins_roll_back_or_say_they_cannot() {
         other => panic!("expected NotReversible, got {other:?}"),
     }
 }
+
+#[test]
+fn a_decode_plugin_reads_a_format_vigil_does_not_know() {
+    use crate::source::decode::{Decoded, Format, Options, StreamDecoder};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (host, registry) = host_with(dir.path(), PluginsConfig::default());
+    let decoders = host.decoders();
+    assert!(decoders.get("fortigate").is_none());
+    let path = install(dir.path(), "fortigate", vigil_guest_artifacts::FORTIGATE, "decode", "");
+    host.load(&path).expect("fortigate loads");
+    assert!(decoders.get("fortigate").is_some(), "the shared handle sees the plugin once loaded");
+
+    let mut decoder =
+        StreamDecoder::new(&Format::Plugin("fortigate".into()), Options::default(), &decoders).expect("decoder");
+    let mut out = Decoded::default();
+    let lines = [
+        r#"<189>date=2026-03-02 time=11:58:01 devname="FGT60F" devid="FGT60F0000000001" logid="0000000013" type="traffic" subtype="forward" level="notice" srcip=10.0.0.5 srcport=51234 dstip=203.0.113.10 dstport=443 proto=6 action="deny" sentbyte=0 rcvdbyte=0"#,
+        r#"date=2026-03-02 time=11:58:02 tz="+0100" devname="FGT60F" type="event" subtype="system" logdesc="Admin login failed" user="admin" srcip=198.51.100.7 action="login" status="failed" msg="Administrator admin login failed from https(198.51.100.7) because of invalid password""#,
+        "not a fortigate line",
+    ];
+    for (i, line) in lines.iter().enumerate() {
+        decoder.record(i + 1, line.as_bytes(), chrono::Utc::now(), &mut out);
+    }
+    assert_eq!(out.events.len(), 2, "{:?}", out.rejected);
+    let traffic = &out.events[0];
+    assert_eq!(
+        (traffic.class, traffic.action.as_deref()),
+        (crate::event::EventClass::Network, Some("connection_blocked"))
+    );
+    assert_eq!(traffic.destination.as_ref().and_then(|d| d.port), Some(443));
+    assert_eq!(traffic.attributes["fortigate"]["devid"], "FGT60F0000000001");
+    let login = &out.events[1];
+    assert_eq!(
+        (login.class, login.outcome),
+        (crate::event::EventClass::Authentication, crate::event::Outcome::Failure)
+    );
+    assert_eq!(login.user.as_ref().and_then(|u| u.name.as_deref()), Some("admin"));
+    assert_eq!(login.time.to_rfc3339(), "2026-03-02T10:58:02+00:00");
+    assert_eq!(out.rejected.len(), 1);
+    assert_eq!(out.rejected[0].line, 3);
+    assert!(out.rejected[0].message.contains("no `date=` in the record"), "{}", out.rejected[0].message);
+    assert!(metric(&registry, "vigil_plugin_calls_total") >= 3.0);
+
+    // Unloaded: the format is gone from the handle, and a new stream says so.
+    assert!(host.unload("fortigate"));
+    assert!(decoders.get("fortigate").is_none());
+    assert!(StreamDecoder::new(&Format::Plugin("fortigate".into()), Options::default(), &decoders).is_err());
+}

@@ -58,6 +58,9 @@ pub enum Error {
     /// TLS material could not be loaded.
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// The thread decoding a body with a plugin failed.
+    #[error("decoding failed: {0}")]
+    Decoder(String),
     /// The input format names a decode plugin that is not loaded.
     #[error(transparent)]
     Format(#[from] UnknownFormat),
@@ -287,8 +290,21 @@ impl Ingestor {
             return Err(Error::BodyTooLarge { limit: self.config.max_body_bytes });
         }
         let mut decoder = self.stream_decoder(format, false).map_err(Error::Format)?;
-        let mut decoded = decode::Decoded::default();
-        let body_error = decoder.body(body, chrono::Utc::now(), &mut decoded).err();
+        let (decoded, body_error) = if matches!(format, Format::Plugin(_)) {
+            // A plugin call blocks its thread (up to its deadline): off the reactor.
+            let body = body.to_vec();
+            tokio::task::spawn_blocking(move || {
+                let mut decoded = decode::Decoded::default();
+                let error = decoder.body(&body, chrono::Utc::now(), &mut decoded).err();
+                (decoded, error)
+            })
+            .await
+            .map_err(|e| Error::Decoder(e.to_string()))?
+        } else {
+            let mut decoded = decode::Decoded::default();
+            let error = decoder.body(body, chrono::Utc::now(), &mut decoded).err();
+            (decoded, error)
+        };
         let (events, mut report) = batch::report(decoded, body_error);
         for rejection in &report.rejected {
             self.count_rejected(source, format.name(), reject_reason(&rejection.error));
