@@ -28,3 +28,25 @@ pub fn ndjson_body(n: usize) -> String {
     }
     body
 }
+
+/// `n` fixture events through one of Vigil's sink encoders, one per line (ECS documents,
+/// CEF lines…): realistic bodies of the formats those sinks and their peers produce.
+#[allow(dead_code)]
+pub fn encoded_body(sink: vigil::transform::Format, n: usize) -> String {
+    use vigil::transform::{Input, Output, builtin};
+    let (events, _) = vigil::source::batch::decode_batch(
+        ndjson_body(n).as_bytes(),
+        &vigil::event::DecodeLimits::default(),
+        chrono::Utc::now(),
+    );
+    let transform = builtin(&sink);
+    let mut out = String::with_capacity(n * 600);
+    for e in &events {
+        match transform.apply(Input::Event(e)).expect("the fixtures encode") {
+            Output::Json(v) => out.push_str(&v.to_string()),
+            Output::Text(t) => out.push_str(&t),
+        }
+        out.push('\n');
+    }
+    out
+}

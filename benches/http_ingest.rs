@@ -3,7 +3,8 @@
 //! Reports events/s acknowledged (2xx: durable in the log) and the p50/p99 latency of the
 //! 2xx responses.
 //!
-//! `cargo bench --bench http_ingest -- [--seconds S] [--clients C] [--batch B]`
+//! `cargo bench --bench http_ingest -- [--seconds S] [--clients C] [--batch B] [--format ecs]`
+//! (`--format ecs`: the same events as ECS documents, posted with `?format=ecs`)
 //! Without `--bench` (as `cargo test` runs it) it does a one-second smoke run.
 
 #[path = "fixtures.rs"]
@@ -22,6 +23,7 @@ fn main() {
     let seconds = arg(&args, "--seconds", if full { 15 } else { 1 });
     let clients = arg(&args, "--clients", if full { 8 } else { 2 }) as usize;
     let batch = arg(&args, "--batch", if full { 1000 } else { 100 }) as usize;
+    let ecs = args.iter().position(|a| a == "--format").and_then(|i| args.get(i + 1)).is_some_and(|f| f == "ecs");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
@@ -55,12 +57,17 @@ fn main() {
             assert!(Instant::now() < deadline, "vigil did not become ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let body = bytes::Bytes::from(fixtures::ndjson_body(batch));
+        let (body, path) = if ecs {
+            (fixtures::encoded_body(vigil::transform::Format::Ecs, batch), "/v1/events?format=ecs")
+        } else {
+            (fixtures::ndjson_body(batch), "/v1/events")
+        };
+        let body = bytes::Bytes::from(body);
         let start = Instant::now();
         let stop = start + Duration::from_secs(seconds);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..clients {
-            let (client, url, body) = (client.clone(), format!("{base}/v1/events"), body.clone());
+            let (client, url, body) = (client.clone(), format!("{base}{path}"), body.clone());
             tasks.spawn(async move {
                 let mut latencies = Vec::new();
                 while Instant::now() < stop {
@@ -92,7 +99,8 @@ fn main() {
 
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(
-        "http_ingest: {clients} clients x {batch}-event batches for {:.1}s: {:.0} events/s acknowledged ({} requests); 2xx latency p50 {:.2} ms, p99 {:.2} ms",
+        "http_ingest ({}): {clients} clients x {batch}-event batches for {:.1}s: {:.0} events/s acknowledged ({} requests); 2xx latency p50 {:.2} ms, p99 {:.2} ms",
+        if ecs { "ecs" } else { "vigil" },
         elapsed.as_secs_f64(),
         events as f64 / elapsed.as_secs_f64(),
         latencies.len(),
