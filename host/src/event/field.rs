@@ -96,6 +96,12 @@ fn int<T: TryInto<i64> + Copy>(o: Option<T>) -> Option<FieldValue<'static>> {
     o.map(|v| FieldValue::Int(v.try_into().unwrap_or(i64::MAX)))
 }
 
+/// An endpoint's address as ECS means `*.address`: its IP address, else its domain (a
+/// `rhost=` that was a host name). Read-only; what rules group attackers by.
+fn address(endpoint: &super::model::Endpoint) -> Option<FieldValue<'_>> {
+    endpoint.ip.map(FieldValue::Ip).or_else(|| endpoint.domain.as_deref().map(FieldValue::Str))
+}
+
 fn list(items: &[String]) -> Option<FieldValue<'_>> {
     (!items.is_empty()).then_some(FieldValue::List(items))
 }
@@ -145,7 +151,9 @@ known_fields! {
     SourceDomain = "source.domain" => |e| text(&e.source.as_ref()?.domain);
     SourceBytes = "source.bytes" => |e| int(e.source.as_ref()?.bytes);
     SourcePackets = "source.packets" => |e| int(e.source.as_ref()?.packets);
+    SourceAddress = "source.address" => |e| address(e.source.as_ref()?);
     DestinationIp = "destination.ip" => |e| e.destination.as_ref()?.ip.map(FieldValue::Ip);
+    DestinationAddress = "destination.address" => |e| address(e.destination.as_ref()?);
     DestinationPort = "destination.port" => |e| int(e.destination.as_ref()?.port);
     DestinationDomain = "destination.domain" => |e| text(&e.destination.as_ref()?.domain);
     DestinationBytes = "destination.bytes" => |e| int(e.destination.as_ref()?.bytes);

@@ -21,6 +21,36 @@ pub use model::{
 };
 pub use priority::Priority;
 
+/// Whether an address is public: outside the private (RFC 1918, ULA), loopback,
+/// link-local, shared (CGNAT), multicast, unspecified, broadcast and reserved ranges. The
+/// documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32)
+/// count as public: they stand for internet hosts in examples and tests.
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                || a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || first & 0xfe00 == 0xfc00
+                || first & 0xffc0 == 0xfe80)
+        }
+    }
+}
+
 /// Ingest-time enrichment: what the ingest path asks before it stores an event. Implemented
 /// above (threat intelligence, in `intel`); declared here so sources need not know it.
 pub trait Enricher: Send + Sync + std::fmt::Debug {

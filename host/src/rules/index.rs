@@ -131,7 +131,8 @@ fn need(predicate: &Predicate, class: EventClass) -> Need {
         Predicate::Exists(field)
         | Predicate::Str(field, ..)
         | Predicate::Regex(field, _)
-        | Predicate::Cidr(field, _) => known(field).map_or(Need::ANY, |f| Need::field(f, Values::present())),
+        | Predicate::Cidr(field, _)
+        | Predicate::Public(field) => known(field).map_or(Need::ANY, |f| Need::field(f, Values::present())),
         _ => Need::ANY,
     }
 }

@@ -97,6 +97,9 @@ pub enum Predicate {
     Exists(FieldRef),
     /// `field in [...]` or `in_list(field, "name")`: string members.
     InSet(FieldRef, Arc<FxHashSet<String>>),
+    /// `is_public(field)`: an IP address outside the private, loopback, link-local,
+    /// shared and reserved ranges.
+    Public(FieldRef),
 }
 
 /// What a field holds, as Rhai would see it; `Unknown` makes the caller ask Rhai.
@@ -222,6 +225,12 @@ impl Predicate {
                 Value::Ip(ip) => Some(set.contains(&ip.to_string())),
                 _ => None,
             },
+            Self::Public(field) => match read(field, event) {
+                Value::Unit => Some(false),
+                Value::Ip(ip) => Some(crate::event::is_public(ip)),
+                Value::Str(s) => Some(s.parse::<IpAddr>().is_ok_and(crate::event::is_public)),
+                _ => None,
+            },
         }
     }
 }
@@ -339,7 +348,16 @@ impl Translator<'_> {
         match expr {
             Expr::BoolConstant(b, _) => Some(Predicate::Const(*b)),
             Expr::And(items, _) => {
-                Some(Predicate::And(items.iter().map(|e| self.predicate(e)).collect::<Option<_>>()?))
+                // A helper that expands to a conjunction (`is_auth_failure(event)`) joins
+                // this one, so the class and index analyses see its parts.
+                let mut all = Vec::with_capacity(items.len());
+                for item in items.iter() {
+                    match self.predicate(item)? {
+                        Predicate::And(inner) => all.extend(inner),
+                        other => all.push(other),
+                    }
+                }
+                Some(Predicate::And(all))
             }
             Expr::Or(items, _) => Some(Predicate::Or(items.iter().map(|e| self.predicate(e)).collect::<Option<_>>()?)),
             Expr::FnCall(call, _) => self.call(call),
@@ -390,6 +408,11 @@ impl Translator<'_> {
                 Some(Predicate::Regex(self.field(&args[0])?, Arc::new(re)))
             }
             ("exists", 1) => Some(Predicate::Exists(self.field(&args[0])?)),
+            ("is_public", 1) => Some(Predicate::Public(self.field(&args[0])?)),
+            (name @ ("is_auth_failure" | "is_auth_success"), 1) if self.is_param(&args[0]) => {
+                let outcome = if name == "is_auth_failure" { "failure" } else { "success" };
+                Some(auth_attempt(outcome))
+            }
             ("in_list", 2) => {
                 Some(Predicate::InSet(self.field(&args[0])?, self.lists.get(&string(&args[1])?)?.clone()))
             }
@@ -486,7 +509,12 @@ impl Translator<'_> {
         };
         let class_field = FieldRef { path: FieldPath::Known(Field::Class), lower: false };
         for conjunct in conjuncts {
-            match self.predicate(conjunct) {
+            // A helper's conjunction (`is_auth_failure`) names its class first.
+            let translated = match self.predicate(conjunct) {
+                Some(Predicate::And(inner)) => inner.into_iter().next(),
+                other => other,
+            };
+            match translated {
                 Some(Predicate::Cmp(field, CmpOp::Eq, Literal::Str { text, .. })) if field == class_field => {
                     return EventClass::parse(&text).into_iter().collect();
                 }
@@ -515,6 +543,35 @@ impl Translator<'_> {
         }
         Vec::new()
     }
+}
+
+/// The actions of the shared vocabulary that record one logon attempt (see
+/// `docs/events.md`): what `is_auth_failure(event)` and `is_auth_success(event)` count.
+/// Lines that corroborate an attempt another line records (`pam_authentication`,
+/// `ssh_invalid_user_request`, `ssh_pam_more_failures`) and sessions are not attempts.
+pub const AUTH_ATTEMPTS: &[&str] = &[
+    "logon",
+    "ssh_login",
+    "ssh_invalid_user",
+    "ssh_login_not_allowed",
+    "credential_validation",
+    "explicit_credential_logon",
+    "kerberos_tgt_request",
+    "kerberos_preauth",
+    "ntlm_logon",
+];
+
+/// `event.class == "authentication" && event.outcome == OUTCOME && event.action in AUTH_ATTEMPTS`.
+fn auth_attempt(outcome: &str) -> Predicate {
+    let known = |field: Field| FieldRef { path: FieldPath::Known(field), lower: false };
+    let text = |t: &str| Literal::Str { text: t.to_owned(), ip: None };
+    static ATTEMPTS: std::sync::LazyLock<Arc<FxHashSet<String>>> =
+        std::sync::LazyLock::new(|| Arc::new(AUTH_ATTEMPTS.iter().map(|a| (*a).to_owned()).collect()));
+    Predicate::And(vec![
+        Predicate::Cmp(known(Field::Class), CmpOp::Eq, text("authentication")),
+        Predicate::Cmp(known(Field::Outcome), CmpOp::Eq, text(outcome)),
+        Predicate::InSet(known(Field::Action), ATTEMPTS.clone()),
+    ])
 }
 
 fn literal(expr: &Expr) -> Option<Literal> {

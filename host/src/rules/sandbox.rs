@@ -13,11 +13,11 @@ use ipnet::IpNet;
 use regex::Regex;
 use rhai::module_resolvers::DummyModuleResolver;
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use super::predicate::Lists;
-use crate::event::{Field, FieldPath, FieldValue, SecurityEvent};
+use crate::event::{EventClass, Field, FieldPath, FieldValue, Outcome, SecurityEvent};
 
 /// Limits of the rule sandbox (`[rules.limits]`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -296,6 +296,9 @@ pub fn build_engine(limits: &SandboxLimits, lists: &Lists, count_operations: boo
     }
     register_event_api(&mut engine);
     register_helpers(&mut engine);
+    let privileged: Arc<FxHashSet<String>> = Arc::new(
+        lists.get("privileged_groups").map(|l| l.iter().map(|g| g.to_lowercase()).collect()).unwrap_or_default(),
+    );
     let lists = Arc::new(lists.clone());
     engine.register_fn("in_list", move |value: Dynamic, name: &str| -> Result<bool, Box<EvalAltResult>> {
         let list =
@@ -304,6 +307,19 @@ pub fn build_engine(limits: &SandboxLimits, lists: &Lists, count_operations: boo
             Some(text) => list.contains(text.as_str()),
             None => !value.is_unit() && list.contains(value.to_string().as_str()),
         })
+    });
+    // `is_privileged_group(name)`: a group (or any of a list of roles) in the
+    // `privileged_groups` list of rules/lib, compared without case.
+    engine.register_fn("is_privileged_group", move |value: Dynamic| -> bool {
+        if let Some(text) = value.read_lock::<ImmutableString>() {
+            return privileged.contains(&text.to_lowercase());
+        }
+        match value.into_array() {
+            Ok(items) => items
+                .iter()
+                .any(|i| i.read_lock::<ImmutableString>().is_some_and(|t| privileged.contains(&t.to_lowercase()))),
+            Err(_) => false,
+        }
     });
     engine
 }
@@ -356,6 +372,15 @@ fn register_helpers(engine: &mut Engine) {
     engine.register_fn("in_cidr", |ip: ImmutableString, cidr: ImmutableString| in_cidr(&ip, &cidr));
     engine.register_fn("in_cidr", |_: (), _: ImmutableString| false);
     engine.register_fn("exists", |v: Dynamic| !v.is_unit());
+    engine.register_fn("is_public", |ip: ImmutableString| ip.parse::<IpAddr>().is_ok_and(crate::event::is_public));
+    engine.register_fn("is_public", |_: ()| false);
+    let attempt = |e: &EventRef, outcome: Outcome| {
+        e.0.class == EventClass::Authentication
+            && e.0.outcome == outcome
+            && e.0.action.as_deref().is_some_and(|a| super::predicate::AUTH_ATTEMPTS.contains(&a))
+    };
+    engine.register_fn("is_auth_failure", move |e: &mut EventRef| attempt(e, Outcome::Failure));
+    engine.register_fn("is_auth_success", move |e: &mut EventRef| attempt(e, Outcome::Success));
     engine.register_fn("iequals", |a: ImmutableString, b: ImmutableString| a.to_lowercase() == b.to_lowercase());
     engine.register_fn("iequals", |_: (), _: ImmutableString| false);
     engine.register_fn("icontains", |s: ImmutableString, x: ImmutableString| {
@@ -378,6 +403,8 @@ mod tests {
         e.user = Some(Box::new(User { name: Some("root".into()), ..Default::default() }));
         e.process = Some(Box::new(Process { name: Some("sshd".into()), ..Default::default() }));
         e.labels.insert("env".into(), "prod".into());
+        e.outcome = crate::event::Outcome::Failure;
+        e.action = Some("ssh_login".into());
         e.attributes = serde_json::from_str(r#"{"k":{"n":5}}"#).expect("json");
         EventRef(Arc::new(e))
     }
@@ -385,6 +412,7 @@ mod tests {
     fn eval(expr: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         let mut lists = Lists::new();
         lists.insert("admins".into(), Arc::new(["root".to_owned()].into_iter().collect()));
+        lists.insert("privileged_groups".into(), Arc::new(["Domain Admins".to_owned()].into_iter().collect()));
         let engine = build_engine(&SandboxLimits::default(), &lists, false);
         let mut scope = Scope::new();
         scope.push("event", event());
@@ -432,6 +460,15 @@ mod tests {
         assert!(truth(r#"regex_match(event.process.name, "^ss[h]d$") && lower("ROOT") == event.user.name"#));
         assert!(eval(r#"in_cidr(event.source.ip, "bogus")"#).is_err());
         assert!(eval(r#"regex_match("x", "(")"#).is_err());
+        assert!(truth(r#"is_public(event.source.ip) && is_public(event.source.address) && !is_public("10.1.2.3")"#));
+        assert!(truth(r#"!is_public("100.64.0.1") && !is_public("fe80::1") && !is_public(event.destination.ip)"#));
+        assert!(truth(r#"is_auth_failure(event) && !is_auth_success(event)"#));
+    }
+
+    #[test]
+    fn privileged_groups_come_from_the_list_without_case() {
+        assert!(truth(r#"is_privileged_group("domain admins") && is_privileged_group(["Users", "DOMAIN ADMINS"])"#));
+        assert!(truth(r#"!is_privileged_group("Users") && !is_privileged_group(()) && !is_privileged_group([])"#));
     }
 
     #[test]

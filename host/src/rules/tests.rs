@@ -204,6 +204,11 @@ const NATIVE_CONDITIONS: &[&str] = &[
     r#"event.user.target.name == "backdoor" || event.process.parent.name == "bash""#,
     r#"true"#,
     r#"event.class in ["dns", "http"] && event.outcome != "unknown""#,
+    r#"is_public(event.source.ip)"#,
+    r#"!is_public(event.source.address)"#,
+    r#"is_auth_failure(event)"#,
+    r#"is_auth_success(event) && event.user.name == "root""#,
+    r#"event.source.port > 1024 && is_auth_failure(event)"#,
 ];
 
 fn random_event(rng: &mut StdRng) -> SecurityEvent {
@@ -212,7 +217,7 @@ fn random_event(rng: &mut StdRng) -> SecurityEvent {
     let mut e = SecurityEvent::new(class, Utc::now());
     e.outcome = [Outcome::Success, Outcome::Failure, Outcome::Unknown][rng.random_range(0..3)];
     if rng.random_bool(0.8) {
-        let ip = pick(rng, &["203.0.113.7", "10.1.2.3", "2001:db8::1", "198.51.100.2"]);
+        let ip = pick(rng, &["203.0.113.7", "10.1.2.3", "2001:db8::1", "198.51.100.2", "127.0.0.1", "fe80::1"]);
         let port = rng.random_bool(0.8).then(|| [22, 80, 1024, 4444, 65000][rng.random_range(0..5)]);
         e.source = Some(Endpoint { ip: Some(ip.parse().expect("ip")), port, ..Default::default() });
     }
@@ -221,6 +226,9 @@ fn random_event(rng: &mut StdRng) -> SecurityEvent {
             name: Some(pick(rng, &["root", "ROOT", "admin", "alice", ""])),
             ..Default::default()
         }));
+    }
+    if rng.random_bool(0.6) {
+        e.action = Some(pick(rng, &["logon", "ssh_login", "session_opened", "pam_authentication"]));
     }
     if rng.random_bool(0.5) {
         e.process =
