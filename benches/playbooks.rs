@@ -97,6 +97,7 @@ impl Bench {
             id: AlertId::generate(),
             rule_id: RuleId::from("bench_rule"),
             title: "bench".into(),
+            family: None,
             priority: Priority::P1,
             category: None,
             time,

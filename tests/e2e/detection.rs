@@ -206,7 +206,8 @@ fn backtest_reproduces_the_live_alerts() {
     let store = Store::open_read_only(&config.store.path).expect("store");
     let log = Log::read_only(&store).expect("log");
     let rules = RuleSet::load_dir(&rules_dir(), &CompileOptions::default()).expect("rules");
-    let report = backtest::run(&log, rules, config.detect.clone(), None, None, |_, _| {}).expect("backtest");
+    let report =
+        backtest::run(&log, rules, config.detect.clone(), Default::default(), None, None, |_, _| {}).expect("backtest");
     let key = |a: &Alert| (a.rule_id.to_string(), a.group_key.clone(), a.event_ids.clone(), a.time);
     let live: BTreeSet<_> = live.iter().map(key).collect();
     let replayed: BTreeSet<_> = report.alerts.iter().map(key).collect();

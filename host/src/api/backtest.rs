@@ -96,9 +96,10 @@ pub async fn start(
     }
     let (jobs, log, rules, detect) =
         (state.backtests.clone(), state.log.clone(), state.rules.current(), state.detect.clone());
+    let policy = state.incident_policy.clone();
     let job_id = id.clone();
     tokio::task::spawn_blocking(move || {
-        let report = backtest::run(&log, (*rules).clone(), detect, body.from, body.to, |done, total| {
+        let report = backtest::run(&log, (*rules).clone(), detect, policy, body.from, body.to, |done, total| {
             if done % 4096 == 0 || done == total {
                 update(&jobs, &job_id, |j| (j.done, j.total) = (done, total));
             }

@@ -134,6 +134,8 @@ pub struct ApiState {
     pub webhooks: Arc<webhooks::WebhooksConfig>,
     /// Detection settings (backtests replay with them).
     pub detect: crate::detect::DetectConfig,
+    /// The incident priority policy (backtests classify with it).
+    pub incident_policy: crate::incident::Policy,
     /// Backtest jobs.
     pub backtests: backtest::Jobs,
     /// The plugin host (when plugins are on).

@@ -118,7 +118,7 @@ impl Pipeline {
             writer.clone(),
             rules.clone(),
             config.detect.clone(),
-            config.incidents.escalation.clone(),
+            &config.incidents,
             &metrics,
             incidents.clone(),
         )
@@ -396,6 +396,7 @@ impl Pipeline {
                 ),
                 webhooks: Arc::new(self.config.api.webhooks.clone()),
                 detect: self.config.detect.clone(),
+                incident_policy: crate::incident::Policy::new(&self.config.incidents.priority),
                 backtests: Default::default(),
                 plugins: self.plugins.clone(),
                 intel: self.intel.clone(),

@@ -42,6 +42,11 @@ fn with_intel(config: &VigilConfig, intel: Option<&crate::intel::Intel>) -> anyh
     Ok(crate::app::rule_options(config, plugins.as_ref(), intel))
 }
 
+/// The configured incident priority policy (backtests classify as the live run does).
+fn policy(config: &VigilConfig) -> crate::incident::Policy {
+    crate::incident::Policy::new(&config.incidents.priority)
+}
+
 fn load(dir: &Path, options: &CompileOptions) -> Result<RuleSet, ExitCode> {
     RuleSet::load_dir(dir, options).map_err(|errors| {
         print_errors(&errors);
@@ -128,7 +133,12 @@ fn list(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
         Ok(rules) => rules,
         Err(code) => return Ok(code),
     };
-    println!("{:<36} {:<4} {:<24} {:<7} {:<28} TITLE", "RULE", "PRI", "CLASSES", "NATIVE", "FOUND BY");
+    let recent = recent_incidents(config);
+    let noisy_after = config.incidents.priority.noisy_after;
+    println!(
+        "{:<36} {:<4} {:<24} {:<7} {:<28} {:<13} TITLE",
+        "RULE", "PRI", "CLASSES", "NATIVE", "FOUND BY", "INC/24H"
+    );
     for (index, r) in rules.rules().iter().enumerate() {
         let classes: Vec<&str> = r.classes.iter().map(|c| c.as_str()).collect();
         let classes = if classes.is_empty() { "*".to_owned() } else { classes.join(",") };
@@ -138,17 +148,49 @@ fn list(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
         if everywhere {
             found_by.push("*");
         }
+        // Incidents in the 24 h of event time before the rule's latest; `-`: no store here.
+        let incidents = match &recent {
+            Some(counts) => {
+                let n = counts.get(r.meta.id.as_str()).copied().unwrap_or(0);
+                if noisy_after > 0 && n > noisy_after { format!("{n} NOISY") } else { n.to_string() }
+            }
+            None => "-".to_owned(),
+        };
         println!(
-            "{:<36} {:<4} {:<24} {:<7} {:<28} {}",
+            "{:<36} {:<4} {:<24} {:<7} {:<28} {:<13} {}",
             r.meta.id,
             r.meta.severity,
             classes,
             if r.is_native() { "yes" } else { "no" },
             if found_by.is_empty() { "-".to_owned() } else { found_by.join(",") },
+            incidents,
             r.meta.title
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Incidents each rule opened in the 24 h of event time before its latest (what
+/// `vigil_rule_incidents_24h` counts live), from the newest 100,000 stored incidents;
+/// `None` when there is no store to read.
+fn recent_incidents(config: &VigilConfig) -> Option<std::collections::HashMap<String, usize>> {
+    if !config.store.path.exists() {
+        return None;
+    }
+    let store = Store::open_read_only(&config.store.path).ok()?;
+    let incidents = crate::incident::page(&store, 100_000, None, |_| true).ok()?;
+    let mut latest: std::collections::HashMap<&str, DateTime<Utc>> = std::collections::HashMap::new();
+    for i in &incidents {
+        let t = latest.entry(i.rule_id.as_str()).or_insert(i.first_seen);
+        *t = (*t).max(i.first_seen);
+    }
+    let mut counts = std::collections::HashMap::new();
+    for i in &incidents {
+        if latest.get(i.rule_id.as_str()).is_some_and(|t| i.first_seen >= *t - chrono::Duration::hours(24)) {
+            *counts.entry(i.rule_id.to_string()).or_insert(0) += 1;
+        }
+    }
+    Some(counts)
 }
 
 /// RFC 3339, or a duration meaning that long ago (`2h`, `7d`).
@@ -181,7 +223,7 @@ fn backtest(
     if json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let report = backtest::run(&log, rules, config.detect.clone(), from, to, |done, total| {
+    let report = backtest::run(&log, rules, config.detect.clone(), policy(config), from, to, |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })?;
@@ -205,7 +247,7 @@ fn replay_file(
     };
     let options = crate::source::decode::Options { limits: config.ingest.limits(), keep_raw: false };
     let started = std::time::Instant::now();
-    let mut replay = backtest::Replay::new(rules, config.detect.clone());
+    let mut replay = backtest::Replay::new(rules, config.detect.clone()).with_policy(policy(config));
     // Decoding runs on its own thread, detection on this one: a bounded channel of batches
     // keeps both busy without holding more than a few thousand events in memory. The
     // events come back to the decoding thread to be freed: memory is freed fastest by the

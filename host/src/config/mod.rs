@@ -199,6 +199,7 @@ pub fn validate(config: &VigilConfig) -> Vec<ConfigError> {
     problems.extend(config.rules.validate());
     problems.extend(config.detect.validate());
     problems.extend(config.incidents.escalation.validate());
+    problems.extend(config.incidents.priority.validate());
     problems.extend(config.actions.validate());
     problems.extend(config.playbooks.validate());
     problems.extend(config.plugins.validate());

@@ -28,7 +28,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
 
-pub use alert::{Alert, Entities};
+pub use alert::{Alert, Entities, EntityKind, Seen};
 pub use window::{Entry, Fired, MAX_ENTRIES, Window};
 
 use crate::event::{AlertId, FieldPath, Priority, RuleId, SecurityEvent};
@@ -363,6 +363,7 @@ impl Detector {
                 id: AlertId::generate(),
                 rule_id: RuleId::from(RULE_DISABLED),
                 title: format!("Rule {rule_id} disabled after {} consecutive errors", state.error_streak),
+                family: None,
                 priority: Priority::P2,
                 category: Some(Category::SystemError),
                 time: event.time,
@@ -391,6 +392,7 @@ impl Detector {
                 first_ms: event.time.timestamp_millis(),
                 last_ms: event.time.timestamp_millis(),
                 ids: vec![event.id],
+                entities: Entities::default(),
             };
             let alert = self.alert(index, &fired, group, key, Some(event));
             out.push(alert);
@@ -422,7 +424,8 @@ impl Detector {
                     window.absence_clear(t, *first_bit, *within_ms);
                 }
                 if mask & first_bit != 0 {
-                    let (_, dropped) = window.insert(Entry { t, id: event.id, bits: mask, value });
+                    let (_, dropped) =
+                        window.insert(Entry { t, id: event.id, bits: mask, value, seen: Entities::seen(event) });
                     state.evicted.inc_by(dropped as u64);
                     self.deadlines.insert((t.saturating_add(*within_ms), index, key.clone()));
                 }
@@ -439,7 +442,13 @@ impl Detector {
                         if let Some(p) = existing {
                             window.remove(p);
                         }
-                        let (at, dropped) = window.insert(Entry { t, id: event.id, bits: mask, value: Some(value) });
+                        let (at, dropped) = window.insert(Entry {
+                            t,
+                            id: event.id,
+                            bits: mask,
+                            value: Some(value),
+                            seen: Entities::seen(event),
+                        });
                         state.evicted.inc_by(dropped as u64);
                         let fired = window.distinct(at, *count, *within_ms);
                         window.expire(cutoff);
@@ -448,7 +457,8 @@ impl Detector {
                 }
             }
             _ => {
-                let (at, dropped) = window.insert(Entry { t, id: event.id, bits: mask, value });
+                let (at, dropped) =
+                    window.insert(Entry { t, id: event.id, bits: mask, value, seen: Entities::seen(event) });
                 state.evicted.inc_by(dropped as u64);
                 let fired = match &*kind {
                     Kind::Threshold { count, within_ms } => window.threshold(at, *count, *within_ms),
@@ -498,7 +508,10 @@ impl Detector {
         let state = &mut self.states[index];
         state.alerts.inc();
         let meta = &state.rule.meta;
-        let mut entities = event.map(Entities::of).unwrap_or_default();
+        let mut entities = fired.entities.clone();
+        if let Some(event) = event {
+            entities.merge(&Entities::of(event), window::MAX_FIRED_ENTITIES);
+        }
         for (field, value) in &group {
             match field.as_str() {
                 "source.ip" | "destination.ip" | "host.ip" => entities.ips.insert(value.clone()),
@@ -517,6 +530,7 @@ impl Detector {
             id: AlertId::generate(),
             rule_id: meta.id.clone(),
             title: meta.title.clone(),
+            family: meta.family.clone(),
             priority: meta.severity,
             category: meta.category,
             time: event.map_or(time, |e| e.time),

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use super::alert::{Entities, Seen};
 use crate::event::EventId;
 
 /// Most entries one group keeps; older ones are dropped first (counted as evictions).
@@ -25,6 +26,9 @@ pub struct Entry {
     /// The counted value, for distinct windows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// The event's entities, for the alert the match may end in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<Seen>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -40,7 +44,12 @@ pub struct Fired {
     pub last_ms: i64,
     /// Ids of the matches, oldest first.
     pub ids: Vec<EventId>,
+    /// The entities of the matches (at most [`MAX_FIRED_ENTITIES`] of each kind).
+    pub entities: Entities,
 }
+
+/// Most entities of each kind a fired window reports.
+pub const MAX_FIRED_ENTITIES: usize = 100;
 
 /// Time-sorted matches of one group.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,10 +115,16 @@ impl Window {
         let first_ms = self.entries[positions[0]].t;
         let last_ms = self.entries[positions[positions.len() - 1]].t;
         let ids = positions.iter().map(|&i| self.entries[i].id).collect();
+        let mut entities = Entities::default();
+        for &i in positions {
+            for seen in &self.entries[i].seen {
+                entities.add(seen, MAX_FIRED_ENTITIES);
+            }
+        }
         for &i in positions.iter().rev() {
             self.entries.remove(i);
         }
-        Fired { first_ms, last_ms, ids }
+        Fired { first_ms, last_ms, ids, entities }
     }
 
     /// Threshold: `count` entries within `within_ms` of each other, among windows that
@@ -245,7 +260,7 @@ mod tests {
     use super::*;
 
     fn entry(t: i64, bits: u32, value: Option<&str>) -> Entry {
-        Entry { t, id: EventId::generate(), bits, value: value.map(str::to_owned) }
+        Entry { t, id: EventId::generate(), bits, value: value.map(str::to_owned), seen: Vec::new() }
     }
 
     fn fill(w: &mut Window, times: &[i64]) -> Vec<usize> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{Incident, IncidentBook};
+use super::{Incident, IncidentBook, Policy};
 use crate::detect::{Alert, DetectConfig, DetectMetrics, Detector};
 use crate::event::{RecordKind, SecurityEvent};
 use crate::rules::RuleSet;
@@ -57,6 +57,7 @@ pub fn run(
     log: &Log,
     rules: RuleSet,
     config: DetectConfig,
+    policy: Policy,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     mut progress: impl FnMut(u64, u64),
@@ -70,7 +71,7 @@ pub fn run(
         None => log.head() + 1,
     };
     let total = end.saturating_sub(start);
-    let mut replay = Replay::new(rules, config);
+    let mut replay = Replay::new(rules, config).with_policy(policy);
     let mut next = start;
     while next < end {
         let entries = log.read(next, 4096, 16 << 20)?;
@@ -109,6 +110,13 @@ impl Replay {
             report: BacktestReport::default(),
             now: Utc::now(),
         }
+    }
+
+    /// The replay with `policy` deciding incident priorities (as the live run's
+    /// `[incidents.priority]` would).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.book = self.book.with_policy(policy);
+        self
     }
 
     /// Feeds one event, and gives it back: the caller chooses where it is freed (a

@@ -97,4 +97,6 @@ pub struct IncidentsConfig {
     pub escalation: EscalationConfig,
     /// Claims of dedup keys across instances (scale-out).
     pub claims: Option<super::claims::ClaimsConfig>,
+    /// What raises an incident's priority, and when a rule counts as noisy.
+    pub priority: super::priority::PriorityConfig,
 }

@@ -1,8 +1,10 @@
 //! Alerts → incidents: dedup by key, suppression, the lifecycle state machine, P0–P4
 //! classification, and the timeline.
 //!
-//! Alerts with the same dedup key (rule id + the rule's `dedup` template, or its group-by
-//! values) join the key's incident while it is open. A resolved or closed incident still
+//! Alerts with the same dedup key (the rule's incident family, or else its id, + the rule's
+//! `dedup` template or its group-by values) join the key's incident while it is open: one
+//! incident per attacker across the rules of a family, listing every rule that
+//! contributed. A resolved or closed incident still
 //! absorbs repeats within the rule's `suppress` window (counted, not reopened); after that,
 //! a new incident opens. [`IncidentBook`] is the single owner of incident state: the
 //! detection worker applies alerts and operator transitions to it in one place.
@@ -13,14 +15,16 @@ pub mod backtest;
 pub mod claims;
 pub mod escalation;
 mod lifecycle;
+pub mod priority;
 pub mod worker;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use lifecycle::{IncidentStatus, TransitionError};
+pub use priority::{Policy, PriorityConfig};
 
 use crate::detect::{Alert, Entities};
 use crate::event::{AlertId, EventId, IncidentId, Priority, RuleId};
@@ -70,9 +74,15 @@ pub struct TimelineEntry {
 pub struct Incident {
     /// Incident id.
     pub id: IncidentId,
-    /// The rule whose alerts it gathers.
+    /// The rule whose alert opened it.
     pub rule_id: RuleId,
-    /// Title (the rule's title).
+    /// The incident family of its rules (`RULE.family`), when they declare one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// Every rule whose alerts it gathers, in the order they first contributed.
+    #[serde(default)]
+    pub rules: Vec<RuleId>,
+    /// Title: the title of its most urgent rule.
     pub title: String,
     /// Priority after classification.
     pub priority: Priority,
@@ -151,6 +161,8 @@ impl Incident {
         Incident {
             id: self.id,
             rule_id: self.rule_id.clone(),
+            family: self.family.clone(),
+            rules: self.rules.clone(),
             title: self.title.clone(),
             priority: self.priority,
             category: self.category,
@@ -221,26 +233,6 @@ pub struct IncidentChange {
     pub incident: Incident,
 }
 
-/// Context-based escalation of a rule's priority (the classifier).
-pub fn classify(
-    rule_priority: Priority,
-    category: Option<Category>,
-    affected_users: u64,
-    related_recent: usize,
-) -> Priority {
-    let mut priority = rule_priority;
-    if category.is_some_and(Category::raises_to_p1) {
-        priority = priority.most_urgent(Priority::P1);
-    }
-    if related_recent > 3 {
-        priority = priority.escalate();
-    }
-    if affected_users > 10_000 {
-        priority = Priority::P0;
-    }
-    priority
-}
-
 #[derive(Debug)]
 struct Tables {
     incidents: Table<[u8; 16], Incident>,
@@ -258,8 +250,10 @@ pub struct IncidentBook {
     keys: HashMap<String, IncidentId>,
     /// Incidents changed since the last `take_ops`, by id.
     changed: HashMap<IncidentId, String>,
-    /// First-seen times (ms) of each rule's incidents in the last 24 h of event time.
-    recent: HashMap<RuleId, VecDeque<i64>>,
+    /// What raises priority.
+    policy: Policy,
+    /// Incidents each rule opened recently (for the noisy-rule report).
+    noise: priority::Noise,
 }
 
 /// The incidents table of a store (for listing).
@@ -283,8 +277,20 @@ impl IncidentBook {
             cache: HashMap::new(),
             keys: HashMap::new(),
             changed: HashMap::new(),
-            recent: HashMap::new(),
+            policy: Policy::default(),
+            noise: priority::Noise::default(),
         }
+    }
+
+    /// The book with `policy` deciding priorities.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The policy deciding priorities.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// The latest incident for a dedup key, loaded into the cache: (id, open, suppressed
@@ -321,19 +327,10 @@ impl IncidentBook {
         Ok(found)
     }
 
-    fn related_recent(&mut self, rule: &RuleId, first_seen: DateTime<Utc>) -> usize {
-        let now = first_seen.timestamp_millis();
-        let recent = self.recent.entry(rule.clone()).or_default();
-        while recent.front().is_some_and(|t| *t < now - Duration::hours(24).num_milliseconds()) {
-            recent.pop_front();
-        }
-        recent.len()
-    }
-
     /// Whether `alert` would open a new incident (no open incident for its key, and not
     /// absorbed by suppression); with the key it would be opened under.
     pub fn opens(&mut self, alert: &Alert) -> Result<(bool, String)> {
-        let key = format!("{}:{}", alert.rule_id, alert.dedup_key);
+        let key = incident_key(alert);
         let opens = match self.latest_for_key(&key)? {
             Some((_, true, _)) => false,
             Some((_, false, Some(until))) if alert.time < until => false,
@@ -342,9 +339,10 @@ impl IncidentBook {
         Ok((opens, key))
     }
 
-    /// Opens, updates or suppresses into the incident for `alert`'s dedup key.
+    /// Opens, updates or suppresses into the incident for `alert`'s dedup key. An opening
+    /// also counts towards its rule's noise: [`IncidentBook::opened_recently`].
     pub fn apply(&mut self, alert: &Alert, now: DateTime<Utc>) -> Result<IncidentChange> {
-        let key = format!("{}:{}", alert.rule_id, alert.dedup_key);
+        let key = incident_key(alert);
         let latest = self.latest_for_key(&key)?;
         let change = match latest {
             Some((_, true, _)) => ChangeKind::Updated,
@@ -353,18 +351,15 @@ impl IncidentBook {
         };
         let id = match (change, latest) {
             (ChangeKind::Opened, _) | (_, None) => {
-                let related = self.related_recent(&alert.rule_id, alert.first_time);
-                let incident = self.open(alert, key.clone(), now, related);
-                self.recent.entry(alert.rule_id.clone()).or_default().push_back(alert.first_time.timestamp_millis());
+                let incident = self.open(alert, key.clone(), now);
+                self.noise.opened(&alert.rule_id, alert.first_time);
                 let id = incident.id;
                 self.cache.insert(id, incident);
                 id
             }
             (_, Some((id, ..))) => {
-                let first_seen = self.cache.get(&id).map_or(alert.first_time, |i| i.first_seen.min(alert.first_time));
-                let related = self.related_recent(&alert.rule_id, first_seen);
                 if let Some(incident) = self.cache.get_mut(&id) {
-                    join(incident, alert, change, related, now);
+                    join(incident, alert, change, &self.policy, now);
                 }
                 id
             }
@@ -375,17 +370,24 @@ impl IncidentBook {
         Ok(IncidentChange { change, alert_id: Some(alert.id), previous_status: None, incident })
     }
 
-    fn open(&mut self, alert: &Alert, key: String, now: DateTime<Utc>, related: usize) -> Incident {
+    /// Incidents `rule` opened in the 24 h of event time before its latest.
+    pub fn opened_recently(&self, rule: &RuleId) -> usize {
+        self.noise.count(rule)
+    }
+
+    fn open(&mut self, alert: &Alert, key: String, now: DateTime<Utc>) -> Incident {
         let mut entities = Entities::default();
         entities.merge(&alert.entities, MAX_ENTITIES);
         let affected = alert.affected_users.unwrap_or(0).max(entities.users.len() as u64);
-        let priority = classify(alert.priority, alert.category, affected, related);
+        let (priority, raised_by) = self.policy.classify(alert.priority, alert.category, &entities, affected);
         let suppress_until = alert
             .suppress_ms
             .map(|ms| alert.first_time + Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX)));
         let mut incident = Incident {
             id: IncidentId::generate(),
             rule_id: alert.rule_id.clone(),
+            family: alert.family.clone(),
+            rules: vec![alert.rule_id.clone()],
             title: alert.title.clone(),
             priority,
             category: alert.category,
@@ -410,10 +412,10 @@ impl IncidentBook {
             escalation: 0,
             timeline: Vec::new(),
         };
-        let why = if priority < alert.priority {
-            format!(" (rule says {}, raised by context)", alert.priority)
-        } else {
+        let why = if raised_by.is_empty() {
             String::new()
+        } else {
+            format!(" (rule says {}, raised by {})", alert.priority, raised_by.join(", "))
         };
         incident.note(
             now,
@@ -606,8 +608,15 @@ impl IncidentBook {
     }
 }
 
+/// The key alerts share to join one incident: the rule's family (or id) and dedup key.
+fn incident_key(alert: &Alert) -> String {
+    format!("{}:{}", alert.family.as_deref().unwrap_or(alert.rule_id.as_str()), alert.dedup_key)
+}
+
 /// Adds a further alert to an incident (updated while open, absorbed by suppression after).
-fn join(incident: &mut Incident, alert: &Alert, change: ChangeKind, related: usize, now: DateTime<Utc>) {
+/// A more urgent rule of the family lends the incident its title; priority is classified
+/// again over the entities gathered so far.
+fn join(incident: &mut Incident, alert: &Alert, change: ChangeKind, policy: &Policy, now: DateTime<Utc>) {
     if change == ChangeKind::Suppressed {
         incident.suppressed_count += 1;
         incident.note(now, "suppressed", None, format!("alert {} absorbed by suppression", alert.id));
@@ -623,11 +632,25 @@ fn join(incident: &mut Incident, alert: &Alert, change: ChangeKind, related: usi
     incident.event_ids.extend(alert.event_ids.iter().take(room));
     incident.entities.merge(&alert.entities, MAX_ENTITIES);
     incident.affected_users = incident.affected_users.max(alert.affected_users);
+    if !incident.rules.contains(&alert.rule_id) {
+        incident.rules.push(alert.rule_id.clone());
+        incident.note(now, "rule", None, format!("rule {} contributed", alert.rule_id));
+    }
     let affected = incident.affected_users.unwrap_or(0).max(incident.entities.users.len() as u64);
-    let classified = classify(alert.priority, alert.category, affected, related.saturating_sub(1));
+    let category = alert.category.or(incident.category);
+    let (classified, why) = policy.classify(alert.priority, category, &incident.entities, affected);
     if classified < incident.priority {
-        incident.note(now, "status", None, format!("priority raised from {} to {classified}", incident.priority));
+        let by = if why.is_empty() { format!("rule {}", alert.rule_id) } else { why.join(", ") };
+        incident.note(
+            now,
+            "status",
+            None,
+            format!("priority raised from {} to {classified} by {by}", incident.priority),
+        );
         incident.priority = classified;
+        if alert.priority < Priority::P4 && alert.rule_id != incident.rule_id && alert.title != incident.title {
+            incident.title = alert.title.clone();
+        }
     }
 }
 

@@ -10,6 +10,7 @@ fn alert(rule: &str, key: &str, secs: i64) -> Alert {
         id: AlertId::generate(),
         rule_id: RuleId::from(rule),
         title: "Brute force".into(),
+        family: None,
         priority: Priority::P2,
         category: None,
         time,
@@ -116,27 +117,103 @@ fn resolved_incidents_are_followed_by_new_ones_unless_suppressed() {
 }
 
 #[test]
-fn classification_escalates_by_context() {
-    assert_eq!(classify(Priority::P3, None, 0, 0), Priority::P3);
-    assert_eq!(classify(Priority::P3, Some(Category::DataLeak), 0, 0), Priority::P1);
-    assert_eq!(classify(Priority::P3, Some(Category::ComplianceViolation), 0, 0), Priority::P1);
-    assert_eq!(classify(Priority::P3, Some(Category::ServiceOutage), 0, 0), Priority::P3);
-    assert_eq!(classify(Priority::P4, None, 10_001, 0), Priority::P0);
-    assert_eq!(classify(Priority::P3, None, 0, 4), Priority::P2);
-    assert_eq!(classify(Priority::P3, None, 0, 3), Priority::P3);
+fn priority_is_raised_by_impact_never_by_repetition() {
+    let policy = Policy::new(&PriorityConfig {
+        critical_assets: vec!["DB01".into(), "10.0.5.0/24".into()],
+        ..PriorityConfig::default()
+    });
+    let none = Entities::default();
+    let classify = |p, c, e: &Entities, users| policy.classify(p, c, e, users).0;
+    assert_eq!(classify(Priority::P3, None, &none, 0), Priority::P3);
+    assert_eq!(classify(Priority::P3, Some(Category::DataLeak), &none, 0), Priority::P1);
+    assert_eq!(classify(Priority::P3, Some(Category::ComplianceViolation), &none, 0), Priority::P1);
+    assert_eq!(classify(Priority::P3, Some(Category::ServiceOutage), &none, 0), Priority::P3);
+    assert_eq!(classify(Priority::P4, None, &none, 10_001), Priority::P0);
+    let mut intel = Entities::default();
+    intel.threat_ips.insert("203.0.113.9".into());
+    assert_eq!(classify(Priority::P3, None, &intel, 0), Priority::P2);
+    let mut host = Entities::default();
+    host.hosts.insert("db01".into());
+    let (raised, why) = policy.classify(Priority::P3, None, &host, 0);
+    assert_eq!((raised, why), (Priority::P2, vec!["critical asset db01".to_owned()]));
+    let mut address = Entities::default();
+    address.ips.insert("10.0.5.7".into());
+    assert_eq!(classify(Priority::P3, None, &address, 0), Priority::P2);
+    address.ips = ["10.0.6.7".to_owned()].into();
+    assert_eq!(classify(Priority::P3, None, &address, 0), Priority::P3);
 
-    // The fifth incident of one rule within 24 h is one step more urgent.
+    // Fifty incidents of one rule in a day stay at the rule's priority; the rule is noisy.
     let mut book = IncidentBook::in_memory();
-    let priorities: Vec<Priority> = (0..5)
+    let priorities: Vec<Priority> = (0..50)
         .map(|i| {
             book.apply(&alert("brute", &format!("10.0.0.{i}"), i * 60), Utc::now()).expect("apply").incident.priority
         })
         .collect();
-    assert_eq!(priorities, [Priority::P2, Priority::P2, Priority::P2, Priority::P2, Priority::P1]);
+    assert!(priorities.iter().all(|p| *p == Priority::P2), "{priorities:?}");
+    assert_eq!(book.opened_recently(&RuleId::from("brute")), 50);
+    assert!(priority::Noise::is_noisy(book.policy(), 50));
+    assert!(!priority::Noise::is_noisy(book.policy(), 10));
+    // A day later the count starts again.
+    book.apply(&alert("brute", "10.9.9.9", 50 * 60 + 86_400 + 1), Utc::now()).expect("apply");
+    assert_eq!(book.opened_recently(&RuleId::from("brute")), 1);
 
     let mut big = alert("leak", "db01", 0);
     big.affected_users = Some(25_000);
     assert_eq!(book.apply(&big, Utc::now()).expect("apply").incident.priority, Priority::P0);
+}
+
+#[test]
+fn one_incident_per_attacker_across_a_family_naming_every_rule() {
+    let mut book = IncidentBook::in_memory();
+    let member = |rule: &str, priority: Priority, title: &str, secs: i64| {
+        let mut a = alert(rule, "198.51.100.7", secs);
+        (a.family, a.priority, a.title) = (Some("ssh_guessing".into()), priority, title.into());
+        a
+    };
+    let opened = book.apply(&member("ssh_brute_force", Priority::P3, "SSH brute force", 0), Utc::now()).expect("a");
+    let slow = book.apply(&member("ssh_slow_brute_force", Priority::P4, "Slow", 600), Utc::now()).expect("b");
+    let mut success = member("brute_force_then_success", Priority::P1, "Brute force then success", 900);
+    success.entities.users.insert("deploy".into());
+    let success = book.apply(&success, Utc::now()).expect("c");
+    assert_eq!(
+        (opened.change, slow.change, success.change),
+        (ChangeKind::Opened, ChangeKind::Updated, ChangeKind::Updated)
+    );
+    let incident = book.get(opened.incident.id).expect("get").expect("present");
+    assert_eq!(
+        incident.rules.iter().map(RuleId::as_str).collect::<Vec<_>>(),
+        ["ssh_brute_force", "ssh_slow_brute_force", "brute_force_then_success"]
+    );
+    assert_eq!((incident.priority, incident.title.as_str()), (Priority::P1, "Brute force then success"));
+    assert_eq!(incident.rule_id.as_str(), "ssh_brute_force", "the opening rule keeps its playbook");
+    assert!(incident.entities.users.contains("deploy"));
+    // The same attacker again joins; another attacker, or a rule outside the family, opens its own.
+    let other = book.apply(&member("ssh_brute_force", Priority::P3, "SSH brute force", 5), Utc::now()).expect("d");
+    assert_eq!(other.incident.id, opened.incident.id);
+    let mut elsewhere = alert("ssh_brute_force", "203.0.113.50", 5);
+    elsewhere.family = Some("ssh_guessing".into());
+    assert_ne!(book.apply(&elsewhere, Utc::now()).expect("e").incident.id, opened.incident.id);
+    assert_ne!(
+        book.apply(&alert("port_scan", "198.51.100.7", 5), Utc::now()).expect("f").incident.id,
+        opened.incident.id
+    );
+}
+
+#[test]
+fn entities_are_the_union_over_the_incident_capped_with_a_count() {
+    let mut book = IncidentBook::in_memory();
+    let mut id = None;
+    for i in 0..(MAX_ENTITIES + 20) {
+        let mut a = alert("spray", "192.0.2.136", i as i64);
+        a.entities.users.insert(format!("user{i:03}"));
+        a.entities.hosts.insert(format!("host{}", i % 7));
+        id = Some(book.apply(&a, Utc::now()).expect("apply").incident.id);
+    }
+    let incident = book.get(id.expect("applied")).expect("get").expect("present");
+    assert_eq!(incident.entities.hosts.len(), 7);
+    assert_eq!(incident.entities.users.len(), MAX_ENTITIES);
+    assert_eq!(incident.entities.omitted, 20);
+    assert_eq!(incident.entities.ips.len(), 1);
 }
 
 #[test]

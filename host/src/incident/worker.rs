@@ -18,10 +18,12 @@ use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::escalation::EscalationConfig;
+use super::escalation::{EscalationConfig, IncidentsConfig};
+use super::priority::{Noise, Policy};
 use super::{ChangeKind, Error, IncidentBook, IncidentChange, IncidentStatus};
 use crate::detect::{Alert, DetectConfig, DetectMetrics, Detector};
 use crate::event::{IncidentId, REPLAY_TAG, RecordKind, SecurityEvent};
@@ -136,6 +138,8 @@ pub struct DetectionWorker {
     changes: broadcast::Sender<IncidentChange>,
     commands: mpsc::Receiver<Command>,
     opened: Family<RuleLabels, Counter>,
+    recent: Family<RuleLabels, Gauge>,
+    noisy: Family<RuleLabels, Gauge>,
     claims: Option<Arc<super::claims::Claims>>,
     claimed_elsewhere: Counter,
     claim_failures: Counter,
@@ -150,7 +154,7 @@ impl DetectionWorker {
         writer: LogWriter,
         rules: RuleSet,
         config: DetectConfig,
-        escalation: EscalationConfig,
+        incidents: &IncidentsConfig,
         registry: &MetricsRegistry,
         changes: broadcast::Sender<IncidentChange>,
     ) -> store::Result<(Self, WorkerHandle)> {
@@ -160,6 +164,18 @@ impl DetectionWorker {
         let detect_metrics = DetectMetrics::register(registry);
         let opened = Family::<RuleLabels, Counter>::default();
         registry.register(names::INCIDENTS_OPENED, "Incidents opened, by rule.", opened.clone());
+        let recent = Family::<RuleLabels, Gauge>::default();
+        registry.register(
+            names::RULE_INCIDENTS_24H,
+            "Incidents each rule opened in the 24 h of event time before its latest.",
+            recent.clone(),
+        );
+        let noisy = Family::<RuleLabels, Gauge>::default();
+        registry.register(
+            names::RULE_NOISY,
+            "1 when a rule opened more incidents in 24 h than incidents.priority.noisy_after.",
+            noisy.clone(),
+        );
         let claimed_elsewhere = Counter::default();
         let claim_failures = Counter::default();
         registry.register(
@@ -184,20 +200,22 @@ impl DetectionWorker {
         tracing::info!(cursor, windows, rules = rules.rules().len(), "Detection resumes.");
         let (tx, commands) = mpsc::channel(64);
         let worker = Self {
-            book: IncidentBook::new(&store),
+            book: IncidentBook::new(&store).with_policy(Policy::new(&incidents.priority)),
             log,
             writer,
             store,
             cursors,
             detector,
             config,
-            escalation,
+            escalation: incidents.escalation.clone(),
             detect_metrics,
             consumer,
             cursor,
             changes,
             commands,
             opened,
+            recent,
+            noisy,
             claims: None,
             claimed_elsewhere,
             claim_failures,
@@ -392,7 +410,14 @@ impl DetectionWorker {
         self.consumer.set_committed(last);
         for change in changes {
             if change.change == ChangeKind::Opened {
-                self.opened.get_or_create(&RuleLabels { rule: change.incident.rule_id.to_string() }).inc();
+                let labels = RuleLabels { rule: change.incident.rule_id.to_string() };
+                self.opened.get_or_create(&labels).inc();
+                let recent = self.book.opened_recently(&change.incident.rule_id);
+                self.recent.get_or_create(&labels).set(i64::try_from(recent).unwrap_or(i64::MAX));
+                let noisy = Noise::is_noisy(self.book.policy(), recent);
+                if self.noisy.get_or_create(&labels).set(i64::from(noisy)) != i64::from(noisy) && noisy {
+                    tracing::warn!(rule = %labels.rule, incidents_24h = recent, "Rule is noisy: tune it rather than let it page.");
+                }
             }
             let _ = self.changes.send(change);
         }

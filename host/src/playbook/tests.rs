@@ -93,6 +93,7 @@ fn open_incident(store: &Store, ip: &str) -> Incident {
         id: AlertId::generate(),
         rule_id: RuleId::from("ssh_brute_force"),
         title: "SSH brute force".into(),
+        family: None,
         priority: crate::event::Priority::P1,
         category: None,
         time,

@@ -198,6 +198,10 @@ pub struct RuleMeta {
     /// Incident dedup key template (`"{{source.ip}}"`); default: the group-by values.
     #[serde(default)]
     pub dedup: Option<String>,
+    /// Incident family: alerts of the rules of one family with the same dedup key join
+    /// one incident (one incident per attacker across the SSH rules).
+    #[serde(default)]
+    pub family: Option<String>,
     /// After an incident opens for a key, further alerts for the key within this long
     /// join it (counted as suppressed) even if it was resolved meanwhile.
     #[serde(default, with = "humantime_serde")]

@@ -534,6 +534,9 @@ fn validate_meta(path: &Path, meta: &RuleMeta) -> Vec<RuleError> {
             _ => {}
         }
     }
+    if let Some(family) = meta.family.as_deref().filter(|f| !RuleId::is_valid(f)) {
+        error(format!("RULE.family `{family}` must be 1-128 characters of [A-Za-z0-9_.-]"));
+    }
     if let Some(template) = &meta.dedup {
         for placeholder in placeholders(template) {
             if let Err(e) = FieldPath::parse(placeholder) {

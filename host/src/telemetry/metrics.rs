@@ -35,6 +35,10 @@ pub mod names {
     pub const ALERTS: &str = "alerts";
     /// Incidents opened, by rule.
     pub const INCIDENTS_OPENED: &str = "incidents_opened";
+    /// Incidents a rule opened in the 24 h of event time before its latest, by rule.
+    pub const RULE_INCIDENTS_24H: &str = "rule_incidents_24h";
+    /// 1 for a rule past `incidents.priority.noisy_after`, by rule.
+    pub const RULE_NOISY: &str = "rule_noisy";
     /// Records delivered by a sink.
     pub const SINK_DELIVERED: &str = "sink_delivered_records";
     /// Send attempts of a sink that failed, by sink and class (retryable, permanent).

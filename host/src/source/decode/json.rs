@@ -201,6 +201,9 @@ pub fn get<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
         }
         _ => return None,
     };
+    if map.len() <= LINEAR_KEYS {
+        return get_linear(map, path);
+    }
     if let Some(found) = map.get(path) {
         return Some(found);
     }
@@ -215,6 +218,36 @@ pub fn get<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
         cut = dot;
     }
     None
+}
+
+/// Objects up to this many keys are searched by comparing keys rather than hashing the
+/// path's prefixes: most objects of a record are small, and most paths asked are absent.
+const LINEAR_KEYS: usize = 24;
+
+/// [`get`] in a small object: one pass finds the whole path as a key (which wins) or the
+/// keys that are a prefix of it ending at a dot, tried longest first.
+fn get_linear<'a>(map: &'a serde_json::Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let mut prefixes: [Option<(usize, &'a Value)>; 4] = [None; 4];
+    let mut found = 0;
+    let (path_bytes, first) = (path.as_bytes(), path.as_bytes().first());
+    for (key, value) in map {
+        // Most keys differ in their first byte: skip them before comparing the rest.
+        if key.as_bytes().first() != first || key.len() > path_bytes.len() {
+            continue;
+        }
+        let Some(rest) = path_bytes.strip_prefix(key.as_bytes()) else { continue };
+        match rest.first() {
+            None => return Some(value),
+            Some(b'.') if found < prefixes.len() => {
+                prefixes[found] = Some((key.len(), value));
+                found += 1;
+            }
+            _ => {}
+        }
+    }
+    let prefixes = &mut prefixes[..found];
+    prefixes.sort_unstable_by_key(|p| std::cmp::Reverse(p.map_or(0, |(len, _)| len)));
+    prefixes.iter().flatten().find_map(|(len, inner)| get(inner, &path[len + 1..]))
 }
 
 /// The text at a dotted path (strings, numbers and booleans; blank and `-` are absent).
