@@ -132,23 +132,51 @@ fn demo_prints_each_hidden_attack_as_an_incident() {
         .expect("run demo");
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    let hidden = [
-        "ssh_brute_force",
-        "brute_force_then_success",
-        "root_login_from_public_address",
-        "new_privileged_account",
-        "password_spraying",
-        "web_path_scan",
-    ];
     let incidents: Vec<&str> = stdout.lines().filter(|l| l.starts_with("INCIDENT")).collect();
-    for rule in hidden {
-        assert_eq!(incidents.iter().filter(|l| l.contains(&format!("[{rule}]"))).count(), 1, "{rule}:\n{stdout}");
-    }
-    // No false positives: every incident is about an attacker's address or the planted account.
+    let joined: Vec<&str> = stdout.lines().filter(|l| l.starts_with("JOINED")).collect();
     let header = stdout.lines().next().unwrap_or_default();
     let attackers: Vec<&str> =
         header.split(' ').map(|w| w.trim_end_matches(',')).filter(|w| w.parse::<std::net::IpAddr>().is_ok()).collect();
     assert_eq!(attackers.len(), 3, "{header}");
+    let (brute_forcer, sprayer, scanner) = (attackers[0], attackers[1], attackers[2]);
+    // Each line names its incident's rules; the last line of an incident has them all.
+    let about = |ip: &str| -> Vec<&str> {
+        incidents
+            .iter()
+            .chain(&joined)
+            .filter(|l| l.split("entities=").nth(1).is_some_and(|e| e.starts_with(ip)))
+            .copied()
+            .collect()
+    };
+    let rules_of = |ip: &str| -> std::collections::BTreeSet<String> {
+        about(ip)
+            .iter()
+            .flat_map(|l| l.split('[').nth(1).and_then(|r| r.split(']').next()).unwrap_or("").split(','))
+            .map(str::to_owned)
+            .collect()
+    };
+    let opened_for =
+        |ip: &str| incidents.iter().filter(|l| l.split("entities=").nth(1).is_some_and(|e| e.starts_with(ip))).count();
+    // The brute forcer: one incident for the guessing (its success joins and raises it to
+    // P1), one for root logging in from the internet.
+    for rule in ["ssh_brute_force", "brute_force_then_success", "root_login_from_public_address"] {
+        assert!(rules_of(brute_forcer).contains(rule), "{rule} for {brute_forcer}:\n{stdout}");
+    }
+    assert_eq!(opened_for(brute_forcer), 2, "{stdout}");
+    let success = joined.iter().find(|l| l.contains("rule=brute_force_then_success ")).expect("the success joined");
+    assert!(success.starts_with("JOINED   P1"), "the success raised the brute force: {success}");
+    // The sprayer: one incident, listing every account tried.
+    assert!(rules_of(sprayer).contains("password_spraying"), "{stdout}");
+    assert_eq!(opened_for(sprayer), 1, "{stdout}");
+    let spray = about(sprayer).last().copied().expect("sprayer");
+    assert!(spray.contains("more)") || spray.matches(',').count() >= 7, "{spray}");
+    // The scanner, and the planted account.
+    assert!(rules_of(scanner).contains("web_path_scan"), "{stdout}");
+    assert_eq!(
+        incidents.iter().filter(|l| l.contains("[new_privileged_account]") && l.contains("sysupdate")).count(),
+        1
+    );
+    // No false positives: every incident is about an attacker's address or the planted account.
     for line in &incidents {
         assert!(
             attackers.iter().any(|ip| line.contains(ip)) || line.contains("sysupdate"),

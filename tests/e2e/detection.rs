@@ -91,21 +91,21 @@ fn rules_list_shows_how_the_index_finds_each_rule() {
 fn a_window_survives_a_restart_and_the_lifecycle_is_enforced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Server::start(dir.path(), "");
-    post_events(&server, failures("203.0.113.201", 6, 0));
+    post_events(&server, failures("203.0.113.201", 3, 0));
     wait_for(Duration::from_secs(20), "detection to catch up", || {
         let metrics = server.metrics();
         (crate::helpers::metric(&metrics, &["vigil_consumer_lag_records", "consumer=\"detect\""]) == 0.0
-            && crate::helpers::metric(&metrics, &["vigil_rule_evaluations_total", "ssh_brute_force"]) >= 6.0)
+            && crate::helpers::metric(&metrics, &["vigil_rule_evaluations_total", "ssh_brute_force"]) >= 3.0)
             .then_some(())
     });
-    assert!(incidents(&server, "ssh_brute_force").is_empty(), "six failures are not ten");
+    assert!(incidents(&server, "ssh_brute_force").is_empty(), "three failures are not five");
     assert!(server.terminate(), "clean stop");
     server.restart();
-    post_events(&server, failures("203.0.113.201", 4, 6));
+    post_events(&server, failures("203.0.113.201", 2, 3));
     let incident = wait_for(Duration::from_secs(20), "the incident after the restart", || {
         incidents(&server, "ssh_brute_force").into_iter().next()
     });
-    assert_eq!(incident["event_count"], 10, "six before the restart and four after: {incident:#}");
+    assert_eq!(incident["event_count"], 5, "three before the restart and two after: {incident:#}");
 
     let id = incident["id"].as_str().expect("id").to_owned();
     let (status, body) =
@@ -313,4 +313,31 @@ fn the_index_skips_no_match_of_the_shipped_pack_on_the_demo_stream() {
         }
         assert!(skipped > 1000 && matched > 100, "native {native}: {skipped} skipped, {matched} matched");
     }
+}
+
+/// A rule that opens many incidents is reported as noisy — in the metrics and in
+/// `vigil rules list` — and its incidents keep the rule's priority: repetition is not
+/// impact.
+#[test]
+fn a_noisy_rule_is_reported_not_escalated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), "[incidents.priority]\nnoisy_after = 10\n");
+    let body: Vec<String> = (0..12).map(|h| failures(&format!("203.0.113.{}", 100 + h), 5, h * 30)).collect();
+    post_events(&server, body.join("\n"));
+    let opened = wait_for(Duration::from_secs(30), "twelve incidents", || {
+        let found = incidents(&server, "ssh_brute_force");
+        (found.len() == 12).then_some(found)
+    });
+    assert!(opened.iter().all(|i| i["priority"] == "P2"), "no escalation by repetition: {opened:#?}");
+    let metrics = server.metrics();
+    let rule = "rule=\"ssh_brute_force\"";
+    assert_eq!(crate::helpers::metric(&metrics, &["vigil_rule_incidents_24h", rule]), 12.0, "{metrics}");
+    assert_eq!(crate::helpers::metric(&metrics, &["vigil_rule_noisy", rule]), 1.0, "{metrics}");
+    let list = crate::helpers::vigil_in(dir.path(), &["rules", "list"]);
+    let stdout = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&list.stderr));
+    let line = stdout.lines().find(|l| l.starts_with("ssh_brute_force ")).expect("listed");
+    assert!(line.contains("12 NOISY"), "{line}");
+    let quiet = stdout.lines().find(|l| l.starts_with("port_scan ")).expect("listed");
+    assert!(!quiet.contains("NOISY"), "{quiet}");
 }

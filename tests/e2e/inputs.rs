@@ -32,7 +32,7 @@ fn bytes(path: &Path) -> Vec<u8> {
     }
 }
 
-fn decode(format: Format, body: &[u8]) -> Decoded {
+pub fn decode(format: Format, body: &[u8]) -> Decoded {
     let options = Options { limits: vigil::source::IngestConfig::default().limits(), keep_raw: false };
     let (decoded, error) = decode_body(&format, body, &options, chrono::Utc::now());
     assert_eq!(error, None, "the body was refused as a whole");

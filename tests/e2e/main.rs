@@ -16,6 +16,7 @@ mod intel;
 mod layering;
 mod mock;
 mod plugins;
+mod quality;
 mod response;
 mod schemas;
 mod sinks;

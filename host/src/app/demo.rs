@@ -49,8 +49,25 @@ const GUESSES: [&str; 8] = ["root", "admin", "oracle", "test", "ubuntu", "pi", "
 const SPRAYED: [&str; 11] =
     ["alice.w", "bob.k", "carol.m", "dave.p", "erin.s", "frank.t", "grace.h", "heidi.l", "ivan.r", "judy.c", "mike.o"];
 const PATHS: [&str; 6] = ["/", "/login", "/api/orders", "/static/app.js", "/api/cart", "/health"];
-const SCAN_PATHS: [&str; 8] =
-    ["/.env", "/wp-login.php", "/.git/config", "/admin", "/phpmyadmin", "/backup.zip", "/config.php", "/server-status"];
+/// What a scanner asks for (a real one asks for hundreds).
+const SCAN_PATHS: [&str; 16] = [
+    "/.env",
+    "/wp-login.php",
+    "/.git/config",
+    "/admin",
+    "/phpmyadmin",
+    "/backup.zip",
+    "/config.php",
+    "/server-status",
+    "/.aws/credentials",
+    "/actuator/env",
+    "/wp-config.php.bak",
+    "/.DS_Store",
+    "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
+    "/cgi-bin/.%2e/.%2e/bin/sh",
+    "/solr/admin/info/system",
+    "/.svn/entries",
+];
 
 /// Generates the stream, ending now, spread over ten minutes of event time.
 pub fn generate(options: &DemoOptions) -> DemoStream {
@@ -62,8 +79,8 @@ pub fn generate(options: &DemoOptions) -> DemoStream {
     let scanner_ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, rng.random_range(1..=254)));
     let sprayer_ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, rng.random_range(1..=254)));
     let total = options.events.max(200);
-    // The sprayer tries one account every 50 s or so: never ten failures in five minutes
-    // (no brute-force alert), but more than eight accounts in ten minutes.
+    // The sprayer tries one account every 50 s or so: eleven accounts in ten minutes. That
+    // is also a brute force by count; both rules are of one family, so it is one incident.
     let spray_every = total / SPRAYED.len();
     let span = Duration::minutes(10);
     let start = Utc::now() - span;

@@ -4,6 +4,7 @@
 //! Top layer: may use every module.
 
 pub mod demo;
+pub mod scenario;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -649,6 +650,8 @@ impl Pipeline {
         let mut changes = self.incidents.subscribe();
         let mut actions = self.runner.as_ref().map(Runner::subscribe);
         self.printer = Some(tokio::spawn(async move {
+            // How many rules each printed incident had: a rule joining is printed too.
+            let mut printed: std::collections::HashMap<crate::event::IncidentId, usize> = Default::default();
             loop {
                 let next_action = async {
                     match actions.as_mut() {
@@ -659,7 +662,17 @@ impl Pipeline {
                 tokio::select! {
                     biased;
                     change = changes.recv() => match change {
-                        Ok(change) if change.change == ChangeKind::Opened => print_incident(&change),
+                        Ok(change) if change.change == ChangeKind::Opened => {
+                            printed.insert(change.incident.id, change.incident.rules.len());
+                            print_incident(&change);
+                        }
+                        Ok(change) if change.change == ChangeKind::Updated => {
+                            let rules = change.incident.rules.len();
+                            if printed.get(&change.incident.id).is_some_and(|n| *n < rules) {
+                                printed.insert(change.incident.id, rules);
+                                print_joined(&change);
+                            }
+                        }
                         Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(n)) => eprintln!("({n} incident changes not shown)"),
                         Err(broadcast::error::RecvError::Closed) => break,
@@ -901,8 +914,6 @@ fn load_rules(
 /// One line per opened incident, for people watching a terminal.
 pub fn print_incident(change: &IncidentChange) {
     let i = &change.incident;
-    let entities: Vec<String> =
-        i.entities.ips.iter().chain(&i.entities.users).chain(&i.entities.hosts).take(6).cloned().collect();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -911,9 +922,36 @@ pub fn print_incident(change: &IncidentChange) {
         i.title,
         i.rule_id,
         i.event_count,
-        entities.join(","),
+        entity_list(i),
         i.id
     );
+}
+
+/// Prints a further rule joining an incident (its family): `JOINED P1  title  rule=…`.
+pub fn print_joined(change: &IncidentChange) {
+    let i = &change.incident;
+    let joined = i.rules.last().map_or("", |r| r.as_str());
+    let rules: Vec<&str> = i.rules.iter().map(|r| r.as_str()).collect();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "JOINED   {}  {}  rule={joined}  [{}]  events={} entities={}  id={}",
+        i.priority,
+        i.title,
+        rules.join(","),
+        i.event_count,
+        entity_list(i),
+        i.id
+    );
+}
+
+/// Up to eight of an incident's entities, and how many more it has.
+fn entity_list(i: &crate::incident::Incident) -> String {
+    let e = &i.entities;
+    let all: Vec<&String> = e.ips.iter().chain(&e.users).chain(&e.hosts).collect();
+    let shown: Vec<&str> = all.iter().take(8).map(|s| s.as_str()).collect();
+    let more = (all.len() - shown.len()) as u64 + e.omitted;
+    if more == 0 { shown.join(",") } else { format!("{} (+{more} more)", shown.join(",")) }
 }
 
 /// Resolves on SIGINT or SIGTERM.

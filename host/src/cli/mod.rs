@@ -16,7 +16,7 @@ mod response;
 mod rules;
 mod sinks;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -63,6 +63,11 @@ pub enum Command {
         /// Keep serving (with the HTTP API) after the stream ends, until Ctrl-C.
         #[arg(long)]
         keep_running: bool,
+        /// Instead of running, write the labelled scenario for `vigil rules score` to this
+        /// directory: `scenario.log` (mixed formats, read with `--format auto`) and
+        /// `scenario.truth.json`.
+        #[arg(long, conflicts_with = "keep_running")]
+        scenario: Option<PathBuf>,
     },
     /// Ingest events from a file or stdin (`-`) into the log, or send them to a server.
     Ingest {
@@ -264,6 +269,32 @@ pub enum RulesCommand {
         #[arg(long, default_value = "vigil")]
         format: Format,
         /// Print every alert and incident as JSON lines instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay a file through the rules and score the incidents against labelled ground
+    /// truth: recall, precision, true and false positives per rule, and the incidents
+    /// that explain no label (truth file format: docs/rules.md).
+    Score {
+        /// The records to replay (`-` for stdin).
+        #[arg(long)]
+        input: PathBuf,
+        /// Their format (as for `vigil ingest`).
+        #[arg(long, default_value = "vigil")]
+        format: Format,
+        /// The truth file (JSON: `expect` and `benign` labels).
+        #[arg(long)]
+        truth: PathBuf,
+        /// Rule directory to score (default: `rules.dir`).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Fail (exit 1) when recall is below this (0–1).
+        #[arg(long)]
+        min_recall: Option<f64>,
+        /// Fail (exit 1) when precision is below this (0–1).
+        #[arg(long)]
+        min_precision: Option<f64>,
+        /// Print the score as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -533,7 +564,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema => unreachable!("handled above"),
         Command::Config { command: ConfigCommand::Check } => check_config(&cli, &config),
         Command::Serve { print_incidents } => block_on(serve(config, print_incidents)),
-        Command::Demo { events, seed, keep_running } => {
+        Command::Demo { scenario: Some(dir), seed, .. } => write_scenario(&dir, seed.unwrap_or(1)),
+        Command::Demo { events, seed, keep_running, scenario: None } => {
             block_on(run_demo(config, demo::DemoOptions { events, seed }, keep_running))
         }
         Command::Ingest { input, format, url } => block_on(ingest::run(config, input, format, url)),
@@ -709,6 +741,28 @@ async fn serve(config: VigilConfig, print_incidents: bool) -> anyhow::Result<Exi
     tracing::info!("Vigil is running; Ctrl-C stops it.");
     app::shutdown_signal().await;
     pipeline.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the labelled scenario of `seed` (the last hour) to `dir`.
+fn write_scenario(dir: &Path, seed: u64) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let start = chrono::Utc::now() - chrono::Duration::hours(1);
+    let scenario = crate::app::scenario::generate(seed, start);
+    let log = dir.join("scenario.log");
+    let truth = dir.join("scenario.truth.json");
+    std::fs::write(&log, scenario.lines.join("\n") + "\n").with_context(|| format!("writing {}", log.display()))?;
+    std::fs::write(&truth, serde_json::to_vec_pretty(&scenario.truth)?)
+        .with_context(|| format!("writing {}", truth.display()))?;
+    println!(
+        "{} records with {} attacks and {} look-alikes in {}\nscore the rules on it: vigil rules score --input {} --format auto --truth {}",
+        scenario.lines.len(),
+        scenario.truth.expect.len(),
+        scenario.truth.benign.len(),
+        dir.display(),
+        log.display(),
+        truth.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,4 +1,4 @@
-//! `vigil rules check|test|cost|list|backtest`: tools for rule authors.
+//! `vigil rules check|test|cost|list|backtest|score`: tools for rule authors.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,9 +22,34 @@ pub fn run(config: &VigilConfig, command: RulesCommand) -> anyhow::Result<ExitCo
         RulesCommand::Backtest { from, to, rules, input, format, json } => {
             let dir = rules.unwrap_or_else(|| config.rules.dir.clone());
             match input {
-                Some(input) => replay_file(config, &dir, &input, format, json),
+                Some(input) => replay_file(config, &dir, &input, format, After::Report { json }),
                 None => backtest(config, &dir, from.as_deref(), to.as_deref(), json),
             }
+        }
+        RulesCommand::Score { input, format, truth, rules, min_recall, min_precision, json } => {
+            let dir = rules.unwrap_or_else(|| config.rules.dir.clone());
+            let text = std::fs::read_to_string(&truth)
+                .with_context(|| format!("reading the truth file {}", truth.display()))?;
+            let truth: crate::incident::score::Truth =
+                serde_json::from_str(&text).with_context(|| format!("the truth file {}", truth.display()))?;
+            replay_file(config, &dir, &input, format, After::Score { truth, min_recall, min_precision, json })
+        }
+    }
+}
+
+/// What a file replay ends with.
+enum After {
+    /// The alerts and incidents (`rules backtest --input`).
+    Report { json: bool },
+    /// Their score against ground truth (`rules score`).
+    Score { truth: crate::incident::score::Truth, min_recall: Option<f64>, min_precision: Option<f64>, json: bool },
+}
+
+impl After {
+    /// Whether stdout is for machine-readable records only.
+    fn json(&self) -> bool {
+        match self {
+            Self::Report { json } | Self::Score { json, .. } => *json,
         }
     }
 }
@@ -239,8 +264,10 @@ fn replay_file(
     dir: &Path,
     input: &Path,
     format: crate::source::decode::Format,
-    json: bool,
+    after: After,
 ) -> anyhow::Result<ExitCode> {
+    let json = after.json();
+    let print_alerts = matches!(after, After::Report { json: true });
     let rules = match load(dir, &options(config)?) {
         Ok(rules) => rules,
         Err(code) => return Ok(code),
@@ -283,7 +310,7 @@ fn replay_file(
         // When the parser has finished (or its queue is full), free them here.
         let _ = done_tx.try_send(done);
         for alert in replay.take_alerts() {
-            if json {
+            if print_alerts {
                 write_record(&mut out, "alert", &alert)?;
             }
         }
@@ -315,7 +342,53 @@ fn replay_file(
         eprintln!("no record of the input decoded as {format_name}: nothing was replayed (try --format auto)");
         return Ok(ExitCode::FAILURE);
     }
-    print_report(&report, json)
+    match after {
+        After::Report { json } => print_report(&report, json),
+        After::Score { truth, min_recall, min_precision, json } => print_score(
+            &crate::incident::score::score(&report.incidents, &truth),
+            &truth,
+            json,
+            min_recall,
+            min_precision,
+        ),
+    }
+}
+
+fn print_score(
+    score: &crate::incident::score::Score,
+    truth: &crate::incident::score::Truth,
+    json: bool,
+    min_recall: Option<f64>,
+    min_precision: Option<f64>,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(score)?);
+    } else {
+        if !truth.name.is_empty() {
+            println!("{}", truth.name);
+        }
+        println!(
+            "recall {:.3} ({}/{} behaviours found), precision {:.3} ({}/{} incidents explain one)",
+            score.recall, score.found, score.expected, score.precision, score.explaining, score.incidents
+        );
+        println!("{:<36} {:>5} {:>5}", "RULE", "TP", "FP");
+        for (rule, s) in &score.rules {
+            println!("{rule:<36} {:>5} {:>5}", s.true_positives, s.false_positives);
+        }
+        for missed in &score.missed {
+            println!("missed: {missed}");
+        }
+        for u in &score.unexplained {
+            let benign = u.benign.as_ref().map_or(String::new(), |b| format!(" — benign: {b}"));
+            println!("unexplained: {} [{}] {}{benign}", u.title, u.rules.join(","), u.entities.join(","));
+        }
+    }
+    let below = |value: f64, min: Option<f64>| min.is_some_and(|m| value < m);
+    if below(score.recall, min_recall) || below(score.precision, min_precision) {
+        eprintln!("the score is below the required minimum");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// How many refused records `--input` names.

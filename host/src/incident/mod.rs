@@ -16,6 +16,7 @@ pub mod claims;
 pub mod escalation;
 mod lifecycle;
 pub mod priority;
+pub mod score;
 pub mod worker;
 
 use std::collections::HashMap;
