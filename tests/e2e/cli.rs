@@ -158,13 +158,13 @@ fn demo_prints_each_hidden_attack_as_an_incident() {
     let opened_for =
         |ip: &str| incidents.iter().filter(|l| l.split("entities=").nth(1).is_some_and(|e| e.starts_with(ip))).count();
     // The brute forcer: one incident for the guessing (its success joins and raises it to
-    // P1), one for root logging in from the internet.
+    // P0: root was compromised), one for root logging in from the internet.
     for rule in ["ssh_brute_force", "brute_force_then_success", "root_login_from_public_address"] {
         assert!(rules_of(brute_forcer).contains(rule), "{rule} for {brute_forcer}:\n{stdout}");
     }
     assert_eq!(opened_for(brute_forcer), 2, "{stdout}");
     let success = joined.iter().find(|l| l.contains("rule=brute_force_then_success ")).expect("the success joined");
-    assert!(success.starts_with("JOINED   P1"), "the success raised the brute force: {success}");
+    assert!(success.starts_with("JOINED   P0"), "root's compromise raised the brute force: {success}");
     // The sprayer: one incident, listing every account tried.
     assert!(rules_of(sprayer).contains("password_spraying"), "{stdout}");
     assert_eq!(opened_for(sprayer), 1, "{stdout}");

@@ -368,8 +368,14 @@ fn print_score(
             println!("{}", truth.name);
         }
         println!(
-            "recall {:.3} ({}/{} behaviours found), precision {:.3} ({}/{} incidents explain one)",
-            score.recall, score.found, score.expected, score.precision, score.explaining, score.incidents
+            "recall {:.3} ({}/{} behaviours found), precision {:.3} ({}/{} incidents explain one), {} duplicate(s)",
+            score.recall,
+            score.found,
+            score.expected,
+            score.precision,
+            score.explaining,
+            score.incidents,
+            score.duplicates
         );
         println!("{:<36} {:>5} {:>5}", "RULE", "TP", "FP");
         for (rule, s) in &score.rules {

@@ -1,6 +1,6 @@
 //! Priority: an incident starts at its rules' severity and is raised by evidence of
-//! impact — the category, threat intelligence, a critical asset, the number of users
-//! affected — never by how often a rule fires. A rule that opens many incidents is
+//! impact — the category, threat intelligence, a critical asset, a compromise of a
+//! privileged account, the number of users affected — never by how often a rule fires. A rule that opens many incidents is
 //! reported as noisy instead ([`Noise`]).
 
 use std::collections::{HashMap, VecDeque};
@@ -20,6 +20,9 @@ pub struct PriorityConfig {
     /// Hosts (names, compared without case) and networks (`10.0.5.0/24`, or one address)
     /// whose incidents are raised one step.
     pub critical_assets: Vec<String>,
+    /// Accounts whose compromise (an incident of category `security_breach` naming one)
+    /// is raised one step; compared without case.
+    pub privileged_accounts: Vec<String>,
     /// A rule that opens more than this many incidents within 24 h of event time is
     /// reported as noisy (`vigil_rule_noisy`, `vigil rules list`); 0 turns it off.
     pub noisy_after: usize,
@@ -27,7 +30,11 @@ pub struct PriorityConfig {
 
 impl Default for PriorityConfig {
     fn default() -> Self {
-        Self { critical_assets: Vec::new(), noisy_after: 10 }
+        Self {
+            critical_assets: Vec::new(),
+            privileged_accounts: ["root", "administrator", "admin"].map(str::to_owned).to_vec(),
+            noisy_after: 10,
+        }
     }
 }
 
@@ -47,6 +54,7 @@ impl PriorityConfig {
 #[derive(Clone, Debug)]
 pub struct Policy {
     hosts: Vec<String>,
+    accounts: Vec<String>,
     networks: Vec<IpNet>,
     noisy_after: usize,
 }
@@ -61,7 +69,8 @@ impl Policy {
     /// The policy of `config` (entries that are neither a network nor an address are host
     /// names).
     pub fn new(config: &PriorityConfig) -> Self {
-        let mut policy = Self { hosts: Vec::new(), networks: Vec::new(), noisy_after: config.noisy_after };
+        let accounts = config.privileged_accounts.iter().map(|a| a.to_lowercase()).collect();
+        let mut policy = Self { hosts: Vec::new(), accounts, networks: Vec::new(), noisy_after: config.noisy_after };
         for asset in &config.critical_assets {
             match (asset.parse::<IpNet>(), asset.parse::<std::net::IpAddr>()) {
                 (Ok(net), _) => policy.networks.push(net),
@@ -104,6 +113,12 @@ impl Policy {
         if let Some(ip) = entities.threat_ips.iter().next() {
             priority = priority.escalate();
             why.push(format!("{ip} matched threat intelligence"));
+        }
+        if category == Some(Category::SecurityBreach)
+            && let Some(account) = entities.users.iter().find(|u| self.accounts.contains(&u.to_lowercase()))
+        {
+            priority = priority.escalate();
+            why.push(format!("privileged account {account} compromised"));
         }
         if let Some(asset) = self.critical(entities) {
             priority = priority.escalate();

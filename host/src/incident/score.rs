@@ -92,6 +92,9 @@ pub struct Score {
     pub incidents: usize,
     /// Of those, explaining at least one expected behaviour.
     pub explaining: usize,
+    /// Incidents beyond the first that explain the same behaviour: one attacker split
+    /// across several incidents (each still counts as explaining it).
+    pub duplicates: usize,
     /// found / expected (1 when nothing was expected).
     pub recall: f64,
     /// explaining / incidents (1 when there were none).
@@ -150,12 +153,18 @@ pub fn score(incidents: &[Incident], truth: &Truth) -> Score {
             });
         }
     }
+    let duplicates = truth
+        .expect
+        .iter()
+        .map(|label| incidents.iter().filter(|i| explains(i, label)).count().saturating_sub(1))
+        .sum();
     let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
     Score {
         expected: truth.expect.len(),
         found,
         incidents: incidents.len(),
         explaining,
+        duplicates,
         recall: ratio(found, truth.expect.len()),
         precision: ratio(explaining, incidents.len()),
         rules,
@@ -204,6 +213,9 @@ mod tests {
         assert_eq!((s.expected, s.found, s.incidents, s.explaining), (3, 2, 4, 2));
         assert!((s.recall - 2.0 / 3.0).abs() < 1e-9 && (s.precision - 0.5).abs() < 1e-9);
         assert_eq!(s.missed, ["198.51.100.9 — port scan"]);
+        assert_eq!(s.duplicates, 0);
+        let twice = [incidents[0].clone(), incident(&["ssh_brute_force"], &["203.0.113.10"], &[])];
+        assert_eq!(score(&twice, &truth).duplicates, 1, "one attacker, two incidents");
         assert_eq!(s.rules["ssh_brute_force"], RuleScore { true_positives: 1, false_positives: 1 });
         assert_eq!(s.rules["ssh_slow_brute_force"], RuleScore { true_positives: 1, false_positives: 0 });
         assert_eq!(s.unexplained.len(), 2);

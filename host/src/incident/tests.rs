@@ -141,6 +141,11 @@ fn priority_is_raised_by_impact_never_by_repetition() {
     assert_eq!(classify(Priority::P3, None, &address, 0), Priority::P2);
     address.ips = ["10.0.6.7".to_owned()].into();
     assert_eq!(classify(Priority::P3, None, &address, 0), Priority::P3);
+    // A compromise of a privileged account is raised; a brute force against it is not.
+    let mut root = Entities::default();
+    root.users.insert("Root".into());
+    assert_eq!(classify(Priority::P1, Some(Category::SecurityBreach), &root, 0), Priority::P0);
+    assert_eq!(classify(Priority::P2, Some(Category::AuthenticationFailure), &root, 0), Priority::P2);
 
     // Fifty incidents of one rule in a day stay at the rule's priority; the rule is noisy.
     let mut book = IncidentBook::in_memory();
