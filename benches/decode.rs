@@ -2,7 +2,8 @@
 //! samples of `../shared/data/`, or the bench fixtures through Vigil's own encoders for the
 //! formats the samples lack) split, parsed, mapped and validated into SecurityEvents.
 //!
-//! `cargo bench --bench decode` (records per second: `thrpt`)
+//! `cargo bench --bench decode` (records per second: `thrpt`), with the binary's allocator
+//! (mimalloc).
 
 #[path = "fixtures.rs"]
 mod fixtures;
@@ -14,6 +15,11 @@ use vigil::event::SecurityEvent;
 use vigil::source::IngestConfig;
 use vigil::source::decode::{Format, Options, decode_body};
 use vigil::transform::Format as Sink;
+
+// The allocator of the `vigil` binary: decoding allocates per field, so the system
+// allocator would measure glibc rather than the decoders.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn shared(path: &str) -> PathBuf {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(path);

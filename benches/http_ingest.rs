@@ -17,6 +17,16 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The server process, killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--bench");
@@ -29,7 +39,9 @@ fn main() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
     let config = format!(
-        "[api]\nlisten = \"127.0.0.1:{port}\"\n[store]\npath = {:?}\n[rules]\ndir = {rules:?}\n[telemetry]\nlog_level = \"warn\"\n",
+        // The load generator is one token: its rate limit is lifted (the default, 50
+        // requests/s, is for people and scripts).
+        "[api]\nlisten = \"127.0.0.1:{port}\"\n[api.auth]\nrate_per_second = 1000000\nburst = 1000000\n[store]\npath = {:?}\n[rules]\ndir = {rules:?}\n[telemetry]\nlog_level = \"warn\"\n",
         dir.path().join("data")
     );
     std::fs::write(dir.path().join("vigil.toml"), config).expect("config");
@@ -40,11 +52,13 @@ fn main() {
         .expect("vigil token create");
     assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
     let token = String::from_utf8(minted.stdout).expect("utf8").trim().to_owned();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_vigil"))
+    let server = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["--config", dir.path().join("vigil.toml").to_str().expect("utf8"), "serve"])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn vigil");
+    // Killed however the run ends (a failed assertion included), before its data dir goes.
+    let server = KillOnDrop(server);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let (events, latencies, elapsed) = rt.block_on(async {
@@ -94,8 +108,7 @@ fn main() {
         (latencies.len() * batch, latencies, elapsed)
     });
     // The measurement is over: no need to wait for detection to drain its backlog.
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(

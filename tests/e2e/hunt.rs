@@ -1,6 +1,6 @@
 //! Hunting end to end: the API's grouped and indexed hunts over what a running server
-//! stored, the CLI with a rule's condition as the filter and CSV output, and a saved hunt
-//! that turns its rows into an incident.
+//! stored, the CLI with a rule's condition as the filter and CSV output, a saved hunt
+//! that turns its rows into an incident, and a hunt over a real EVTX file with no store.
 
 use std::time::Duration;
 
@@ -81,4 +81,55 @@ group_by = ["source.ip"]
         json!({ "filter": "event.provider == \"vigil.hunt\"", "select": ["attributes.hunt.id", "attributes.hunt.rows"], "limit": 1 }),
     );
     assert_eq!(findings["rows"][0], json!({ "attributes.hunt.id": "password_guessing", "attributes.hunt.rows": 2 }));
+}
+
+/// `vigil hunt --input`: a real Security log hunted without a server or a store; records
+/// that do not decode are counted and named, and the good ones still answer.
+#[test]
+fn a_file_is_hunted_without_storing_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let evtx = crate::inputs::shared("inputs/windows-evtx/security.evtx");
+    let out = std::process::Command::new(crate::helpers::vigil_bin())
+        .args(["--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["hunt", "--input"])
+        .arg(&evtx)
+        .args(["--input-format", "windows", "--filter", r#"event.action == "group_member_added""#])
+        .args(["--select", "attributes.windows.EventRecordID,attributes.windows.TargetUserName", "--format", "csv"])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "attributes.windows.EventRecordID,attributes.windows.TargetUserName",
+            "50,None",
+            "54,Users",
+            "58,Administrators",
+            "181,None",
+            "185,Users",
+            "752,Administrators",
+            "821,Administrators",
+            "917,Performance Log Users",
+        ]
+    );
+    assert!(!dir.path().join("data").exists(), "a file hunt stores nothing");
+
+    // Grouped, over NDJSON with a broken line in the middle.
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, failures("198.51.100.5", 4) + "{not json\n" + failures("198.51.100.6", 2).as_str())
+        .expect("write");
+    let out = std::process::Command::new(crate::helpers::vigil_bin())
+        .args(["--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["hunt", "--input"])
+        .arg(&file)
+        .args(["--group-by", "source.ip", "--sort", "source.ip", "--format", "csv"])
+        .output()
+        .expect("run");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout, "source.ip,count\n198.51.100.5,4\n198.51.100.6,2\n");
+    assert!(stderr.contains("line 5:") && stderr.contains("1 record(s) of the input did not decode"), "{stderr}");
 }

@@ -1,4 +1,5 @@
-//! `vigil hunt`: a hunt over the stored events, read-only beside a running server.
+//! `vigil hunt`: a hunt over the stored events, read-only beside a running server, or
+//! over a file in any input format (`--input`), which is decoded and never stored.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -65,14 +66,27 @@ pub struct HuntArgs {
     /// Override `hunt.max_delay` (how long after its time an event may have been stored).
     #[arg(long)]
     pub max_delay: Option<humantime::Duration>,
+    /// Hunt over this file (`-` for stdin) instead of the stored events: records are
+    /// decoded on the fly and never stored.
+    #[arg(long, conflicts_with = "no_index")]
+    pub input: Option<PathBuf>,
+    /// Format of the `--input` records (as for `vigil ingest`).
+    #[arg(long = "input-format", default_value = "vigil", requires = "input")]
+    pub input_format: crate::source::decode::Format,
 }
 
 pub fn run(config: &VigilConfig, args: HuntArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open_read_only(&config.store.path)
-        .with_context(|| format!("opening the store in {} (has Vigil run here yet?)", config.store.path.display()))?;
-    let intel = crate::intel::Intel::open(&store, config.intel.clone(), None)?;
+    // A file needs no store; threat intel (`ioc_match`) is read from one when there is one.
+    let store = match &args.input {
+        Some(_) if !config.store.path.exists() => None,
+        Some(_) => Store::open_read_only(&config.store.path).ok(),
+        None => Some(Store::open_read_only(&config.store.path).with_context(|| {
+            format!("opening the store in {} (has Vigil run here yet?)", config.store.path.display())
+        })?),
+    };
+    let intel = store.as_ref().map(|s| crate::intel::Intel::open(s, config.intel.clone(), None)).transpose()?;
     let plugins = crate::app::plugin_host(config, None, None, &crate::telemetry::MetricsRegistry::default())?;
-    let options = crate::app::rule_options(config, plugins.as_ref(), Some(&intel));
+    let options = crate::app::rule_options(config, plugins.as_ref(), intel.as_ref());
     let rules = match &args.rule {
         Some(_) => {
             let dir = args.rules.clone().unwrap_or_else(|| config.rules.dir.clone());
@@ -102,12 +116,6 @@ pub fn run(config: &VigilConfig, args: HuntArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let log = Log::read_only(&store)?;
-    let index = if args.no_index || !config.hunt.index.enabled {
-        None
-    } else {
-        Some(Index::new(&store, &config.hunt.index).map_err(|e| anyhow::anyhow!(e))?)
-    };
     let max_delay = args.max_delay.map_or(config.hunt.max_delay, Into::into);
     let columns = hunt.columns();
     let bar = indicatif::ProgressBar::new(0);
@@ -121,29 +129,38 @@ pub fn run(config: &VigilConfig, args: HuntArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "{}", csv_line(columns.iter().cloned()))?;
     }
     let mut failed = None;
-    let stats = hunt.run(
-        &log,
-        index.as_ref(),
-        max_delay,
-        config.hunt.max_groups,
-        |row| {
-            let result = match args.format {
-                HuntFormat::Json => writeln!(out, "{}", serde_json::Value::Object(row)),
-                HuntFormat::Csv => writeln!(out, "{}", csv_line(columns.iter().map(|c| cell(row.get(c))))),
-                HuntFormat::Table => {
-                    table.push(columns.iter().map(|c| cell(row.get(c))).collect());
-                    Ok(())
-                }
-            };
-            if let Err(e) = result {
-                failed.get_or_insert(e);
+    let row = |row: serde_json::Map<String, serde_json::Value>| {
+        let result = match args.format {
+            HuntFormat::Json => writeln!(out, "{}", serde_json::Value::Object(row)),
+            HuntFormat::Csv => writeln!(out, "{}", csv_line(columns.iter().map(|c| cell(row.get(c))))),
+            HuntFormat::Table => {
+                table.push(columns.iter().map(|c| cell(row.get(c))).collect());
+                Ok(())
             }
-        },
-        |done, total| {
-            bar.set_length(total);
-            bar.set_position(done);
-        },
-    )?;
+        };
+        if let Err(e) = result {
+            failed.get_or_insert(e);
+        }
+    };
+    let stats = match (&args.input, &store) {
+        (Some(input), _) => {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            hunt_file(config, &hunt, input, &args.input_format, row)?
+        }
+        (None, Some(store)) => {
+            let log = Log::read_only(store)?;
+            let index = if args.no_index || !config.hunt.index.enabled {
+                None
+            } else {
+                Some(Index::new(store, &config.hunt.index).map_err(|e| anyhow::anyhow!(e))?)
+            };
+            hunt.run(&log, index.as_ref(), max_delay, config.hunt.max_groups, row, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })?
+        }
+        (None, None) => unreachable!("the store is opened when there is no input"),
+    };
     bar.finish_and_clear();
     if let Some(e) = failed {
         return Err(e.into());
@@ -167,6 +184,9 @@ pub fn run(config: &VigilConfig, args: HuntArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", line(row).trim_end())?;
         }
     }
+    if stats.rejected > 0 {
+        eprintln!("{} record(s) of the input did not decode and were left out", stats.rejected);
+    }
     eprintln!(
         "{} records read{}, {} matched{}{}",
         stats.read,
@@ -179,4 +199,51 @@ pub fn run(config: &VigilConfig, args: HuntArgs) -> anyhow::Result<ExitCode> {
         if stats.truncated { ", limit reached".to_owned() } else { String::new() },
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `hunt` over a file decoded on the fly: each record is read once, matched and
+/// forgotten (grouped hunts keep only their groups). Records that do not decode are
+/// counted (`rejected`) and the first few named on stderr.
+fn hunt_file(
+    config: &VigilConfig,
+    hunt: &Hunt,
+    input: &std::path::Path,
+    format: &crate::source::decode::Format,
+    mut row: impl FnMut(serde_json::Map<String, serde_json::Value>),
+) -> anyhow::Result<crate::hunt::HuntStats> {
+    let options = crate::source::decode::Options { limits: config.ingest.limits(), keep_raw: false };
+    let (plugins, _host) = super::input::plugin_decoders(config)?;
+    let mut stats = crate::hunt::HuntStats::default();
+    let mut collector = hunt.collector(config.hunt.max_groups);
+    let mut error = None;
+    let mut seq = 0;
+    super::input::read(input, format, options, &plugins, |batch| {
+        for rejection in batch.rejected {
+            stats.rejected += 1;
+            if stats.rejected <= 5 {
+                eprintln!("  line {}: {}", rejection.line, rejection.message);
+            }
+        }
+        for event in batch.events {
+            seq += 1;
+            stats.read += 1;
+            match collector.visit(seq, event, &mut stats, &mut row) {
+                Ok(true) => {}
+                Ok(false) => {
+                    stats.truncated = true;
+                    return Ok(false);
+                }
+                Err(e) => {
+                    error = Some(e);
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    })?;
+    if let Some(e) = error {
+        anyhow::bail!("{e}");
+    }
+    collector.finish(&mut stats, row);
+    Ok(stats)
 }

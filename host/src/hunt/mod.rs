@@ -350,47 +350,10 @@ impl Hunt {
         };
         let lo = lo.max(tail).max(self.after + 1);
         stats.range = (lo, hi);
-        let mut groups: BTreeMap<Vec<String>, Vec<State>> = BTreeMap::new();
-        let mut rows = 0usize;
         let total = hi.saturating_sub(lo);
-        let mut visit = |seq: u64, event: SecurityEvent, stats: &mut HuntStats| -> Result<bool, Error> {
-            let event = Arc::new(event);
-            match self.matches(&event) {
-                Ok(false) => return Ok(true),
-                Ok(true) => {}
-                Err(reason) => {
-                    stats.errors += 1;
-                    stats.first_error.get_or_insert_with(|| reason.clone());
-                    if stats.errors <= 5 {
-                        tracing::warn!(seq, %reason, "Hunt filter failed on an event; it is left out");
-                    }
-                    return Ok(true);
-                }
-            }
-            stats.matched += 1;
-            if self.is_grouped() {
-                let key: Vec<String> = self.group_by.iter().map(|f| text(f, &event)).collect();
-                if !groups.contains_key(&key) && groups.len() >= max_groups {
-                    return Err(Error::Query(format!(
-                        "more than {max_groups} groups (hunt.max_groups); narrow the filter or the range"
-                    )));
-                }
-                let states = groups.entry(key).or_insert_with(|| self.aggregates.iter().map(State::new).collect());
-                for (state, aggregate) in states.iter_mut().zip(&self.aggregates) {
-                    state.add(aggregate, &event);
-                }
-                Ok(true)
-            } else {
-                let mut out = Map::new();
-                for field in &self.select {
-                    out.insert(field.to_string(), field.get(&event).map_or(Value::Null, |v| v.to_json()));
-                }
-                row(out);
-                rows += 1;
-                stats.last_seq = seq;
-                Ok(rows < self.limit)
-            }
-        };
+        let mut collector = self.collector(max_groups);
+        let mut visit =
+            |seq: u64, event: SecurityEvent, stats: &mut HuntStats| collector.visit(seq, event, stats, &mut row);
         let key = index.and_then(|i| self.index_key(i).map(|k| (i, k)));
         match key {
             Some((index, (field, value))) => {
@@ -424,46 +387,123 @@ impl Hunt {
             }
             None => scan(log, lo, hi, &mut stats, &mut visit, &mut |d| progress(d, total))?,
         }
-        if self.is_grouped() {
-            let mut out: Vec<Map<String, Value>> = groups
-                .into_iter()
-                .map(|(key, states)| {
-                    let mut r = Map::new();
-                    for (field, value) in self.group_by.iter().zip(key) {
-                        r.insert(field.to_string(), Value::String(value));
-                    }
-                    for (aggregate, state) in self.aggregates.iter().zip(states) {
-                        r.insert(aggregate.name(), state.finish(aggregate));
-                    }
-                    r
-                })
-                .collect();
-            let sort = if self.sort.is_empty() { vec![("count".to_owned(), true)] } else { self.sort.clone() };
-            out.sort_by(|a, b| {
-                for (column, descending) in &sort {
-                    let ordering = compare(a.get(column), b.get(column));
-                    let ordering = if *descending { ordering.reverse() } else { ordering };
-                    if ordering.is_ne() {
-                        return ordering;
-                    }
+        collector.finish(&mut stats, row);
+        Ok(stats)
+    }
+
+    /// A hunt over events from anywhere (a file being read), fed one by one with
+    /// [`Collector::visit`] and ended with [`Collector::finish`].
+    pub fn collector(&self, max_groups: usize) -> Collector<'_> {
+        Collector { hunt: self, groups: BTreeMap::new(), rows: 0, max_groups }
+    }
+}
+
+/// A hunt in progress: the groups (or the count of rows) so far.
+#[derive(Debug)]
+pub struct Collector<'h> {
+    hunt: &'h Hunt,
+    groups: BTreeMap<Vec<String>, Vec<State>>,
+    rows: usize,
+    max_groups: usize,
+}
+
+impl Collector<'_> {
+    /// Takes one event (the `seq`-th read); projections stream its row to `row`. Returns
+    /// whether to go on (false: the limit of rows is reached).
+    pub fn visit(
+        &mut self,
+        seq: u64,
+        event: SecurityEvent,
+        stats: &mut HuntStats,
+        row: &mut impl FnMut(Map<String, Value>),
+    ) -> Result<bool, Error> {
+        let hunt = self.hunt;
+        let event = Arc::new(event);
+        match hunt.matches(&event) {
+            Ok(false) => return Ok(true),
+            Ok(true) => {}
+            Err(reason) => {
+                stats.errors += 1;
+                stats.first_error.get_or_insert_with(|| reason.clone());
+                if stats.errors <= 5 {
+                    tracing::warn!(seq, %reason, "Hunt filter failed on an event; it is left out");
                 }
-                std::cmp::Ordering::Equal
-            });
-            stats.groups = out.len();
-            if out.len() > self.limit {
-                stats.truncated = true;
-            }
-            for r in out.into_iter().take(self.limit) {
-                row(r);
+                return Ok(true);
             }
         }
-        Ok(stats)
+        stats.matched += 1;
+        if hunt.is_grouped() {
+            let key: Vec<String> = hunt.group_by.iter().map(|f| text(f, &event)).collect();
+            if !self.groups.contains_key(&key) && self.groups.len() >= self.max_groups {
+                return Err(Error::Query(format!(
+                    "more than {} groups (hunt.max_groups); narrow the filter or the range",
+                    self.max_groups
+                )));
+            }
+            let states = self.groups.entry(key).or_insert_with(|| hunt.aggregates.iter().map(State::new).collect());
+            for (state, aggregate) in states.iter_mut().zip(&hunt.aggregates) {
+                state.add(aggregate, &event);
+            }
+            Ok(true)
+        } else {
+            let mut out = Map::new();
+            for field in &hunt.select {
+                out.insert(field.to_string(), field.get(&event).map_or(Value::Null, |v| v.to_json()));
+            }
+            row(out);
+            self.rows += 1;
+            stats.last_seq = seq;
+            Ok(self.rows < hunt.limit)
+        }
+    }
+
+    /// Ends the hunt: grouped hunts give their rows to `row`, sorted, up to the limit.
+    pub fn finish(self, stats: &mut HuntStats, mut row: impl FnMut(Map<String, Value>)) {
+        let hunt = self.hunt;
+        if !hunt.is_grouped() {
+            return;
+        }
+        let mut out: Vec<Map<String, Value>> = self
+            .groups
+            .into_iter()
+            .map(|(key, states)| {
+                let mut r = Map::new();
+                for (field, value) in hunt.group_by.iter().zip(key) {
+                    r.insert(field.to_string(), Value::String(value));
+                }
+                for (aggregate, state) in hunt.aggregates.iter().zip(states) {
+                    r.insert(aggregate.name(), state.finish(aggregate));
+                }
+                r
+            })
+            .collect();
+        let sort = if hunt.sort.is_empty() { vec![("count".to_owned(), true)] } else { hunt.sort.clone() };
+        out.sort_by(|a, b| {
+            for (column, descending) in &sort {
+                let ordering = compare(a.get(column), b.get(column));
+                let ordering = if *descending { ordering.reverse() } else { ordering };
+                if ordering.is_ne() {
+                    return ordering;
+                }
+            }
+            std::cmp::Ordering::Equal
+        });
+        stats.groups = out.len();
+        if out.len() > hunt.limit {
+            stats.truncated = true;
+        }
+        for r in out.into_iter().take(hunt.limit) {
+            row(r);
+        }
     }
 }
 
 /// What a hunt read and found.
 #[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct HuntStats {
+    /// Records of an input file that did not decode (`vigil hunt --input`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rejected: u64,
     /// The sequence range considered.
     pub range: (u64, u64),
     /// Records read.
@@ -534,6 +574,10 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
             s(a).cmp(&s(b))
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One aggregate's running state.
