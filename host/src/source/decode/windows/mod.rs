@@ -392,8 +392,9 @@ pub fn flatten_json(record: Value) -> Result<Map<String, Value>, DecodeError> {
 
 /// The `System` element of evtx_dump JSON, flattened.
 fn system_fields(system: &Value, flat: &mut Map<String, Value>) {
-    let attr = |path: &str, name: &str| json::get(system, &format!("{path}.#attributes.{name}")).cloned();
-    let text = |path: &str| match json::get(system, path)? {
+    // Direct steps, not dotted paths: this runs for every EVTX record.
+    let attr = |path: &str, name: &str| system.get(path)?.get("#attributes")?.get(name).cloned();
+    let text = |path: &str| match system.get(path)? {
         Value::Object(o) => o.get("#text").cloned(),
         other => Some(other.clone()),
     };
