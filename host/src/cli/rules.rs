@@ -204,18 +204,11 @@ fn recent_incidents(config: &VigilConfig) -> Option<std::collections::HashMap<St
     }
     let store = Store::open_read_only(&config.store.path).ok()?;
     let incidents = crate::incident::page(&store, 100_000, None, |_| true).ok()?;
-    let mut latest: std::collections::HashMap<&str, DateTime<Utc>> = std::collections::HashMap::new();
+    let mut noise = crate::incident::priority::Noise::default();
     for i in &incidents {
-        let t = latest.entry(i.rule_id.as_str()).or_insert(i.first_seen);
-        *t = (*t).max(i.first_seen);
+        noise.opened(&i.rule_id, i.first_seen);
     }
-    let mut counts = std::collections::HashMap::new();
-    for i in &incidents {
-        if latest.get(i.rule_id.as_str()).is_some_and(|t| i.first_seen >= *t - chrono::Duration::hours(24)) {
-            *counts.entry(i.rule_id.to_string()).or_insert(0) += 1;
-        }
-    }
-    Some(counts)
+    Some(incidents.iter().map(|i| (i.rule_id.to_string(), noise.count(&i.rule_id))).collect())
 }
 
 /// RFC 3339, or a duration meaning that long ago (`2h`, `7d`).

@@ -64,18 +64,8 @@ impl Entities {
     /// The entities named by one event.
     pub fn of(event: &SecurityEvent) -> Self {
         let mut entities = Self::default();
-        let text = |field: Field| field.get(event).map(|v| v.to_text().into_owned());
-        entities.ips.extend(text(Field::SourceIp));
-        entities.source_ips.extend(text(Field::SourceIp));
-        entities.ips.extend(text(Field::DestinationIp));
-        entities.users.extend(text(Field::UserName));
-        entities.users.extend(text(Field::UserTargetName));
-        entities.hosts.extend(text(Field::HostName));
-        if let Some(threat) = &event.threat
-            && threat.indicator_type.ends_with("-addr")
-            && threat.matched_value.parse::<std::net::IpAddr>().is_ok()
-        {
-            entities.threat_ips.insert(threat.matched_value.clone());
+        for seen in Self::seen(event) {
+            entities.add(&seen, usize::MAX);
         }
         entities
     }

@@ -392,7 +392,7 @@ impl Detector {
                 first_ms: event.time.timestamp_millis(),
                 last_ms: event.time.timestamp_millis(),
                 ids: vec![event.id],
-                entities: Entities::default(),
+                entities: Entities::of(event),
             };
             let alert = self.alert(index, &fired, group, key, Some(event));
             out.push(alert);
@@ -508,10 +508,8 @@ impl Detector {
         let state = &mut self.states[index];
         state.alerts.inc();
         let meta = &state.rule.meta;
+        // Every matched event's entities (a window remembers them per match).
         let mut entities = fired.entities.clone();
-        if let Some(event) = event {
-            entities.merge(&Entities::of(event), window::MAX_FIRED_ENTITIES);
-        }
         for (field, value) in &group {
             match field.as_str() {
                 "source.ip" | "destination.ip" | "host.ip" => entities.ips.insert(value.clone()),

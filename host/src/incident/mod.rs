@@ -640,6 +640,10 @@ fn join(incident: &mut Incident, alert: &Alert, change: ChangeKind, policy: &Pol
     let affected = incident.affected_users.unwrap_or(0).max(incident.entities.users.len() as u64);
     let category = alert.category.or(incident.category);
     let (classified, why) = policy.classify(alert.priority, category, &incident.entities, affected);
+    // A rule more urgent than the incident so far names it; context alone does not.
+    if alert.priority < incident.priority {
+        incident.title = alert.title.clone();
+    }
     if classified < incident.priority {
         let by = if why.is_empty() { format!("rule {}", alert.rule_id) } else { why.join(", ") };
         incident.note(
@@ -649,9 +653,6 @@ fn join(incident: &mut Incident, alert: &Alert, change: ChangeKind, policy: &Pol
             format!("priority raised from {} to {classified} by {by}", incident.priority),
         );
         incident.priority = classified;
-        if alert.priority < Priority::P4 && alert.rule_id != incident.rule_id && alert.title != incident.title {
-            incident.title = alert.title.clone();
-        }
     }
 }
 

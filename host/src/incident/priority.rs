@@ -140,9 +140,8 @@ pub struct Noise {
 }
 
 impl Noise {
-    /// Records that `rule` opened an incident first seen at `at`; returns how many it
-    /// opened in the 24 h before (this one included).
-    pub fn opened(&mut self, rule: &RuleId, at: DateTime<Utc>) -> usize {
+    /// Records that `rule` opened an incident first seen at `at` (in any order).
+    pub fn opened(&mut self, rule: &RuleId, at: DateTime<Utc>) {
         let now = at.timestamp_millis();
         let recent = self.opened.entry(rule.clone()).or_default();
         let at = recent.partition_point(|t| *t <= now);
@@ -151,7 +150,6 @@ impl Noise {
         while recent.front().is_some_and(|t| *t < newest - Duration::hours(24).num_milliseconds()) {
             recent.pop_front();
         }
-        recent.len()
     }
 
     /// Incidents `rule` opened in the 24 h before its latest.

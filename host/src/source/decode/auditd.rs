@@ -608,7 +608,7 @@ mod tests {
         let out = assemble(concat!(
             "type=SYSCALL msg=audit(1492752522.985:8972): arch=c000003e syscall=59 success=yes exit=0 ppid=10027 pid=10043 auid=1001 uid=1001 comm=\"uname\" exe=\"/bin/uname\" key=\"user_commands\"\n",
             "type=EXECVE msg=audit(1492752522.985:8972): argc=3 a0=\"sh\" a1=\"-c\" a2=6563686F20612062\n",
-            "type=CWD msg=audit(1492752522.985:8972): cwd=\"/home/andrew\"\n",
+            "type=CWD msg=audit(1492752522.985:8972): cwd=\"/srv/build\"\n",
             "type=USER_LOGIN msg=audit(1492752523.752:42120): pid=18981 uid=0 auid=4294967295 ses=4294967295 msg='op=login acct=\"root\" exe=\"/usr/sbin/sshd\" hostname=? addr=46.160.144.250 terminal=ssh res=failed'\n",
             "type=EOE msg=audit(1492752522.985:8972):\n",
         ));

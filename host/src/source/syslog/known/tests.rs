@@ -320,7 +320,7 @@ const LINUX: &[Case] = &[
 
 const SERVICES: &[Case] = &[
     (
-        "Mar  3 10:00:00 db01 sudo:   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/systemctl restart nginx",
+        "Mar  3 10:00:00 db01 sudo:   alice : TTY=pts/0 ; PWD=/srv/www ; USER=root ; COMMAND=/usr/bin/systemctl restart nginx",
         EventClass::Authorization,
         "sudo",
         OK,
@@ -334,7 +334,7 @@ const SERVICES: &[Case] = &[
         &[("user.name", "mallory"), ("attributes.sudo.problem", "3 incorrect password attempts")],
     ),
     (
-        "Mar  3 10:00:02 db01 sudo:      bob : user NOT in sudoers ; TTY=pts/2 ; PWD=/home/bob ; USER=root ; COMMAND=/bin/bash",
+        "Mar  3 10:00:02 db01 sudo:      bob : user NOT in sudoers ; TTY=pts/2 ; PWD=/var/tmp ; USER=root ; COMMAND=/bin/bash",
         EventClass::Authorization,
         "sudo",
         FAIL,
