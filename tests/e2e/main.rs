@@ -19,6 +19,7 @@ mod plugins;
 mod quality;
 mod response;
 mod schemas;
+mod sigma;
 mod sinks;
 mod syslog;
 mod syslog_sink;

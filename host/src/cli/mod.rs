@@ -14,6 +14,7 @@ mod intel;
 mod plugins;
 mod response;
 mod rules;
+mod sigma;
 mod sinks;
 
 use std::path::{Path, PathBuf};
@@ -116,6 +117,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: RulesCommand,
+    },
+    /// Sigma rules: check what a directory compiles to, test rules on their regression data.
+    Sigma {
+        /// What to do.
+        #[command(subcommand)]
+        command: sigma::SigmaCommand,
     },
     /// WebAssembly plugins: inspect, cost, scaffold, sign; list, load, reload and unload
     /// them in a running Vigil.
@@ -571,6 +578,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest { input, format, url } => block_on(ingest::run(config, input, format, url)),
         Command::Incidents { command } => incidents::run(&config, command),
         Command::Rules { command } => rules::run(&config, command),
+        Command::Sigma { command } => sigma::run(&config, command),
         Command::Sinks { command: SinksCommand::Status { url, json } } => sinks::status(&config, url, json),
         Command::Dlq { command } => sinks::dlq(&config, command),
         Command::Plugin { command } => plugins::run(&config, command),

@@ -181,6 +181,9 @@ pub struct Alert {
     /// The rule's tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The rule's author (Sigma's licence asks for the credit to travel with the alert).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
     /// The rule's suppression window in milliseconds, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppress_ms: Option<u64>,

@@ -126,6 +126,7 @@ enum Kind {
     Distinct { field: FieldPath, count: usize, within_ms: i64 },
     Sum { field: FieldPath, at_least: u64, within_ms: i64 },
     Sequence { steps: Vec<(u32, u32)>, within_ms: i64 },
+    AllOf { bits: u32, within_ms: i64 },
     Absence { first_bit: u32, then_bit: u32, within_ms: i64 },
 }
 
@@ -147,6 +148,9 @@ impl Kind {
             Some(WindowSpec::Sequence { steps, within }) => {
                 Self::Sequence { steps: steps.iter().map(|s| (bit(&s.when), s.count)).collect(), within_ms: ms(within) }
             }
+            Some(WindowSpec::AllOf { steps, within }) => {
+                Self::AllOf { bits: steps.iter().fold(0, |all, s| all | bit(&s.when)), within_ms: ms(within) }
+            }
             Some(WindowSpec::Absence { first, then, within }) => {
                 Self::Absence { first_bit: bit(first), then_bit: bit(then), within_ms: ms(within) }
             }
@@ -160,6 +164,7 @@ impl Kind {
             | Self::Distinct { within_ms, .. }
             | Self::Sum { within_ms, .. }
             | Self::Sequence { within_ms, .. }
+            | Self::AllOf { within_ms, .. }
             | Self::Absence { within_ms, .. } => *within_ms,
         }
     }
@@ -232,6 +237,22 @@ pub struct Detector {
     since_sweep: u64,
     /// The rules the current event is evaluated by (kept to reuse its allocation).
     selected: Vec<usize>,
+    /// Sigma correlations of correlations: by inner rule index, the outer rules (index
+    /// and matcher bit) each of its alerts is a match of.
+    consumers: FxHashMap<usize, Vec<(usize, u32)>>,
+}
+
+/// The correlations fed by other rules' alerts (see [`Detector::chain`]).
+fn consumers(rules: &RuleSet) -> FxHashMap<usize, Vec<(usize, u32)>> {
+    let mut out: FxHashMap<usize, Vec<(usize, u32)>> = FxHashMap::default();
+    for (outer, rule) in rules.rules().iter().enumerate() {
+        for (inner_id, bit) in rule.sigma.iter().flat_map(|s| s.chained.iter()) {
+            if let Some(inner) = rules.rules().iter().position(|r| r.meta.id.as_str() == inner_id) {
+                out.entry(inner).or_default().push((outer, *bit));
+            }
+        }
+    }
+    out
 }
 
 impl Detector {
@@ -239,7 +260,6 @@ impl Detector {
     pub fn new(rules: RuleSet, config: DetectConfig, metrics: DetectMetrics) -> Self {
         let states = rules.rules().iter().map(|r| RuleState::new(r.clone(), &metrics)).collect();
         Self {
-            rules,
             states,
             config,
             metrics,
@@ -248,6 +268,8 @@ impl Detector {
             newest_ms: i64::MIN,
             since_sweep: 0,
             selected: Vec::new(),
+            consumers: consumers(&rules),
+            rules,
         }
     }
 
@@ -284,6 +306,7 @@ impl Detector {
         self.newest_ms = self.newest_ms.max(time_ms);
         let event_ref = EventRef(event.clone());
         let rules = self.rules.clone();
+        let first_new = out.len();
         let mut selected = std::mem::take(&mut self.selected);
         rules.select(event, &mut selected);
         for &index in &selected {
@@ -302,10 +325,43 @@ impl Detector {
             }
         }
         self.selected = selected;
+        if !self.consumers.is_empty() {
+            self.chain(first_new, event, late, out);
+        }
         self.fire_due_absences(out);
         self.since_sweep += 1;
         if self.since_sweep >= 10_000 {
             self.sweep();
+        }
+    }
+
+    /// Feeds the alerts from `out[first..]` to the correlations that count them (Sigma's
+    /// chained correlations: the event that completed the inner match is the outer's
+    /// match), then drops the alerts of inner rules that only feed others.
+    fn chain(&mut self, first: usize, event: &SecurityEvent, late: bool, out: &mut Vec<Alert>) {
+        let mut next = first;
+        while next < out.len() {
+            let rule = out[next].rule_id.clone();
+            next += 1;
+            let Some(inner) = self.states.iter().position(|s| s.rule.meta.id == rule) else { continue };
+            for (outer, bit) in self.consumers.get(&inner).cloned().unwrap_or_default() {
+                if !self.states[outer].disabled && self.states[outer].rule.runs() {
+                    self.matched(outer, bit, event, late, out);
+                }
+            }
+        }
+        let feeds_only = |a: &Alert| {
+            self.states
+                .iter()
+                .any(|s| s.rule.meta.id == a.rule_id && s.rule.sigma.as_ref().is_some_and(|g| g.feeds_only))
+        };
+        let mut i = first;
+        while i < out.len() {
+            if feeds_only(&out[i]) {
+                out.remove(i);
+            } else {
+                i += 1;
+            }
         }
     }
 
@@ -377,6 +433,7 @@ impl Detector {
                 affected_users: None,
                 techniques: Vec::new(),
                 tags: vec!["vigil".into()],
+                author: None,
                 suppress_ms: None,
                 notify: Vec::new(),
             });
@@ -464,6 +521,7 @@ impl Detector {
                     Kind::Threshold { count, within_ms } => window.threshold(at, *count, *within_ms),
                     Kind::Sum { at_least, within_ms, .. } => window.sum(at, *at_least, *within_ms),
                     Kind::Sequence { steps, within_ms } => window.sequence(steps, *within_ms),
+                    Kind::AllOf { bits, within_ms } => window.all_of(at, *bits, *within_ms),
                     Kind::Single | Kind::Absence { .. } | Kind::Distinct { .. } => None,
                 };
                 window.expire(cutoff);
@@ -542,6 +600,7 @@ impl Detector {
             affected_users,
             techniques: meta.mitre.techniques.clone(),
             tags: meta.tags.clone(),
+            author: meta.author.clone(),
             suppress_ms: meta.suppress.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             notify: meta.notify.clone(),
         }
@@ -720,6 +779,7 @@ impl Detector {
                 }
             }
         }
+        self.consumers = consumers(&rules);
         self.rules = rules;
         ops
     }

@@ -208,6 +208,31 @@ impl Window {
         None
     }
 
+    /// All of: every bit of `bits` matched, in any order, within `within_ms`, among
+    /// windows that contain the entry at `at`. The earliest such span fires, with the
+    /// first entry of each bit in it.
+    pub fn all_of(&mut self, at: usize, bits: u32, within_ms: i64) -> Option<Fired> {
+        let t = self.entries[at].t;
+        for first in self.first_at(t.saturating_sub(within_ms))..=at {
+            let end_t = self.entries[first].t.saturating_add(within_ms);
+            let mut covered = 0u32;
+            let mut positions = Vec::new();
+            let mut i = first;
+            while i < self.entries.len() && self.entries[i].t <= end_t {
+                let new = self.entries[i].bits & bits & !covered;
+                if new != 0 {
+                    covered |= new;
+                    positions.push(i);
+                }
+                if covered == bits && i >= at {
+                    return Some(self.take(&positions));
+                }
+                i += 1;
+            }
+        }
+        None
+    }
+
     /// Sequence: each step's matcher bit matched `count` times, in event-time order, the
     /// whole chain within `within_ms`. For each entry matching the last step (earliest
     /// first), a greedy left-to-right pass over the `within_ms` before it finds the chain if

@@ -131,6 +131,9 @@ pub struct Incident {
     /// Tags of the rule.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Authors of the contributing rules (Sigma's licence asks for the credit).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authors: Vec<String>,
     /// Channels the rule asked to notify.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<String>,
@@ -184,6 +187,7 @@ impl Incident {
             entities: Entities::default(),
             techniques: self.techniques.clone(),
             tags: self.tags.clone(),
+            authors: self.authors.clone(),
             notify: self.notify.clone(),
             escalation: self.escalation,
             timeline: Vec::new(),
@@ -409,6 +413,7 @@ impl IncidentBook {
             entities,
             techniques: alert.techniques.clone(),
             tags: alert.tags.clone(),
+            authors: alert.author.iter().cloned().collect(),
             notify: alert.notify.clone(),
             escalation: 0,
             timeline: Vec::new(),
@@ -633,6 +638,9 @@ fn join(incident: &mut Incident, alert: &Alert, change: ChangeKind, policy: &Pol
     incident.event_ids.extend(alert.event_ids.iter().take(room));
     incident.entities.merge(&alert.entities, MAX_ENTITIES);
     incident.affected_users = incident.affected_users.max(alert.affected_users);
+    if let Some(author) = alert.author.as_ref().filter(|a| !incident.authors.contains(a)) {
+        incident.authors.push(author.clone());
+    }
     if !incident.rules.contains(&alert.rule_id) {
         incident.rules.push(alert.rule_id.clone());
         incident.note(now, "rule", None, format!("rule {} contributed", alert.rule_id));

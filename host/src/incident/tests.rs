@@ -24,6 +24,7 @@ fn alert(rule: &str, key: &str, secs: i64) -> Alert {
         affected_users: None,
         techniques: vec![],
         tags: vec![],
+        author: None,
         suppress_ms: None,
         notify: vec![],
     }

@@ -107,6 +107,7 @@ fn open_incident(store: &Store, ip: &str) -> Incident {
         affected_users: None,
         techniques: vec![],
         tags: vec![],
+        author: None,
         suppress_ms: None,
         notify: vec![],
     };

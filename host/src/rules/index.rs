@@ -133,6 +133,7 @@ fn need(predicate: &Predicate, class: EventClass) -> Need {
         | Predicate::Regex(field, _)
         | Predicate::Cidr(field, _)
         | Predicate::Public(field) => known(field).map_or(Need::ANY, |f| Need::field(f, Values::present())),
+        Predicate::Sigma(_) => Need::ANY,
         _ => Need::ANY,
     }
 }

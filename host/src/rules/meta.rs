@@ -107,6 +107,14 @@ pub enum WindowSpec {
         #[serde(with = "humantime_serde")]
         within: Duration,
     },
+    /// Every step matched, in any order, all within `within` (Sigma's `temporal`).
+    AllOf {
+        /// The steps, any order.
+        steps: Vec<Step>,
+        /// Window length.
+        #[serde(with = "humantime_serde")]
+        within: Duration,
+    },
     /// A match of `first` not followed by a match of `then` within `within`.
     Absence {
         /// Function matching the first event.
@@ -127,6 +135,7 @@ impl WindowSpec {
             | Self::Distinct { within, .. }
             | Self::Sum { within, .. }
             | Self::Sequence { within, .. }
+            | Self::AllOf { within, .. }
             | Self::Absence { within, .. } => *within,
         }
     }
@@ -177,6 +186,15 @@ pub struct RuleMeta {
     /// Who maintains the rule.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Who wrote it (carried on alerts and incidents: Sigma's licence asks for it).
+    #[serde(default)]
+    pub author: Option<String>,
+    /// Where the detection comes from.
+    #[serde(default)]
+    pub references: Vec<String>,
+    /// What else it is known to match.
+    #[serde(default)]
+    pub falsepositives: Vec<String>,
     /// Playbook to run on its incidents.
     #[serde(default)]
     pub playbook: Option<String>,

@@ -19,6 +19,7 @@ mod library;
 mod meta;
 mod predicate;
 mod sandbox;
+pub mod sigma;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,6 +117,8 @@ pub struct CompiledRule {
     pub classes: Vec<EventClass>,
     /// Plugins it needs that were not loaded when it was compiled: it does not run.
     pub missing_plugins: Vec<String>,
+    /// What a Sigma rule adds (its logsource, whether it is idle); `None` for Rhai rules.
+    pub sigma: Option<sigma::SigmaRule>,
     matchers: Vec<Matcher>,
     ast: AST,
 }
@@ -135,6 +138,11 @@ impl CompiledRule {
     pub fn is_native(&self) -> bool {
         self.matchers.iter().all(|m| m.predicate.is_some())
     }
+
+    /// Whether the rule runs: enabled, with its plugins, and (Sigma) its logsource read.
+    pub fn runs(&self) -> bool {
+        self.meta.enabled && self.missing_plugins.is_empty() && self.sigma.as_ref().is_none_or(|s| s.idle.is_none())
+    }
 }
 
 /// How a rule set is compiled.
@@ -151,11 +159,20 @@ pub struct CompileOptions {
     pub plugins: Option<crate::plugins::PluginHost>,
     /// The threat intel behind `ioc_match` (without it, `ioc_match` matches nothing).
     pub intel: Option<crate::intel::Intel>,
+    /// Where Sigma rules are read besides `<dir>/sigma`, and their placeholders.
+    pub sigma: sigma::SigmaConfig,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        Self { limits: SandboxLimits::default(), native: true, count_operations: false, plugins: None, intel: None }
+        Self {
+            limits: SandboxLimits::default(),
+            native: true,
+            count_operations: false,
+            plugins: None,
+            intel: None,
+            sigma: sigma::SigmaConfig::default(),
+        }
     }
 }
 
@@ -168,6 +185,7 @@ pub struct RuleSet {
     by_class: Arc<Vec<index::ClassIndex>>,
     native: bool,
     plugin_fuel: u64,
+    sigma: Arc<sigma::Report>,
 }
 
 /// Rules settings (`[rules]`).
@@ -182,11 +200,19 @@ pub struct RulesConfig {
     pub native_predicates: bool,
     /// Reload the rules when files in `dir` change (checked every 2 s).
     pub watch: bool,
+    /// Sigma rules (`<dir>/sigma` is always read).
+    pub sigma: sigma::SigmaConfig,
 }
 
 impl Default for RulesConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("rules"), limits: SandboxLimits::default(), native_predicates: true, watch: true }
+        Self {
+            dir: PathBuf::from("rules"),
+            limits: SandboxLimits::default(),
+            native_predicates: true,
+            watch: true,
+            sigma: sigma::SigmaConfig::default(),
+        }
     }
 }
 
@@ -211,6 +237,7 @@ impl RulesConfig {
             count_operations: false,
             plugins: None,
             intel: None,
+            sigma: self.sigma.clone(),
         }
     }
 }
@@ -241,17 +268,41 @@ pub fn read_sources(dir: &Path) -> Result<Vec<(PathBuf, String)>, Vec<RuleError>
 impl RuleSet {
     /// An empty rule set.
     pub fn empty(limits: &SandboxLimits) -> Self {
-        Self::build(Vec::new(), build_engine(limits, &Lists::new(), false), true, limits.max_plugin_fuel)
+        Self::build(
+            Vec::new(),
+            build_engine(limits, &Lists::new(), false),
+            true,
+            limits.max_plugin_fuel,
+            Default::default(),
+        )
     }
 
-    /// Loads `dir/*.rhai` (rules) and `dir/lib/*.rhai` (library). Reports every error of
-    /// every file; any error rejects the whole set.
+    /// Loads `dir/*.rhai` (rules), `dir/lib/*.rhai` (library) and the Sigma rules of
+    /// `dir/sigma` and `options.sigma.dirs`. Reports every error of every Rhai file and
+    /// Sigma pipeline; any of them rejects the whole set. A Sigma rule that does not
+    /// compile is refused alone, with a warning, and listed in [`RuleSet::sigma_report`].
     pub fn load_dir(dir: &Path, options: &CompileOptions) -> Result<Self, Vec<RuleError>> {
         let rules = read_sources(dir);
         let library = read_sources(&dir.join("lib"));
-        match (rules, library) {
-            (Ok(rules), Ok(library)) => Self::compile(rules, library, options),
-            (rules, library) => Err(rules.err().into_iter().chain(library.err()).flatten().collect()),
+        let sigma_dir = dir.join("sigma");
+        let mut sigma_dirs: Vec<PathBuf> = vec![sigma_dir.clone()];
+        sigma_dirs.extend(options.sigma.dirs.iter().cloned());
+        let sigma = sigma::load(&sigma_dirs, &options.sigma, Some(&sigma_dir.join("pipelines")));
+        match (rules, library, sigma) {
+            (Ok(rules), Ok(library), Ok((sigma, report))) => {
+                for refused in &report.refused {
+                    tracing::warn!(
+                        path = %refused.path.display(),
+                        rule = refused.id.as_deref().unwrap_or("-"),
+                        reason = %refused.reason,
+                        "Sigma rule refused; the other rules load."
+                    );
+                }
+                Self::compile_with(rules, library, sigma, report, options)
+            }
+            (rules, library, sigma) => {
+                Err(rules.err().into_iter().chain(library.err()).chain(sigma.err()).flatten().collect())
+            }
         }
     }
 
@@ -259,6 +310,17 @@ impl RuleSet {
     pub fn compile(
         sources: Vec<(PathBuf, String)>,
         library: Vec<(PathBuf, String)>,
+        options: &CompileOptions,
+    ) -> Result<Self, Vec<RuleError>> {
+        Self::compile_with(sources, library, Vec::new(), sigma::Report::default(), options)
+    }
+
+    /// Compiles Rhai sources, and adds compiled Sigma rules after them.
+    fn compile_with(
+        sources: Vec<(PathBuf, String)>,
+        library: Vec<(PathBuf, String)>,
+        sigma: Vec<CompiledRule>,
+        report: sigma::Report,
         options: &CompileOptions,
     ) -> Result<Self, Vec<RuleError>> {
         let mut base = build_engine(&options.limits, &Lists::new(), false);
@@ -302,27 +364,55 @@ impl RuleSet {
                 Err(e) => errors.extend(e),
             }
         }
+        for rule in sigma {
+            if let Some(first) = rules.iter().find(|r| r.meta.id == rule.meta.id) {
+                errors.push(RuleError::new(
+                    &rule.path,
+                    format!("duplicate rule id `{}` (also in {})", rule.meta.id, first.path.display()),
+                ));
+            } else {
+                rules.push(Arc::new(rule));
+            }
+        }
         if errors.is_empty() {
-            Ok(Self::build(rules, engine, options.native, options.limits.max_plugin_fuel))
+            Ok(Self::build(rules, engine, options.native, options.limits.max_plugin_fuel, Arc::new(report)))
         } else {
             Err(errors)
         }
     }
 
-    fn build(rules: Vec<Arc<CompiledRule>>, engine: Engine, native: bool, plugin_fuel: u64) -> Self {
+    fn build(
+        rules: Vec<Arc<CompiledRule>>,
+        engine: Engine,
+        native: bool,
+        plugin_fuel: u64,
+        sigma: Arc<sigma::Report>,
+    ) -> Self {
         let by_class = EventClass::ALL
             .iter()
             .map(|class| {
                 let of_class = rules
                     .iter()
                     .enumerate()
-                    .filter(|(_, r)| r.meta.enabled && r.missing_plugins.is_empty())
+                    .filter(|(_, r)| r.runs())
                     .filter(|(_, r)| r.classes.is_empty() || r.classes.contains(class))
                     .map(|(i, r)| (i, r.matchers.iter().map(|m| m.guard.as_ref()).collect()));
                 index::ClassIndex::build(*class, of_class)
             })
             .collect();
-        Self { rules: rules.into(), engine: Arc::new(engine), by_class: Arc::new(by_class), native, plugin_fuel }
+        Self { rules: rules.into(), engine: Arc::new(engine), by_class: Arc::new(by_class), native, plugin_fuel, sigma }
+    }
+
+    /// A rule set of already compiled (Sigma) rules alone, with default limits.
+    pub fn from_compiled(rules: Vec<CompiledRule>) -> Self {
+        let limits = SandboxLimits::default();
+        let engine = build_engine(&limits, &Lists::new(), false);
+        Self::build(rules.into_iter().map(Arc::new).collect(), engine, true, limits.max_plugin_fuel, Default::default())
+    }
+
+    /// What the last load of Sigma rules compiled, refused and left idle.
+    pub fn sigma_report(&self) -> &sigma::Report {
+        &self.sigma
     }
 
     /// The rules, in load order (disabled ones included).
@@ -369,7 +459,7 @@ impl RuleSet {
         let rule = &self.rules[index];
         let mut mask = 0;
         for (bit, matcher) in rule.matchers.iter().enumerate() {
-            let native = if !self.native {
+            let native = if !self.native && rule.sigma.is_none() {
                 None
             } else if let Some(predicate) = &matcher.predicate {
                 predicate.eval(&event.0)
@@ -425,7 +515,7 @@ fn compile_rule(engine: &Engine, library: &Library, path: &Path, text: &str) -> 
     })?;
     let mut errors = validate_meta(path, &meta);
     let functions = match &meta.window {
-        Some(WindowSpec::Sequence { steps, .. }) => {
+        Some(WindowSpec::Sequence { steps, .. } | WindowSpec::AllOf { steps, .. }) => {
             let mut names: Vec<String> = Vec::new();
             for step in steps {
                 if !names.contains(&step.when) {
@@ -499,6 +589,7 @@ fn compile_rule(engine: &Engine, library: &Library, path: &Path, text: &str) -> 
         fingerprint: std::hash::Hasher::finish(&hasher),
         classes,
         missing_plugins: Vec::new(),
+        sigma: None,
         matchers,
         ast,
     })
@@ -525,7 +616,9 @@ fn validate_meta(path: &Path, meta: &RuleMeta) -> Vec<RuleError> {
                 error("RULE.window.count must be at least 1".into());
             }
             WindowSpec::Sum { at_least: 0, .. } => error("RULE.window.at_least must be at least 1".into()),
-            WindowSpec::Sequence { steps, .. } if steps.len() < 2 || steps.len() > 16 => {
+            WindowSpec::Sequence { steps, .. } | WindowSpec::AllOf { steps, .. }
+                if steps.len() < 2 || steps.len() > 16 =>
+            {
                 error("RULE.window.steps needs 2 to 16 steps".into());
             }
             WindowSpec::Sequence { steps, .. } if steps.iter().any(|s| s.count == 0 || s.count > 1000) => {

@@ -100,6 +100,8 @@ pub enum Predicate {
     /// `is_public(field)`: an IP address outside the private, loopback, link-local,
     /// shared and reserved ranges.
     Public(FieldRef),
+    /// A compiled Sigma detection (its own semantics: see `sigma`).
+    Sigma(Arc<super::sigma::Node>),
 }
 
 /// What a field holds, as Rhai would see it; `Unknown` makes the caller ask Rhai.
@@ -225,6 +227,7 @@ impl Predicate {
                 Value::Ip(ip) => Some(set.contains(&ip.to_string())),
                 _ => None,
             },
+            Self::Sigma(node) => Some(node.eval(event)),
             Self::Public(field) => match read(field, event) {
                 Value::Unit => Some(false),
                 Value::Ip(ip) => Some(crate::event::is_public(ip)),

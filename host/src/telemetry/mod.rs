@@ -56,9 +56,16 @@ impl Default for TelemetryConfig {
 
 /// Installs the global tracing subscriber. Later calls are ignored (tests call it freely).
 pub fn init_tracing(config: &TelemetryConfig) {
-    let filter = EnvFilter::try_from_env("VIGIL_LOG")
+    let asked = std::env::var("VIGIL_LOG").unwrap_or_else(|_| config.log_level.clone());
+    let mut filter = EnvFilter::try_from_env("VIGIL_LOG")
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // The EVTX parser narrates every file it opens; its errors reach us as results.
+    if !asked.contains("evtx")
+        && let Ok(quiet) = "evtx=error".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     let json = match config.log_format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,

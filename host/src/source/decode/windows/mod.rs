@@ -455,7 +455,13 @@ pub fn decode_json(record: Value, ctx: &Ctx<'_>) -> Result<SecurityEvent, Decode
 }
 
 /// Maps the flat fields of one event to the model.
-pub fn map(fields: Map<String, Value>, ctx: &Ctx<'_>) -> Result<SecurityEvent, DecodeError> {
+pub fn map(mut fields: Map<String, Value>, ctx: &Ctx<'_>) -> Result<SecurityEvent, DecodeError> {
+    // Some providers name their data with spaces (Defender's `Threat Name`); they are
+    // kept without them (`ThreatName`), the names Sigma rules and every Windows tool use.
+    if fields.keys().any(|k| k.contains(' ')) {
+        fields =
+            fields.into_iter().map(|(k, v)| if k.contains(' ') { (k.replace(' ', ""), v) } else { (k, v) }).collect();
+    }
     let id = fields.get("EventID").and_then(set::uint).ok_or_else(|| DecodeError::missing("EventID"))?;
     let family = family(&fields);
     let kind = KINDS.iter().find(|(f, k, ..)| *f == family && *k == id);

@@ -1,0 +1,237 @@
+//! `vigil sigma check|test`: what a directory of Sigma rules compiles to, and whether the
+//! rules match their regression data (SigmaHQ's `regression_data` layout: one folder
+//! per rule with an `info.yml` naming the rule and the expected `match_count`, next to
+//! the `.evtx` it is tested on).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::config::VigilConfig;
+use crate::event::SecurityEvent;
+use crate::rules::sigma::{self, Report};
+use crate::rules::{CompiledRule, RuleSet};
+use crate::source::decode::{Format, Options};
+
+/// Sigma tools.
+#[derive(Debug, clap::Subcommand)]
+pub enum SigmaCommand {
+    /// Compile a directory of Sigma rules (recursively) and report what loaded, what was
+    /// refused (file, rule, construct) and what is idle (no pipeline entry for its
+    /// logsource). Exits 1 when a rule is refused.
+    Check {
+        /// The directory (default: `<rules.dir>/sigma`).
+        dir: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run Sigma rules over their regression data and compare the number of matching
+    /// events with each case's `match_count` (fewer fail, more are noted, as in SigmaHQ's
+    /// own runner). Exits 1 when a case fails.
+    Test {
+        /// The regression data directory (folders with `info.yml` and the `.evtx`).
+        data: PathBuf,
+        /// The Sigma rules the cases name (default: `<rules.dir>/sigma`).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Print one JSON line per case, then the summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(config: &VigilConfig, command: SigmaCommand) -> anyhow::Result<ExitCode> {
+    let default_dir = || config.rules.dir.join("sigma");
+    match command {
+        SigmaCommand::Check { dir, json } => check(config, &dir.unwrap_or_else(default_dir), json),
+        SigmaCommand::Test { data, rules, json } => test(config, &data, &rules.unwrap_or_else(default_dir), json),
+    }
+}
+
+fn load(config: &VigilConfig, dir: &Path) -> anyhow::Result<(Vec<CompiledRule>, Report)> {
+    if !dir.is_dir() {
+        anyhow::bail!("{} is not a directory of Sigma rules", dir.display());
+    }
+    let pipelines = config.rules.dir.join("sigma").join("pipelines");
+    sigma::load(&[dir.to_owned()], &config.rules.sigma, Some(&pipelines)).map_err(|errors| {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("{}", text.join("\n"))
+    })
+}
+
+fn check(config: &VigilConfig, dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let (_, report) = load(config, dir)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for r in &report.refused {
+            println!("refused  {}  {}: {}", r.path.display(), r.id.as_deref().unwrap_or("-"), r.reason);
+        }
+        for (id, logsource) in &report.idle {
+            println!("idle     {id}: no pipeline entry for logsource {logsource}");
+        }
+        println!(
+            "{} files: {} rules compiled ({} correlations, {} idle), {} refused — {:.1} % compile",
+            report.files,
+            report.compiled,
+            report.correlations,
+            report.idle.len(),
+            report.refused.len(),
+            report.compiled_percent()
+        );
+    }
+    Ok(if report.refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[derive(Deserialize)]
+struct Info {
+    #[serde(default)]
+    rule_metadata: Vec<RuleRef>,
+    #[serde(default)]
+    regression_tests_info: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct RuleRef {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    #[serde(default)]
+    name: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+    path: String,
+    #[serde(default = "one")]
+    match_count: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// One regression case's outcome.
+#[derive(Debug, Serialize)]
+struct Outcome {
+    case: String,
+    rule: String,
+    expected: usize,
+    matched: Option<usize>,
+    events: usize,
+    passed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why: Option<String>,
+}
+
+fn infos(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            infos(&path, out);
+        } else if path.file_name().is_some_and(|n| n == "info.yml") {
+            out.push(path);
+        }
+    }
+}
+
+fn events_of(config: &VigilConfig, file: &Path) -> anyhow::Result<Vec<SecurityEvent>> {
+    let options = Options { limits: config.ingest.limits(), keep_raw: false };
+    let mut events = Vec::new();
+    super::input::read(file, &Format::Windows, options, &Default::default(), |batch| {
+        events.extend(batch.events);
+        Ok(true)
+    })?;
+    Ok(events)
+}
+
+fn test(config: &VigilConfig, data: &Path, rules_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let (rules, report) = load(config, rules_dir)?;
+    let set = RuleSet::from_compiled(rules);
+    let mut files = Vec::new();
+    infos(data, &mut files);
+    files.sort();
+    if files.is_empty() {
+        anyhow::bail!("no info.yml under {}", data.display());
+    }
+    let mut outcomes = Vec::new();
+    for info_path in &files {
+        let text = std::fs::read_to_string(info_path).with_context(|| format!("reading {}", info_path.display()))?;
+        let info: Info = serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", info_path.display()))?;
+        let folder = info_path.parent().unwrap_or(Path::new("."));
+        for rule in &info.rule_metadata {
+            for case in &info.regression_tests_info {
+                let file_name = Path::new(&case.path).file_name().map(PathBuf::from).unwrap_or_default();
+                let file = folder.join(file_name);
+                let mut outcome = Outcome {
+                    case: format!("{} ({})", folder.display(), case.name),
+                    rule: rule.id.clone(),
+                    expected: case.match_count,
+                    matched: None,
+                    events: 0,
+                    passed: false,
+                    why: None,
+                };
+                let refused = report.refused.iter().find(|r| r.id.as_deref() == Some(rule.id.as_str()));
+                if case.kind != "evtx" {
+                    outcome.why = Some(format!("case type `{}` is not evtx", case.kind));
+                } else if let Some(r) = refused {
+                    outcome.why = Some(format!("rule refused: {}", r.reason));
+                } else {
+                    match events_of(config, &file) {
+                        Err(e) => outcome.why = Some(format!("reading {}: {e:#}", file.display())),
+                        Ok(events) => {
+                            outcome.events = events.len();
+                            let mut hits = 0;
+                            let mut error = None;
+                            for event in &events {
+                                match set.evaluate_id(&rule.id, event) {
+                                    Some(Ok(true)) => hits += 1,
+                                    Some(Ok(false)) => {}
+                                    Some(Err(e)) => error = Some(e.to_string()),
+                                    None => error = Some("rule not found in the rules directory".into()),
+                                }
+                            }
+                            // As SigmaHQ's own runner: fewer matches than expected fail,
+                            // more are noted.
+                            outcome.matched = Some(hits);
+                            outcome.passed = error.is_none() && hits >= case.match_count;
+                            outcome.why = error.or_else(|| {
+                                (hits > case.match_count)
+                                    .then(|| format!("{hits} matches, {} expected", case.match_count))
+                            });
+                        }
+                    }
+                }
+                outcomes.push(outcome);
+            }
+        }
+    }
+    let passed = outcomes.iter().filter(|o| o.passed).count();
+    for o in &outcomes {
+        if json {
+            println!("{}", serde_json::to_string(o)?);
+        } else if !o.passed {
+            println!(
+                "FAIL {} rule {}: expected {}, matched {} of {} events{}",
+                o.case,
+                o.rule,
+                o.expected,
+                o.matched.map_or("-".to_owned(), |m| m.to_string()),
+                o.events,
+                o.why.as_deref().map(|w| format!(" — {w}")).unwrap_or_default()
+            );
+        }
+    }
+    let summary = serde_json::json!({ "cases": outcomes.len(), "passed": passed, "failed": outcomes.len() - passed });
+    if json {
+        println!("{summary}");
+    } else {
+        println!("{passed} of {} regression cases pass", outcomes.len());
+    }
+    Ok(if passed == outcomes.len() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

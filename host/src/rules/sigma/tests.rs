@@ -1,0 +1,1 @@
+//! Sigma loading: refusals, idle logsources, correlations.
