@@ -187,3 +187,52 @@ fn sigma_correlations_raise_the_same_alerts_live_and_in_backtest() {
     let replayed: BTreeSet<_> = report.alerts.iter().map(key).collect();
     assert_eq!(live, replayed, "backtest and live must raise identical alerts");
 }
+
+#[test]
+fn the_dispatcher_never_skips_a_rule_that_matches() {
+    // Every Windows rule, every event of the EVTX samples: the rules `select` picks (by
+    // logsource, channel and required substrings) include every rule that matches.
+    let dirs: Vec<PathBuf> = ["sigma/rules", "sigma/rules-emerging-threats", "sigma/rules-threat-hunting"]
+        .iter()
+        .map(|d| shared(d))
+        .collect();
+    let (rules, _) = vigil::rules::sigma::load(&dirs, &Default::default(), None).expect("pipeline");
+    let rules = RuleSet::from_compiled(rules);
+    let mut evtx = Vec::new();
+    for dir in ["inputs/windows-evtx", "sigma/regression_data"] {
+        let mut stack = vec![shared(dir)];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).expect("dir").flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "evtx") {
+                    evtx.push(p);
+                }
+            }
+        }
+    }
+    let (mut checked, mut matched) = (0usize, 0usize);
+    let mut selected = Vec::new();
+    for file in &evtx {
+        let body = std::fs::read(file).expect("read");
+        for event in decode(Format::Windows, &body).events {
+            let event = vigil::rules::EventRef(std::sync::Arc::new(event));
+            rules.select(&event.0, &mut selected);
+            for index in 0..rules.rules().len() {
+                if rules.rules()[index].runs() && rules.evaluate_alone(index, &event) == Ok(1) {
+                    matched += 1;
+                    assert!(
+                        selected.contains(&index),
+                        "{} matches record {} of {} but was not selected",
+                        rules.rules()[index].meta.id,
+                        event.0.attributes["windows"]["EventRecordID"],
+                        file.display()
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 5000 && matched > 300, "{checked} events, {matched} matches");
+}

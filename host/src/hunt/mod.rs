@@ -300,7 +300,7 @@ impl Hunt {
         if !rule.classes.is_empty() && !rule.classes.contains(&event.class) {
             return Ok(false);
         }
-        rules.evaluate(*index, &EventRef(event.clone())).map(|mask| mask & 1 == 1).map_err(|e| e.to_string())
+        rules.evaluate_alone(*index, &EventRef(event.clone())).map(|mask| mask & 1 == 1).map_err(|e| e.to_string())
     }
 
     /// An indexed `field == "value"` the filter requires, when there is one.

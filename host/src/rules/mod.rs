@@ -186,6 +186,7 @@ pub struct RuleSet {
     native: bool,
     plugin_fuel: u64,
     sigma: Arc<sigma::Report>,
+    dispatch: Arc<sigma::Dispatch>,
 }
 
 /// Rules settings (`[rules]`).
@@ -394,13 +395,22 @@ impl RuleSet {
                 let of_class = rules
                     .iter()
                     .enumerate()
-                    .filter(|(_, r)| r.runs())
+                    .filter(|(_, r)| r.runs() && !sigma::Dispatch::handles(r))
                     .filter(|(_, r)| r.classes.is_empty() || r.classes.contains(class))
                     .map(|(i, r)| (i, r.matchers.iter().map(|m| m.guard.as_ref()).collect()));
                 index::ClassIndex::build(*class, of_class)
             })
             .collect();
-        Self { rules: rules.into(), engine: Arc::new(engine), by_class: Arc::new(by_class), native, plugin_fuel, sigma }
+        let dispatch = Arc::new(sigma::Dispatch::build(&rules));
+        Self {
+            rules: rules.into(),
+            engine: Arc::new(engine),
+            by_class: Arc::new(by_class),
+            native,
+            plugin_fuel,
+            sigma,
+            dispatch,
+        }
     }
 
     /// A rule set of already compiled (Sigma) rules alone, with default limits.
@@ -429,6 +439,9 @@ impl RuleSet {
     /// of its class less those that need a field value it does not have (see `index`).
     pub fn select(&self, event: &SecurityEvent, out: &mut Vec<usize>) {
         self.class_index(event.class).select(event, out);
+        if self.dispatch.select(event, out) {
+            out.sort_unstable();
+        }
     }
 
     /// How the index finds rule number `index`, over the classes it can match: the fields
@@ -477,6 +490,15 @@ impl RuleSet {
         Ok(mask)
     }
 
+    /// [`RuleSet::evaluate`] for a rule asked about an event [`RuleSet::select`] did not
+    /// choose (a hunt's filter, a tool): a Sigma detection also checks its logsource.
+    pub fn evaluate_alone(&self, index: usize, event: &EventRef) -> Result<u32, EvalError> {
+        if !sigma::Dispatch::in_logsource(&self.rules[index], &event.0) {
+            return Ok(0);
+        }
+        self.evaluate(index, event)
+    }
+
     fn call(&self, rule: &CompiledRule, function: &str, event: &EventRef) -> Result<bool, EvalError> {
         sandbox::arm_plugin_budget(self.plugin_fuel, event.0.time.timestamp_millis());
         let mut scope = Scope::new();
@@ -495,7 +517,7 @@ impl RuleSet {
     /// Evaluates a rule by id (tests and tools): whether its first matcher matched.
     pub fn evaluate_id(&self, id: &str, event: &SecurityEvent) -> Option<Result<bool, EvalError>> {
         let index = self.rules.iter().position(|r| r.meta.id.as_str() == id)?;
-        Some(self.evaluate(index, &EventRef(Arc::new(event.clone()))).map(|mask| mask & 1 == 1))
+        Some(self.evaluate_alone(index, &EventRef(Arc::new(event.clone()))).map(|mask| mask & 1 == 1))
     }
 }
 

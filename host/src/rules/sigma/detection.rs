@@ -55,6 +55,47 @@ impl Node {
         }
     }
 
+    /// The values `path` must hold (lowercased) for the condition to be true, when the
+    /// condition pins them: a conjunct equality, or one in every alternative.
+    pub fn required(&self, path: &FieldPath) -> Option<Vec<Vec<u8>>> {
+        match self {
+            Self::Field(test) => test.exact_values(path),
+            Self::And(items) => items.iter().find_map(|n| n.required(path)),
+            Self::Or(items) => {
+                let mut all = Vec::new();
+                for item in items {
+                    all.extend(item.required(path)?);
+                }
+                Some(all)
+            }
+            _ => None,
+        }
+    }
+
+    /// (field, substring) pairs one of which an event must show (its field's text
+    /// containing the substring) for the condition to be true; `None` when no such set is
+    /// known. A conjunction takes its most selective part, a disjunction the union.
+    pub fn requirement(&self) -> Option<Vec<(Arc<[FieldPath]>, Vec<u8>)>> {
+        match self {
+            Self::Field(test) => {
+                let (paths, literals) = test.literals()?;
+                Some(literals.into_iter().map(|l| (paths.clone(), l)).collect())
+            }
+            Self::And(items) => items
+                .iter()
+                .filter_map(Node::requirement)
+                .max_by_key(|r| (r.iter().map(|(_, l)| l.len()).min().unwrap_or(0).min(8), std::cmp::Reverse(r.len()))),
+            Self::Or(items) => {
+                let mut all = Vec::new();
+                for item in items {
+                    all.extend(item.requirement()?);
+                }
+                Some(all)
+            }
+            _ => None,
+        }
+    }
+
     fn and(mut items: Vec<Node>) -> Node {
         if items.len() == 1 { items.remove(0) } else { Node::And(items) }
     }

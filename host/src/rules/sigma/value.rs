@@ -82,7 +82,8 @@ enum Pattern {
     Contains(Vec<u8>),
     /// `*`: any value at all.
     Anything,
-    Glob(regex::bytes::Regex),
+    /// Wildcards inside: a byte regex, and its longest literal run.
+    Glob(regex::bytes::Regex, Vec<u8>),
 }
 
 fn ascii_find(hay: &[u8], needle: &[u8], cased: bool) -> bool {
@@ -137,7 +138,12 @@ impl Pattern {
                     .size_limit(1 << 20)
                     .build()
                     .map_err(|e| format!("wildcard pattern too large: {e}"))?;
-                Pattern::Glob(re)
+                let longest = toks
+                    .iter()
+                    .filter_map(|t| if let Tok::Text(b) = t { Some(fold(b.clone())) } else { None })
+                    .max_by_key(Vec::len)
+                    .unwrap_or_default();
+                Pattern::Glob(re, longest)
             }
         })
     }
@@ -149,7 +155,7 @@ impl Pattern {
             Self::Suffix(p) => value.len() >= p.len() && eq(&value[value.len() - p.len()..], p, cased),
             Self::Contains(p) => ascii_find(value, p, cased),
             Self::Anything => true,
-            Self::Glob(re) => re.is_match(value),
+            Self::Glob(re, _) => re.is_match(value),
         }
     }
 }
@@ -197,7 +203,7 @@ enum Test {
     /// `|exists: true|false`.
     Exists(bool),
     /// String patterns; `ac` is one pass over every substring pattern of an `Any` list.
-    Text { mode: Mode, cased: bool, patterns: Vec<Pattern>, ac: Option<AhoCorasick> },
+    Text { mode: Mode, cased: bool, patterns: Vec<Pattern>, ac: Option<(AhoCorasick, Vec<Vec<u8>>)> },
     /// `|re`.
     Regex { mode: Mode, res: Vec<regex::bytes::Regex> },
     /// `|cidr`.
@@ -379,6 +385,45 @@ impl FieldTest {
             mods.push("contains");
         }
         Ok(FieldTest { paths, test: compile_test(&mods, values, &NoFields)? })
+    }
+
+    /// The values (lowercased) `path` must equal for the test to hold, when it is a
+    /// case-insensitive equality on that path alone: what the dispatcher indexes.
+    pub fn exact_values(&self, path: &FieldPath) -> Option<Vec<Vec<u8>>> {
+        if self.paths.len() != 1 || &self.paths[0] != path {
+            return None;
+        }
+        match &self.test {
+            Test::Text { mode: Mode::Any, cased: false, patterns, ac: None } => {
+                patterns.iter().map(|p| if let Pattern::Exact(b) = p { Some(b.clone()) } else { None }).collect()
+            }
+            _ => None,
+        }
+    }
+
+    /// Substrings one of which the field's text must contain (ASCII case aside) for the
+    /// test to hold, with the field: what the prefilter looks for. `None` when the test
+    /// pins no literal (a regex, a number, `*`, an empty value).
+    pub fn literals(&self) -> Option<(Arc<[FieldPath]>, Vec<Vec<u8>>)> {
+        let Test::Text { mode, patterns, ac, .. } = &self.test else { return None };
+        let literal = |p: &Pattern| match p {
+            Pattern::Exact(b)
+            | Pattern::Prefix(b)
+            | Pattern::Suffix(b)
+            | Pattern::Contains(b)
+            | Pattern::Glob(_, b) => (!b.is_empty()).then(|| b.clone()),
+            Pattern::Anything => None,
+        };
+        let mut all: Vec<Vec<u8>> = ac.iter().flat_map(|(_, subs)| subs.iter().cloned()).collect();
+        match mode {
+            Mode::Any => {
+                for p in patterns {
+                    all.push(literal(p)?);
+                }
+            }
+            Mode::All => all = vec![patterns.iter().filter_map(literal).max_by_key(Vec::len)?],
+        }
+        (!all.is_empty() && all.iter().all(|l| !l.is_empty())).then(|| (self.paths.clone(), all))
     }
 
     /// Whether the event satisfies the test. Keyword tests (several paths) search them all.
@@ -571,7 +616,7 @@ fn compile_test(modifiers: &[&str], values: &[&Value], fields: &dyn Fields) -> R
             .ascii_case_insensitive(!cased)
             .build(&substrings)
             .map_err(|e| format!("too many substrings: {e}"))?;
-        Some(ac)
+        Some((ac, substrings.iter().map(|s| s.to_vec()).collect()))
     } else {
         None
     };
@@ -604,7 +649,7 @@ impl Test {
             Self::Null => false,
             Self::Exists(want) => *want,
             Self::Text { mode, cased, patterns, ac } => {
-                if let Some(ac) = ac
+                if let Some((ac, _)) = ac
                     && ac.is_match(text)
                 {
                     return true;
