@@ -19,7 +19,8 @@
 #                  SMTP server the email channel is tested against; schemathesis and
 #                  openapi-spec-validator for the API's OpenAPI document and fuzz run;
 #                  medallion (a TAXII 2.1 server), stix2 and stix2-validator for threat
-#                  intel; moto (S3 with signature checking) for forensic evidence storage
+#                  intel; moto (S3 with signature checking) for forensic evidence storage;
+#                  pySigma and its SQLite backend, the reference Sigma engine
 #
 # usage: scripts/setup.sh [--build-only]   (--build-only: just what building needs)
 set -euo pipefail
@@ -62,10 +63,11 @@ fi
 
 # Python peers: the transforms' validators and an SMTP server.
 venv="${VIGIL_VENV:-$HOME/.cache/vigil-venv}"
-if ! "$venv/bin/python" -c 'import ocsf_json_schema, jsonschema, yaml, aiosmtpd, schemathesis, openapi_spec_validator, medallion, stix2, stix2validator, moto, boto3' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import ocsf_json_schema, jsonschema, yaml, aiosmtpd, schemathesis, openapi_spec_validator, medallion, stix2, stix2validator, moto, boto3, sigma.backends.sqlite' 2>/dev/null; then
   echo "setup: creating the Python venv in $venv" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q ocsf-json-schema==1.2.0 jsonschema==4.23.0 pyyaml==6.0.2 aiosmtpd==1.4.6 \
     schemathesis==3.39.16 hypothesis==6.124.7 openapi-spec-validator==0.7.1 \
-    medallion==3.0.0 stix2==3.0.2 stix2-validator==3.2.0 'moto[server]==5.2.5' boto3==1.44.8
+    medallion==3.0.0 stix2==3.0.2 stix2-validator==3.2.0 'moto[server]==5.2.5' boto3==1.44.8 \
+    pysigma==2.0.1 pysigma-backend-sqlite==2.1.1
 fi

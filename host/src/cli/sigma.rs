@@ -268,6 +268,11 @@ struct Detection<'a> {
     /// The Windows `EventRecordID`, when the event has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     record: Option<u64>,
+    /// The Windows channel and event id, when the event has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     host: Option<&'a str>,
     time: String,
@@ -320,10 +325,8 @@ fn scan(
             matches += 1;
             let rule = set.rules().iter().find(|r| r.meta.id == alert.rule_id);
             let last = alert.event_ids.last().and_then(|id| seen.get(id));
-            let record = last
-                .and_then(|e| e.attributes.get("windows"))
-                .and_then(|w| w.get("EventRecordID"))
-                .and_then(serde_json::Value::as_u64);
+            let windows = last.and_then(|e| e.attributes.get("windows"));
+            let record = windows.and_then(|w| w.get("EventRecordID")).and_then(serde_json::Value::as_u64);
             let detection = Detection {
                 rule: alert.rule_id.as_str(),
                 title: &alert.title,
@@ -331,6 +334,8 @@ fn scan(
                 author: rule.and_then(|r| r.meta.author.as_deref()),
                 file: file.display().to_string(),
                 record,
+                channel: windows.and_then(|w| w.get("Channel")).and_then(serde_json::Value::as_str),
+                event_id: windows.and_then(|w| w.get("EventID")).and_then(serde_json::Value::as_u64),
                 host: last.and_then(|e| e.host.as_ref()).and_then(|h| h.name.as_deref()),
                 time: alert.time.to_rfc3339(),
                 count: alert.count,
