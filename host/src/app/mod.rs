@@ -129,6 +129,7 @@ impl Pipeline {
             rule_options(&config, plugins.as_ref(), Some(&intel)),
             handle.clone(),
             rules,
+            &metrics,
         );
         let worker = match &config.incidents.claims {
             Some(claims) => {
@@ -901,7 +902,15 @@ fn load_rules(
     }
     match RuleSet::load_dir(dir, &rule_options(config, plugins, intel)) {
         Ok(rules) => {
-            tracing::info!(dir = %dir.display(), rules = rules.rules().len(), "Rules loaded.");
+            let sigma = rules.sigma_report();
+            tracing::info!(
+                dir = %dir.display(),
+                rules = rules.rules().len(),
+                sigma = sigma.compiled,
+                sigma_idle = sigma.idle.len(),
+                sigma_refused = sigma.refused.len(),
+                "Rules loaded."
+            );
             Ok(rules)
         }
         Err(errors) => {

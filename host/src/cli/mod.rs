@@ -251,6 +251,13 @@ pub enum RulesCommand {
     Cost {
         /// Rule directory (default: `rules.dir`).
         dir: Option<PathBuf>,
+        /// Measure every rule (Sigma rules too, which have no examples) over the records
+        /// of this file instead of over each rule's examples.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Format of the `--input` records (as for `vigil ingest`).
+        #[arg(long, default_value = "vigil")]
+        format: Format,
     },
     /// List the rules with their priority, classes and whether they run natively.
     List {

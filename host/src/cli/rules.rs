@@ -17,7 +17,9 @@ pub fn run(config: &VigilConfig, command: RulesCommand) -> anyhow::Result<ExitCo
     match command {
         RulesCommand::Check { dir } => check(&dir.unwrap_or_else(|| config.rules.dir.clone()), config),
         RulesCommand::Test { dir } => test(&dir.unwrap_or_else(|| config.rules.dir.clone()), config),
-        RulesCommand::Cost { dir } => cost(&dir.unwrap_or_else(|| config.rules.dir.clone()), config),
+        RulesCommand::Cost { dir, input, format } => {
+            cost(&dir.unwrap_or_else(|| config.rules.dir.clone()), config, input.as_deref().map(|i| (i, format)))
+        }
         RulesCommand::List { dir } => list(&dir.unwrap_or_else(|| config.rules.dir.clone()), config),
         RulesCommand::Backtest { from, to, rules, input, format, json } => {
             let dir = rules.unwrap_or_else(|| config.rules.dir.clone());
@@ -132,14 +134,31 @@ fn test(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
     Ok(if failed == 0 && without.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn cost(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
+fn cost(
+    dir: &Path,
+    config: &VigilConfig,
+    input: Option<(&Path, crate::source::decode::Format)>,
+) -> anyhow::Result<ExitCode> {
     let options = CompileOptions { count_operations: true, ..options(config)? };
     let rules = match load(dir, &options) {
         Ok(rules) => rules,
         Err(code) => return Ok(code),
     };
+    let events = match input {
+        Some((path, format)) => {
+            let decode = crate::source::decode::Options { limits: config.ingest.limits(), keep_raw: false };
+            let (plugins, _host) = super::input::plugin_decoders(config)?;
+            let mut events = Vec::new();
+            super::input::read(path, &format, decode, &plugins, |batch| {
+                events.extend(batch.events.into_iter().map(|e| crate::rules::EventRef(std::sync::Arc::new(e))));
+                Ok(events.len() < 100_000)
+            })?;
+            Some(events)
+        }
+        None => None,
+    };
     println!("{:<36} {:>7} {:>12} {:>10} {:>7}", "RULE", "NATIVE", "OPS/EVAL", "NS/EVAL", "EVENTS");
-    for c in examples::cost(&rules) {
+    for c in examples::cost(&rules, events.as_deref()) {
         println!(
             "{:<36} {:>7} {:>12.1} {:>10.0} {:>7}",
             c.rule,
@@ -173,6 +192,12 @@ fn list(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
         if everywhere {
             found_by.push("*");
         }
+        // A Sigma rule is found by its logsource; one whose logsource nothing reads is idle.
+        let sigma = r.sigma.as_ref().map(|s| match &s.idle {
+            Some(_) => format!("IDLE {}", s.logsource),
+            None if !r.meta.enabled || s.feeds_only => "off (feeds a correlation)".to_owned(),
+            None => format!("sigma {}", s.logsource),
+        });
         // Incidents in the 24 h of event time before the rule's latest; `-`: no store here.
         let incidents = match &recent {
             Some(counts) => {
@@ -187,10 +212,14 @@ fn list(dir: &Path, config: &VigilConfig) -> anyhow::Result<ExitCode> {
             r.meta.severity,
             classes,
             if r.is_native() { "yes" } else { "no" },
-            if found_by.is_empty() { "-".to_owned() } else { found_by.join(",") },
+            sigma.unwrap_or_else(|| if found_by.is_empty() { "-".to_owned() } else { found_by.join(",") }),
             incidents,
             r.meta.title
         );
+    }
+    let report = rules.sigma_report();
+    if !report.refused.is_empty() {
+        println!("{} Sigma rules refused (`vigil sigma check` says why).", report.refused.len());
     }
     Ok(ExitCode::SUCCESS)
 }

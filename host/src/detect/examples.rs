@@ -112,19 +112,22 @@ pub struct RuleCost {
     pub events: usize,
 }
 
-/// Measures each rule on its own examples' events. `rules` must be compiled with
-/// `count_operations` for the operation counts.
-pub fn cost(rules: &RuleSet) -> Vec<RuleCost> {
+/// Measures each rule on its own examples' events, or on `input` when given. `rules` must be
+/// compiled with `count_operations` for the operation counts.
+pub fn cost(rules: &RuleSet, input: Option<&[EventRef]>) -> Vec<RuleCost> {
     let mut out = Vec::new();
     for (index, rule) in rules.rules().iter().enumerate() {
-        let events: Vec<EventRef> = rule
-            .meta
-            .examples
-            .iter()
-            .filter_map(|e| example_events(&e.events).ok())
-            .flatten()
-            .map(|e| EventRef(Arc::new(e)))
-            .collect();
+        let events: Vec<EventRef> = match input {
+            Some(events) => events.to_vec(),
+            None => rule
+                .meta
+                .examples
+                .iter()
+                .filter_map(|e| example_events(&e.events).ok())
+                .flatten()
+                .map(|e| EventRef(Arc::new(e)))
+                .collect(),
+        };
         if events.is_empty() {
             continue;
         }
@@ -134,7 +137,7 @@ pub fn cost(rules: &RuleSet) -> Vec<RuleCost> {
         for _ in 0..rounds {
             for event in &events {
                 crate::rules::reset_operations();
-                let _ = rules.evaluate(index, event);
+                let _ = rules.evaluate_alone(index, event);
                 operations += last_operations();
             }
         }

@@ -490,6 +490,13 @@ pub struct LiveRules {
     options: crate::rules::CompileOptions,
     handle: WorkerHandle,
     current: Arc<arc_swap::ArcSwap<RuleSet>>,
+    sigma: prometheus_client::metrics::family::Family<SigmaState, prometheus_client::metrics::gauge::Gauge>,
+}
+
+/// The label of `vigil_sigma_rules`: `compiled`, `idle`, `refused`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct SigmaState {
+    state: &'static str,
 }
 
 impl LiveRules {
@@ -499,8 +506,27 @@ impl LiveRules {
         options: crate::rules::CompileOptions,
         handle: WorkerHandle,
         current: RuleSet,
+        metrics: &crate::telemetry::MetricsRegistry,
     ) -> Self {
-        Self { dir, options, handle, current: Arc::new(arc_swap::ArcSwap::from_pointee(current)) }
+        let sigma = prometheus_client::metrics::family::Family::default();
+        metrics.register(
+            "sigma_rules",
+            "Sigma rules of the running set: compiled (idle ones included), idle (no pipeline entry for their logsource), refused (see the log or `vigil sigma check`).",
+            sigma.clone(),
+        );
+        let live = Self { dir, options, handle, current: Arc::new(arc_swap::ArcSwap::from_pointee(current)), sigma };
+        live.count_sigma();
+        live
+    }
+
+    fn count_sigma(&self) {
+        let current = self.current();
+        let report = current.sigma_report();
+        for (state, n) in
+            [("compiled", report.compiled), ("idle", report.idle.len()), ("refused", report.refused.len())]
+        {
+            self.sigma.get_or_create(&SigmaState { state }).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// The rule directory.
@@ -529,18 +555,27 @@ impl LiveRules {
         let count = rules.rules().len();
         self.handle.reload(rules.clone()).await?;
         self.current.store(Arc::new(rules));
+        self.count_sigma();
         Ok(count)
     }
 
     /// A fingerprint of the rule files (names, sizes, modification times), to notice edits.
     pub fn files_fingerprint(&self) -> u64 {
         let mut entries: Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> = Vec::new();
-        for dir in [self.dir.clone(), self.dir.join("lib"), self.dir.join("playbooks")] {
+        // Rhai rules, their library and the playbooks sit at one level; Sigma rule trees
+        // (`<dir>/sigma`, `[rules.sigma] dirs`) are walked whole.
+        let mut dirs: Vec<(std::path::PathBuf, bool)> =
+            vec![(self.dir.clone(), false), (self.dir.join("lib"), false), (self.dir.join("playbooks"), false)];
+        dirs.push((self.dir.join("sigma"), true));
+        dirs.extend(self.options.sigma.dirs.iter().map(|d| (d.clone(), true)));
+        while let Some((dir, deep)) = dirs.pop() {
             let Ok(read) = std::fs::read_dir(&dir) else { continue };
             for entry in read.flatten() {
-                if let Ok(meta) = entry.metadata() {
-                    entries.push((entry.path(), meta.len(), meta.modified().ok()));
+                let Ok(meta) = entry.metadata() else { continue };
+                if deep && meta.is_dir() {
+                    dirs.push((entry.path(), true));
                 }
+                entries.push((entry.path(), meta.len(), meta.modified().ok()));
             }
         }
         entries.sort();
