@@ -333,3 +333,55 @@ fn sigma_matches_what_pysigma_sqlite_matches() {
     let extra: Vec<_> = vigil.difference(&reference).collect();
     assert!(missed.is_empty() && extra.is_empty(), "pySigma only: {missed:#?}\nVigil only: {extra:#?}");
 }
+
+#[test]
+fn a_running_server_detects_with_sigma_rules_and_reloads_them() {
+    use crate::helpers::{Server, get, wait_for};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(rules.join("sigma/windows")).expect("mkdir");
+    // A real SigmaHQ rule, in a nested folder as in a SigmaHQ checkout.
+    let whoami = "windows/process_creation/proc_creation_win_whoami_all_execution.yml";
+    std::fs::copy(shared(&format!("sigma/rules/{whoami}")), rules.join("sigma/windows/whoami.yml")).expect("copy");
+    let mut server = Server::start(dir.path(), &format!("[rules]\ndir = {rules:?}\n"));
+    let event = json!({ "EventID": 1, "Channel": "Microsoft-Windows-Sysmon/Operational", "Computer": "WS1",
+        "Image": "C:\\Windows\\System32\\whoami.exe", "OriginalFileName": "whoami.exe", "CommandLine": "whoami /all",
+        "User": "CORP\\bob", "TimeCreated": "2024-05-01T10:00:00Z" });
+    let status = blocking(async {
+        reqwest::Client::new()
+            .post(server.url("/v1/events?format=windows"))
+            .body(format!("{event}\n"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    assert_eq!(status.ok(), Some(202));
+    let incident = wait_for(Duration::from_secs(30), "an incident from the Sigma rule", || {
+        get(&server, "/v1/incidents?limit=100")["incidents"]
+            .as_array()
+            .and_then(|list| list.iter().find(|i| i["title"].as_str().is_some_and(|t| t.contains("Whoami"))).cloned())
+    });
+    assert!(incident["authors"].as_array().is_some_and(|a| !a.is_empty()), "the rule's author is credited: {incident}");
+    let compiled =
+        |server: &Server| crate::helpers::metric(&server.metrics(), &["vigil_sigma_rules", "state=\"compiled\""]);
+    assert_eq!(compiled(&server), 1.0);
+
+    // A new file deep in the tree is picked up by the watcher; a broken one is refused alone.
+    let second = shared("sigma/rules/windows/process_creation/proc_creation_win_net_user_add.yml");
+    std::fs::create_dir_all(rules.join("sigma/more/deeper")).expect("mkdir");
+    std::fs::copy(second, rules.join("sigma/more/deeper/second.yml")).expect("copy");
+    std::fs::write(
+        rules.join("sigma/more/broken.yml"),
+        "title: Broken\nid: broken\nlogsource: {product: windows}\ndetection:\n  s: {X|nope: 1}\n  condition: s\n",
+    )
+    .expect("write");
+    wait_for(Duration::from_secs(30), "the reload", || (compiled(&server) == 2.0).then_some(()));
+    assert_eq!(crate::helpers::metric(&server.metrics(), &["vigil_sigma_rules", "state=\"refused\""]), 1.0);
+    let list = get(&server, "/v1/rules");
+    let sigma: Vec<&Value> =
+        list["rules"].as_array().expect("rules").iter().filter(|r| r["language"] == "sigma").collect();
+    assert_eq!(sigma.len(), 2, "{list}");
+    assert!(server.log().contains("unknown value modifier `nope`"), "the refusal is logged with its reason");
+    assert!(server.terminate());
+}

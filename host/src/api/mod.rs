@@ -643,6 +643,8 @@ fn rule_json(r: &crate::rules::CompiledRule) -> serde_json::Value {
         "id": r.meta.id, "title": r.meta.title, "severity": r.meta.severity, "enabled": r.meta.enabled,
         "category": r.meta.category, "mitre": r.meta.mitre, "tags": r.meta.tags, "classes": r.classes,
         "native": r.is_native(), "window": r.meta.window, "path": r.path.file_name().map(|f| f.to_string_lossy()),
+        "author": r.meta.author, "language": if r.sigma.is_some() { "sigma" } else { "rhai" },
+        "logsource": r.sigma.as_ref().map(|s| &s.logsource), "idle": r.sigma.as_ref().and_then(|s| s.idle.as_ref()),
     })
 }
 
@@ -666,6 +668,8 @@ async fn get_rule(State(state): State<ApiState>, ApiPath(id): ApiPath<String>) -
     body["auto_remediate"] = serde_json::json!(rule.meta.auto_remediate);
     body["group_by"] = serde_json::json!(rule.meta.group_by);
     body["examples"] = serde_json::json!(rule.meta.examples.len());
+    body["references"] = serde_json::json!(rule.meta.references);
+    body["falsepositives"] = serde_json::json!(rule.meta.falsepositives);
     Ok(axum::Json(body).into_response())
 }
 

@@ -223,7 +223,7 @@ mod tests {
             &options,
         )
         .expect("compiles");
-        let costs = cost(&rules);
+        let costs = cost(&rules, None);
         assert_eq!(costs.len(), 2);
         assert!(costs[0].native && costs[0].operations == 0.0, "{costs:?}");
         assert!(!costs[1].native && costs[1].operations > 0.0, "{costs:?}");

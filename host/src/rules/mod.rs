@@ -321,7 +321,7 @@ impl RuleSet {
         sources: Vec<(PathBuf, String)>,
         library: Vec<(PathBuf, String)>,
         sigma: Vec<CompiledRule>,
-        report: sigma::Report,
+        mut report: sigma::Report,
         options: &CompileOptions,
     ) -> Result<Self, Vec<RuleError>> {
         let mut base = build_engine(&options.limits, &Lists::new(), false);
@@ -366,11 +366,15 @@ impl RuleSet {
             }
         }
         for rule in sigma {
+            // A Sigma rule never costs the others: one whose id a Rhai rule has is refused.
             if let Some(first) = rules.iter().find(|r| r.meta.id == rule.meta.id) {
-                errors.push(RuleError::new(
-                    &rule.path,
-                    format!("duplicate rule id `{}` (also in {})", rule.meta.id, first.path.display()),
-                ));
+                tracing::warn!(rule = %rule.meta.id, path = %rule.path.display(), "Sigma rule refused: its id is taken.");
+                report.compiled = report.compiled.saturating_sub(1);
+                report.refused.push(sigma::Refused {
+                    path: rule.path.clone(),
+                    id: Some(rule.meta.id.to_string()),
+                    reason: format!("duplicate rule id (also in {})", first.path.display()),
+                });
             } else {
                 rules.push(Arc::new(rule));
             }

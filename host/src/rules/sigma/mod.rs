@@ -172,7 +172,14 @@ pub fn compile(sources: &[(PathBuf, String)], pipeline: &Pipeline) -> (Vec<Compi
                 let text = serde_json::to_string(&doc).unwrap_or_default();
                 correlations.push((path.clone(), doc, text));
             } else if doc.get("detection").is_some() {
+                let taken = |id: &str| {
+                    detections.iter().find(|d| d.meta.id.as_str() == id).map(|d| d.path.display().to_string())
+                };
                 match detection_rule(path, &doc, pipeline) {
+                    Ok(rule) if taken(rule.meta.id.as_str()).is_some() => {
+                        let first = taken(rule.meta.id.as_str()).unwrap_or_default();
+                        report.refused.push(refuse(format!("duplicate rule id (also in {first})")));
+                    }
                     Ok(rule) => {
                         count_modifiers(&doc, &mut report.modifiers);
                         detections.push(rule);
