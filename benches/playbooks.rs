@@ -111,6 +111,7 @@ impl Bench {
             affected_users: None,
             techniques: vec![],
             tags: vec![],
+            author: None,
             suppress_ms: None,
             notify: vec![],
         };
