@@ -757,16 +757,18 @@ fn correlation_rule(
     let steps = || named.iter().map(|(r, _)| Step { when: r.clone(), count: 1 }).collect::<Vec<_>>();
     meta.window = Some(match spec.kind.as_str() {
         "event_count" => WindowSpec::Threshold { count: threshold(&condition)?, within },
-        "value_count" => {
-            let field = condition.get("field").and_then(Value::as_str).ok_or("value_count needs condition.field")?;
+        kind @ ("value_count" | "value_sum") => {
+            let field =
+                condition.get("field").and_then(Value::as_str).ok_or(format!("{kind} needs condition.field"))?;
             let path = match &named[0].1 {
                 Named::Detection(d) => d.fields().resolve(field)?.first().cloned(),
-                Named::Correlation(_) => return Err("value_count over a correlation".into()),
+                Named::Correlation(_) => return Err(format!("{kind} over a correlation")),
             };
-            WindowSpec::Distinct {
-                field: path.ok_or("value_count field resolves to nothing")?,
-                count: threshold(&condition)?,
-                within,
+            let field = path.ok_or(format!("{kind} field resolves to nothing"))?;
+            if kind == "value_sum" {
+                WindowSpec::Sum { field, at_least: u64::from(threshold(&condition)?), within }
+            } else {
+                WindowSpec::Distinct { field, count: threshold(&condition)?, within }
             }
         }
         "temporal" | "temporal_ordered" => {
@@ -784,7 +786,7 @@ fn correlation_rule(
         }
         other => {
             return Err(format!(
-                "correlation type `{other}` is not event_count, value_count, temporal or temporal_ordered"
+                "correlation type `{other}` is not event_count, value_count, value_sum, temporal or temporal_ordered"
             ));
         }
     });

@@ -89,6 +89,15 @@ fn correlations_become_windows_and_silence_the_rules_they_count() {
     let (_, report) = compile_texts(&[("c.yml", &missing)]);
     assert!(report.refused[0].reason.contains("nowhere"), "{:?}", report.refused);
 
+    let sum = count.replace("event_count", "value_sum").replace("    gt: 9", "    field: IpPort\n    gte: 5000");
+    let (rules, report) = compile_texts(&[("f.yml", FAILED), ("c.yml", &sum)]);
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let summed = rules.iter().find(|r| r.meta.id.as_str() == "many").expect("value_sum");
+    assert!(matches!(&summed.meta.window, Some(WindowSpec::Sum { at_least: 5000, .. })), "{:?}", summed.meta.window);
+    let average = count.replace("event_count", "value_avg");
+    let (_, report) = compile_texts(&[("f.yml", FAILED), ("c.yml", &average)]);
+    assert!(report.refused[0].reason.contains("`value_avg`"), "{:?}", report.refused);
+
     let distinct = "title: Spray\nid: spray\ncorrelation:\n  type: value_count\n  rules: [failed_login]\n  group-by: [IpAddress]\n  timespan: 1h\n  condition:\n    field: TargetUserName\n    gte: 20\n";
     let temporal = "title: All\nid: all\ncorrelation:\n  type: temporal\n  rules: [failed_login, spray]\n  group-by: [IpAddress]\n  timespan: 1h\n";
     let (rules, report) = compile_texts(&[("f.yml", FAILED), ("s.yml", distinct), ("t.yml", temporal)]);
