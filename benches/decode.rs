@@ -7,10 +7,11 @@
 
 #[path = "fixtures.rs"]
 mod fixtures;
-
-use std::path::{Path, PathBuf};
+#[path = "samples.rs"]
+mod samples;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use samples::shared;
 use vigil::event::SecurityEvent;
 use vigil::source::IngestConfig;
 use vigil::source::decode::{Format, Options, decode_body};
@@ -20,12 +21,6 @@ use vigil::transform::Format as Sink;
 // allocator would measure glibc rather than the decoders.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn shared(path: &str) -> PathBuf {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(path);
-    assert!(full.exists(), "the sample {} is missing", full.display());
-    full
-}
 
 /// `body` repeated until it holds at least `records` lines.
 fn repeat(body: &str, records: usize) -> String {

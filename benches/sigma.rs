@@ -7,10 +7,14 @@
 //! through pySigma's SQLite backend (Zircolite's approach) are timed by
 //! `benches/peers/sigma_sqlite.py --bench`; BENCHMARKS.md has both.
 
+#[path = "samples.rs"]
+mod samples;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use samples::shared;
 use vigil::detect::{DetectConfig, DetectMetrics, Detector};
 use vigil::event::SecurityEvent;
 use vigil::rules::RuleSet;
@@ -21,12 +25,6 @@ use vigil::source::decode::{Format, Options, decode_body};
 // The allocator of the `vigil` binary.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn shared(path: &str) -> PathBuf {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(path);
-    assert!(full.exists(), "the sample {} is missing", full.display());
-    full
-}
 
 fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("dir").flatten() {

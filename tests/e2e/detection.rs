@@ -9,15 +9,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use vigil::app::{Options, Pipeline};
 use vigil::config::VigilConfig;
-use vigil::detect::Alert;
-use vigil::event::RecordKind;
-use vigil::incident::backtest;
 use vigil::rules::{CompileOptions, RuleSet};
-use vigil::store::{Log, Store};
 
-use crate::helpers::{Server, blocking, rules_dir, vigil_bin, wait_for};
+use crate::helpers::{Server, assert_backtest_reproduces, blocking, live_alerts, rules_dir, vigil_bin, wait_for};
 
 fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
     blocking(async {
@@ -186,32 +181,10 @@ fn backtest_reproduces_the_live_alerts() {
     config.store.path = dir.path().join("data");
     config.rules.dir = rules_dir();
     config.rules.watch = false;
-    let live: Vec<Alert> = blocking(async {
-        let pipeline = Pipeline::start(config.clone(), Options::default()).await.expect("start");
-        let stream = vigil::app::demo::generate(&vigil::app::demo::DemoOptions { events: 6000, seed: Some(5) });
-        for chunk in stream.events.chunks(700) {
-            pipeline.ingestor.append("test", chunk, Vec::new()).await.expect("append");
-        }
-        pipeline.shutdown().await.expect("shutdown");
-        let store = Store::open_read_only(&config.store.path).expect("store");
-        let log = Log::read_only(&store).expect("log");
-        log.read(1, usize::MAX, usize::MAX)
-            .expect("read")
-            .into_iter()
-            .filter(|e| e.kind == RecordKind::Alert.tag())
-            .map(|e| serde_json::from_slice(&e.payload).expect("alert"))
-            .collect()
-    });
+    let stream = vigil::app::demo::generate(&vigil::app::demo::DemoOptions { events: 6000, seed: Some(5) });
+    let live = live_alerts(&config, &stream.events, 700);
     assert!(live.len() >= 6, "the demo's attacks raised alerts: {}", live.len());
-    let store = Store::open_read_only(&config.store.path).expect("store");
-    let log = Log::read_only(&store).expect("log");
-    let rules = RuleSet::load_dir(&rules_dir(), &CompileOptions::default()).expect("rules");
-    let report =
-        backtest::run(&log, rules, config.detect.clone(), Default::default(), None, None, |_, _| {}).expect("backtest");
-    let key = |a: &Alert| (a.rule_id.to_string(), a.group_key.clone(), a.event_ids.clone(), a.time);
-    let live: BTreeSet<_> = live.iter().map(key).collect();
-    let replayed: BTreeSet<_> = report.alerts.iter().map(key).collect();
-    assert_eq!(live, replayed, "backtest and live must raise identical alerts");
+    let report = assert_backtest_reproduces(&config, &rules_dir(), &live);
     assert_eq!(report.events, 6000);
 }
 

@@ -331,3 +331,47 @@ impl TlsFiles {
         }
     }
 }
+
+/// Runs a pipeline on `config` over `events` (appended `chunk` at a time), shuts it down
+/// and returns the alerts it logged.
+pub fn live_alerts(
+    config: &vigil::config::VigilConfig,
+    events: &[vigil::event::SecurityEvent],
+    chunk: usize,
+) -> Vec<vigil::detect::Alert> {
+    blocking(async {
+        let pipeline = vigil::app::Pipeline::start(config.clone(), Default::default()).await.expect("start");
+        for batch in events.chunks(chunk) {
+            pipeline.ingestor.append("test", batch, Vec::new()).await.expect("append");
+        }
+        pipeline.shutdown().await.expect("shutdown");
+    });
+    let store = vigil::store::Store::open_read_only(&config.store.path).expect("store");
+    let log = vigil::store::Log::read_only(&store).expect("log");
+    log.read(1, usize::MAX, usize::MAX)
+        .expect("read")
+        .into_iter()
+        .filter(|e| e.kind == vigil::event::RecordKind::Alert.tag())
+        .map(|e| serde_json::from_slice(&e.payload).expect("alert"))
+        .collect()
+}
+
+/// Backtests the store of `config` with the rules of `rules` and asserts it raises exactly
+/// the `live` alerts (rule, group, events, time); returns the report.
+pub fn assert_backtest_reproduces(
+    config: &vigil::config::VigilConfig,
+    rules: &Path,
+    live: &[vigil::detect::Alert],
+) -> vigil::incident::backtest::BacktestReport {
+    let store = vigil::store::Store::open_read_only(&config.store.path).expect("store");
+    let log = vigil::store::Log::read_only(&store).expect("log");
+    let set = vigil::rules::RuleSet::load_dir(rules, &Default::default()).expect("rules");
+    let report =
+        vigil::incident::backtest::run(&log, set, config.detect.clone(), Default::default(), None, None, |_, _| {})
+            .expect("backtest");
+    let key = |a: &vigil::detect::Alert| (a.rule_id.to_string(), a.group_key.clone(), a.event_ids.clone(), a.time);
+    let live: std::collections::BTreeSet<_> = live.iter().map(key).collect();
+    let replayed: std::collections::BTreeSet<_> = report.alerts.iter().map(key).collect();
+    assert_eq!(live, replayed, "backtest and live must raise identical alerts");
+    report
+}

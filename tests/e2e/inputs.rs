@@ -272,10 +272,15 @@ fn otrf_auditd_datasets_give_their_commands() {
             ("process.executable", "/usr/sbin/arp"),
             ("process.parent.pid", "29002"),
             ("user.id", "1000"),
-            ("labels.cwd", "/home/wardog"),
             ("time", "2020-11-10T07:48:16.155Z"),
         ],
     );
+    // The working directory is the sample's CWD record, as the lab machine wrote it.
+    let log = std::fs::read_to_string(shared("otrf/extracted/sh_arp_cache/sh_arp_cache_2020-11-10074812.log"))
+        .expect("sample");
+    let cwd = log.split("cwd=\"").nth(1).and_then(|rest| rest.split('"').next()).expect("a CWD record");
+    assert!(cwd.starts_with('/'), "{cwd}");
+    fields(&arp.events[0], &[("labels.cwd", cwd)]);
     let dd =
         decode_file(Format::Auditd, "otrf/extracted/sh_binary_padding_dd/sh_binary_padding_dd_2020-11-10081941.log");
     fields(&dd.events[0], &[("process.command_line", "dd if=/dev/zero bs=1 count=1"), ("process.name", "dd")]);

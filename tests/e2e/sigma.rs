@@ -8,14 +8,10 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use vigil::config::VigilConfig;
-use vigil::detect::Alert;
-use vigil::event::RecordKind;
-use vigil::incident::backtest;
-use vigil::rules::{CompileOptions, RuleSet};
+use vigil::rules::RuleSet;
 use vigil::source::decode::Format;
-use vigil::store::{Log, Store};
 
-use crate::helpers::{blocking, vigil_bin};
+use crate::helpers::{assert_backtest_reproduces, blocking, live_alerts, vigil_bin};
 use crate::inputs::{decode, shared};
 
 fn sigma_check(dir: &Path) -> Value {
@@ -147,21 +143,7 @@ fn sigma_correlations_raise_the_same_alerts_live_and_in_backtest() {
     config.store.path = dir.path().join("data");
     config.rules.dir = rules.clone();
     config.rules.watch = false;
-    let live: Vec<Alert> = blocking(async {
-        let pipeline = vigil::app::Pipeline::start(config.clone(), Default::default()).await.expect("start");
-        for chunk in events.chunks(25) {
-            pipeline.ingestor.append("test", chunk, Vec::new()).await.expect("append");
-        }
-        pipeline.shutdown().await.expect("shutdown");
-        let store = Store::open_read_only(&config.store.path).expect("store");
-        let log = Log::read_only(&store).expect("log");
-        log.read(1, usize::MAX, usize::MAX)
-            .expect("read")
-            .into_iter()
-            .filter(|e| e.kind == RecordKind::Alert.tag())
-            .map(|e| serde_json::from_slice(&e.payload).expect("alert"))
-            .collect()
-    });
+    let live = live_alerts(&config, &events, 25);
     let fired: BTreeSet<(String, String)> = live.iter().map(|a| (a.rule_id.to_string(), a.group_key.clone())).collect();
     let expected: BTreeSet<(String, String)> = [
         ("b180ead8-d58f-40b2-ae54-c8940995b9b6", "alice"),
@@ -177,15 +159,7 @@ fn sigma_correlations_raise_the_same_alerts_live_and_in_backtest() {
     assert_eq!(chained.author.as_deref(), Some("Florian Roth (Nextron Systems)"), "the author travels with the alert");
     assert_eq!(chained.count, 2, "the inner correlation's firing and the success");
 
-    let store = Store::open_read_only(&config.store.path).expect("store");
-    let log = Log::read_only(&store).expect("log");
-    let set = RuleSet::load_dir(&rules, &CompileOptions::default()).expect("rules");
-    let report =
-        backtest::run(&log, set, config.detect.clone(), Default::default(), None, None, |_, _| {}).expect("backtest");
-    let key = |a: &Alert| (a.rule_id.to_string(), a.group_key.clone(), a.event_ids.clone(), a.time);
-    let live: BTreeSet<_> = live.iter().map(key).collect();
-    let replayed: BTreeSet<_> = report.alerts.iter().map(key).collect();
-    assert_eq!(live, replayed, "backtest and live must raise identical alerts");
+    assert_backtest_reproduces(&config, &rules, &live);
 }
 
 #[test]

@@ -147,18 +147,6 @@ struct Outcome {
     why: Option<String>,
 }
 
-fn infos(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            infos(&path, out);
-        } else if path.file_name().is_some_and(|n| n == "info.yml") {
-            out.push(path);
-        }
-    }
-}
-
 fn events_of(config: &VigilConfig, file: &Path) -> anyhow::Result<Vec<SecurityEvent>> {
     let options = Options { limits: config.ingest.limits(), keep_raw: false };
     let mut events = Vec::new();
@@ -172,8 +160,8 @@ fn events_of(config: &VigilConfig, file: &Path) -> anyhow::Result<Vec<SecurityEv
 fn test(config: &VigilConfig, data: &Path, rules_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let (rules, report) = load(config, rules_dir)?;
     let set = RuleSet::from_compiled(rules);
-    let mut files = Vec::new();
-    infos(data, &mut files);
+    let mut files: Vec<PathBuf> =
+        sigma::yaml_files(data).into_iter().filter(|p| p.file_name().is_some_and(|n| n == "info.yml")).collect();
     files.sort();
     if files.is_empty() {
         anyhow::bail!("no info.yml under {}", data.display());

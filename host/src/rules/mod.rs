@@ -288,7 +288,19 @@ impl RuleSet {
         let sigma_dir = dir.join("sigma");
         let mut sigma_dirs: Vec<PathBuf> = vec![sigma_dir.clone()];
         sigma_dirs.extend(options.sigma.dirs.iter().cloned());
-        let sigma = sigma::load(&sigma_dirs, &options.sigma, Some(&sigma_dir.join("pipelines")));
+        // `<dir>/sigma` is optional; a configured Sigma directory must be there.
+        let missing: Vec<RuleError> = options
+            .sigma
+            .dirs
+            .iter()
+            .filter(|d| !d.is_dir())
+            .map(|d| RuleError::new(d, "the Sigma directory of [rules.sigma] dirs cannot be read"))
+            .collect();
+        let sigma = if missing.is_empty() {
+            sigma::load(&sigma_dirs, &options.sigma, Some(&sigma_dir.join("pipelines")))
+        } else {
+            Err(missing)
+        };
         match (rules, library, sigma) {
             (Ok(rules), Ok(library), Ok((sigma, report))) => {
                 for refused in &report.refused {

@@ -343,19 +343,10 @@ fn glob(pattern: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::value::tests::Flat;
     use super::*;
     use chrono::Utc;
     use serde_json::json;
-
-    struct Flat;
-    impl Fields for Flat {
-        fn resolve(&self, name: &str) -> Result<Arc<[FieldPath]>, Refusal> {
-            FieldPath::parse(&format!("attributes.w.{name}")).map(|p| Arc::from(vec![p])).map_err(|e| e.to_string())
-        }
-        fn placeholder(&self, _: &str) -> Option<&[String]> {
-            None
-        }
-    }
 
     fn check(detection: Value, fields: Value) -> bool {
         let keywords: Arc<[FieldPath]> = Arc::from(vec![FieldPath::parse("attributes.w").expect("path")]);

@@ -117,10 +117,7 @@ pub fn load(
             .map(|e| RuleError::new(&e.path, format!("Sigma pipeline: {}", e.message)))
             .collect::<Vec<_>>()
     })?;
-    let mut files = Vec::new();
-    for dir in dirs {
-        walk(dir, &mut files);
-    }
+    let mut files: Vec<PathBuf> = dirs.iter().flat_map(|d| yaml_files(d)).collect();
     files.sort();
     files.dedup();
     let mut sources = Vec::new();
@@ -136,16 +133,21 @@ pub fn load(
     Ok((rules, found))
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, out);
-        } else if path.extension().is_some_and(|x| x == "yml" || x == "yaml") {
-            out.push(path);
+/// The `*.yml` and `*.yaml` files under `dir`, at any depth (none when it cannot be read).
+pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for path in entries.flatten().map(|e| e.path()) {
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|x| x == "yml" || x == "yaml") {
+                out.push(path);
+            }
         }
     }
+    out
 }
 
 /// Compiles Sigma sources (path, text) with `pipeline`.
@@ -348,6 +350,11 @@ pub struct Dispatch {
     channel: Option<FieldPath>,
 }
 
+thread_local! {
+    /// Which keyed rules of a group the current event hit (reused across events).
+    static HITS: std::cell::RefCell<Vec<bool>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The rules of one logsource.
 #[derive(Debug)]
 struct Group {
@@ -410,7 +417,13 @@ impl Group {
         if self.keyed.is_empty() {
             return;
         }
-        let mut hit = vec![false; self.keyed.len()];
+        HITS.with_borrow_mut(|hit| self.select_keyed(event, hit, out));
+    }
+
+    /// The keyed rules one of whose substrings the event shows; `hit` is scratch space.
+    fn select_keyed(&self, event: &crate::event::SecurityEvent, hit: &mut Vec<bool>, out: &mut Vec<usize>) {
+        hit.clear();
+        hit.resize(self.keyed.len(), false);
         for (paths, ac, slots) in &self.fields {
             let Some(value) = paths.iter().find_map(|p| p.get(event)) else { continue };
             if let crate::event::FieldValue::Json(Value::Array(_) | Value::Object(_)) = value {
@@ -484,9 +497,15 @@ impl Dispatch {
             }
         };
         if let Some(channel) = self.channel.as_ref().and_then(|c| c.get(event)) {
-            let lowered = channel.to_text().as_bytes().to_ascii_lowercase();
-            for &group in self.by_channel.get(&lowered).map(Vec::as_slice).unwrap_or_default() {
-                visit(group, out);
+            let text = channel.to_text();
+            // Channel names are short: lowercase them on the stack (a longer one is no key).
+            let mut buf = [0u8; 128];
+            if let Some(lowered) = buf.get_mut(..text.len()) {
+                lowered.copy_from_slice(text.as_bytes());
+                lowered.make_ascii_lowercase();
+                for &group in self.by_channel.get(&*lowered).map(Vec::as_slice).unwrap_or_default() {
+                    visit(group, out);
+                }
             }
         }
         for &group in &self.always {

@@ -109,3 +109,16 @@ fn correlations_become_windows_and_silence_the_rules_they_count() {
     assert!(matches!(&all.meta.window, Some(WindowSpec::AllOf { steps, .. }) if steps.len() == 2));
     assert_eq!(all.sigma.as_ref().map(|s| s.chained.clone()), Some(vec![("spray".to_owned(), 0b10)]));
 }
+
+#[test]
+fn a_configured_sigma_directory_that_is_missing_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = crate::rules::CompileOptions {
+        sigma: SigmaConfig { dirs: vec![dir.path().join("nowhere")], ..SigmaConfig::default() },
+        ..Default::default()
+    };
+    let errors = crate::rules::RuleSet::load_dir(dir.path(), &options).expect_err("refused");
+    assert!(errors[0].to_string().contains("[rules.sigma] dirs"), "{errors:?}");
+    // Without the setting, a rule directory without `sigma/` loads.
+    assert!(crate::rules::RuleSet::load_dir(dir.path(), &Default::default()).is_ok());
+}

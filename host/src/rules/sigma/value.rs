@@ -707,11 +707,12 @@ impl Test {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use serde_json::json;
 
-    struct Flat;
+    /// Sigma names as `attributes.w.<name>`; one placeholder, `%Admins%`.
+    pub(in crate::rules::sigma) struct Flat;
     impl Fields for Flat {
         fn resolve(&self, name: &str) -> Result<Arc<[FieldPath]>, Refusal> {
             FieldPath::parse(&format!("attributes.w.{name}")).map(|p| Arc::from(vec![p])).map_err(|e| e.to_string())
