@@ -109,6 +109,14 @@ fn correlation_events() -> Vec<Value> {
     for i in 0..100 {
         records.push(logon(4625, "DC02", &format!("user{i:03}"), "WS9", at(10 + i / 60, i % 60)));
     }
+    // A connection out to the address the DC02 failures came from (aliases); one elsewhere.
+    let connection = |destination: &str, time: String| {
+        json!({ "EventID": 3, "Channel": "Microsoft-Windows-Sysmon/Operational", "Provider": "Microsoft-Windows-Sysmon",
+                "Computer": "WS3", "Image": "C:\\Tools\\agent.exe", "Initiated": "true", "SourceIp": "10.0.0.30",
+                "DestinationIp": destination, "DestinationPort": 445, "TimeCreated": time })
+    };
+    records.push(connection("10.0.0.5", at(12, 0)));
+    records.push(connection("192.0.2.9", at(12, 30)));
     // bob runs three reconnaissance commands within two minutes (temporal); carol runs
     // them twenty minutes apart (nothing).
     let process = |host: &str, user: &str, image: &str, cmd: &str, time: String| {
@@ -137,7 +145,7 @@ fn sigma_correlations_raise_the_same_alerts_live_and_in_backtest() {
     }
     let body: String = correlation_events().iter().map(|r| format!("{r}\n")).collect();
     let events = decode(Format::Windows, body.as_bytes()).events;
-    assert_eq!(events.len(), 129);
+    assert_eq!(events.len(), 131);
 
     let mut config = VigilConfig::default();
     config.store.path = dir.path().join("data");
@@ -150,6 +158,7 @@ fn sigma_correlations_raise_the_same_alerts_live_and_in_backtest() {
         ("0e95725d-7320-415d-80f7-004da920fc11", "DC02"),
         ("0e95725d-7320-415d-80f7-004da920fc12", "DC02|WS9"),
         ("3c9b2f5e-7a61-4d2b-9a0e-5b8f1e2d4c73", "WS1|CORP\\bob"),
+        ("7d4c1e2a-9b3f-4c5d-8e6f-1a2b3c4d5e6f", "10.0.0.5"),
     ]
     .iter()
     .map(|(r, k)| ((*r).to_owned(), (*k).to_owned()))

@@ -444,7 +444,8 @@ impl Detector {
         let kind = Arc::clone(&self.states[index].kind);
         if let Kind::Single = *kind {
             let rule = &self.states[index].rule;
-            let (group, key) = (group_of(rule, event).unwrap_or_default(), group_key(rule, event).unwrap_or_default());
+            let (group, key) =
+                (group_of(rule, mask, event).unwrap_or_default(), group_key(rule, mask, event).unwrap_or_default());
             let fired = Fired {
                 first_ms: event.time.timestamp_millis(),
                 last_ms: event.time.timestamp_millis(),
@@ -459,7 +460,7 @@ impl Detector {
             self.states[index].late.inc();
             return;
         }
-        let Some(key) = group_key(&self.states[index].rule, event) else { return };
+        let Some(key) = group_key(&self.states[index].rule, mask, event) else { return };
         let value = match &*kind {
             Kind::Distinct { field, .. } | Kind::Sum { field, .. } => match field.get(event) {
                 Some(v) => Some(v.to_text().into_owned()),
@@ -530,7 +531,7 @@ impl Detector {
         };
         self.dirty.mark(index, &key);
         if let Some(fired) = fired {
-            let group = group_of(&self.states[index].rule, event).unwrap_or_default();
+            let group = group_of(&self.states[index].rule, mask, event).unwrap_or_default();
             let alert = self.alert(index, &fired, group, key, Some(event));
             out.push(alert);
         }
@@ -786,15 +787,18 @@ impl Detector {
 }
 
 /// The group-by values of an event (field → value); `None` when a field is missing.
-fn group_of(rule: &CompiledRule, event: &SecurityEvent) -> Option<BTreeMap<String, String>> {
-    rule.meta.group_by.iter().map(|path| Some((path.to_string(), path.get(event)?.to_text().into_owned()))).collect()
+/// The group of a match of matchers `mask`, named by the rule's `group_by`.
+fn group_of(rule: &CompiledRule, mask: u32, event: &SecurityEvent) -> Option<BTreeMap<String, String>> {
+    let names = rule.meta.group_by.iter().map(ToString::to_string);
+    let values = rule.group_paths(mask).iter().map(|path| Some(path.get(event)?.to_text().into_owned()));
+    names.zip(values).map(|(name, value)| Some((name, value?))).collect()
 }
 
-/// The key of an event's group: its group-by values joined by `|`; `None` when a field is
+/// The key of a match's group: its group-by values joined by `|`; `None` when a field is
 /// missing. (Built on every windowed match, so it allocates once.)
-fn group_key(rule: &CompiledRule, event: &SecurityEvent) -> Option<String> {
+fn group_key(rule: &CompiledRule, mask: u32, event: &SecurityEvent) -> Option<String> {
     let mut key = String::new();
-    for (i, path) in rule.meta.group_by.iter().enumerate() {
+    for (i, path) in rule.group_paths(mask).iter().enumerate() {
         if i > 0 {
             key.push('|');
         }

@@ -139,6 +139,15 @@ impl CompiledRule {
         self.matchers.iter().all(|m| m.predicate.is_some())
     }
 
+    /// The fields that key the group of a match of matchers `mask`: `group_by`, or for a
+    /// Sigma correlation with `aliases`, the fields of the rule that matched.
+    pub fn group_paths(&self, mask: u32) -> &[FieldPath] {
+        self.sigma
+            .as_ref()
+            .and_then(|s| s.aliased.iter().find(|(bit, _)| mask & bit != 0))
+            .map_or(&self.meta.group_by, |(_, paths)| paths)
+    }
+
     /// Whether the rule runs: enabled, with its plugins, and (Sigma) its logsource read.
     pub fn runs(&self) -> bool {
         self.meta.enabled && self.missing_plugins.is_empty() && self.sigma.as_ref().is_none_or(|s| s.idle.is_none())

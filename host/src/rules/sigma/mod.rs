@@ -332,6 +332,9 @@ pub struct SigmaRule {
     fields: Option<Arc<pipeline::Entry>>,
     /// A detection's logsource, whose `when` [`Dispatch`] checks before the rule runs.
     logsource_entry: Option<Arc<pipeline::Entry>>,
+    /// A correlation whose `aliases` name different fields per rule: the group-by fields
+    /// of the matches of each matcher bit.
+    pub aliased: Vec<(u32, Vec<FieldPath>)>,
 }
 
 /// Finds the Sigma detection rules an event must be evaluated by: their logsource's
@@ -711,35 +714,33 @@ fn correlation_rule(
     }
     // The group-by fields, resolved in the first named detection's logsource (aliases
     // name a field per rule, and must land on the same path in each).
-    let mut group_by = Vec::new();
-    for field in &spec.group_by {
-        let mut resolved: Option<FieldPath> = None;
-        for (r, rule) in &named {
-            let name =
-                spec.aliases.get(field).map(|per_rule| per_rule.get(r).cloned().unwrap_or_else(|| field.clone()));
-            let name = name.unwrap_or_else(|| field.clone());
+    // The group-by fields of each named rule, through its logsource and `aliases`.
+    if spec.group_by.is_empty() {
+        return Err("correlation needs group-by".into());
+    }
+    let mut per_rule: Vec<Vec<FieldPath>> = Vec::new();
+    for (r, rule) in &named {
+        let mut paths = Vec::new();
+        for field in &spec.group_by {
+            let name = spec.aliases.get(field).and_then(|per| per.get(r)).unwrap_or(field);
             let path = match rule {
-                Named::Detection(d) => d.fields().resolve(&name)?.first().cloned(),
+                Named::Detection(d) => d.fields().resolve(name)?.first().cloned(),
                 Named::Correlation(c) => match c.sigma.as_ref().and_then(|s| s.fields.clone()) {
-                    Some(fields) => fields.resolve(&name)?.first().cloned(),
+                    Some(fields) => fields.resolve(name)?.first().cloned(),
                     None => None,
                 },
             };
-            match (&resolved, path) {
-                (None, Some(p)) => resolved = Some(p),
-                (Some(a), Some(b)) if *a != b => {
-                    return Err(format!(
-                        "group-by `{field}` is `{a}` for one rule and `{b}` for `{r}`: aliases across different fields are not supported yet"
-                    ));
-                }
-                _ => {}
-            }
+            paths.push(path.ok_or_else(|| format!("group-by `{field}` resolves to no field for `{r}`"))?);
         }
-        group_by.push(resolved.ok_or_else(|| format!("group-by `{field}` resolves to no field"))?);
+        per_rule.push(paths);
     }
-    if group_by.is_empty() {
-        return Err("correlation needs group-by".into());
-    }
+    let group_by = per_rule[0].clone();
+    // Aliases that land on different fields: each rule's matches are keyed by its own.
+    let aliased: Vec<(u32, Vec<FieldPath>)> = if per_rule.iter().all(|p| *p == group_by) {
+        Vec::new()
+    } else {
+        per_rule.into_iter().enumerate().map(|(bit, paths)| (1u32 << bit, paths)).collect()
+    };
     let condition = spec.condition.unwrap_or_default();
     let threshold = |condition: &BTreeMap<String, Value>| -> Result<u32, String> {
         let mut at_least = None;
@@ -822,6 +823,7 @@ fn correlation_rule(
             name: str_of(doc, "name").map(str::to_owned),
             logsource: "correlation".into(),
             chained,
+            aliased,
             fields: named.iter().find_map(|(_, n)| match n {
                 Named::Detection(d) => Some(d.fields()),
                 Named::Correlation(c) => c.sigma.as_ref().and_then(|s| s.fields.clone()),

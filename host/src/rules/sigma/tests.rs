@@ -105,6 +105,14 @@ fn correlations_become_windows_and_silence_the_rules_they_count() {
     let spray = rules.iter().find(|r| r.meta.id.as_str() == "spray").expect("spray");
     assert!(matches!(&spray.meta.window, Some(WindowSpec::Distinct { count: 20, .. })));
     assert!(spray.sigma.as_ref().is_some_and(|s| s.feeds_only), "a correlation another one counts only feeds it");
+    let aliased = temporal.replace("[IpAddress]", "[ip]")
+        + "  aliases:\n    ip:\n      failed_login: IpAddress\n      spray: WorkstationName\n";
+    let (rules, report) = compile_texts(&[("f.yml", FAILED), ("s.yml", distinct), ("t.yml", &aliased)]);
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let all = rules.iter().find(|r| r.meta.id.as_str() == "all").expect("temporal");
+    assert_eq!(all.group_paths(0b01)[0].to_string(), "attributes.windows.IpAddress");
+    assert_eq!(all.group_paths(0b10)[0].to_string(), "attributes.windows.WorkstationName");
+    let (rules, _) = compile_texts(&[("f.yml", FAILED), ("s.yml", distinct), ("t.yml", temporal)]);
     let all = rules.iter().find(|r| r.meta.id.as_str() == "all").expect("temporal");
     assert!(matches!(&all.meta.window, Some(WindowSpec::AllOf { steps, .. }) if steps.len() == 2));
     assert_eq!(all.sigma.as_ref().map(|s| s.chained.clone()), Some(vec![("spray".to_owned(), 0b10)]));
