@@ -308,13 +308,14 @@ impl Detector {
         let rules = self.rules.clone();
         let first_new = out.len();
         let mut selected = std::mem::take(&mut self.selected);
-        rules.select(event, &mut selected);
+        let lookup = crate::rules::sigma::Lookup::new(event);
+        rules.select_in(&lookup, &mut selected);
         for &index in &selected {
             if self.states[index].disabled {
                 continue;
             }
             self.states[index].pending_evaluations += 1;
-            match rules.evaluate(index, &event_ref) {
+            match rules.evaluate_in(index, &event_ref, &lookup) {
                 Ok(mask) => {
                     self.states[index].error_streak = 0;
                     if mask != 0 {

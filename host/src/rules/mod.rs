@@ -463,8 +463,15 @@ impl RuleSet {
     /// The rules `event` must be evaluated by, in load order, into `out`: the candidates
     /// of its class less those that need a field value it does not have (see `index`).
     pub fn select(&self, event: &SecurityEvent, out: &mut Vec<usize>) {
+        self.select_in(&sigma::Lookup::new(event), out);
+    }
+
+    /// [`RuleSet::select`], reading Sigma fields through `lookup`: the detector shares one
+    /// lookup between selecting and evaluating an event's rules.
+    pub fn select_in(&self, lookup: &sigma::Lookup<'_>, out: &mut Vec<usize>) {
+        let event = lookup.event;
         self.class_index(event.class).select(event, out);
-        if self.dispatch.select(event, out) {
+        if self.dispatch.select(lookup, out) {
             out.sort_unstable();
         }
     }
@@ -494,11 +501,18 @@ impl RuleSet {
     /// Evaluates rule number `index` on `event`: bit `i` of the result is set when matcher
     /// `i` matched.
     pub fn evaluate(&self, index: usize, event: &EventRef) -> Result<u32, EvalError> {
+        self.evaluate_in(index, event, &sigma::Lookup::new(&event.0))
+    }
+
+    /// [`RuleSet::evaluate`], reading Sigma fields through `lookup` (of the same event).
+    pub fn evaluate_in(&self, index: usize, event: &EventRef, lookup: &sigma::Lookup<'_>) -> Result<u32, EvalError> {
         let rule = &self.rules[index];
         let mut mask = 0;
         for (bit, matcher) in rule.matchers.iter().enumerate() {
             let native = if !self.native && rule.sigma.is_none() {
                 None
+            } else if let Some(Predicate::Sigma(node)) = &matcher.predicate {
+                Some(node.eval(lookup))
             } else if let Some(predicate) = &matcher.predicate {
                 predicate.eval(&event.0)
             } else {

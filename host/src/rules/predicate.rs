@@ -227,7 +227,7 @@ impl Predicate {
                 Value::Ip(ip) => Some(set.contains(&ip.to_string())),
                 _ => None,
             },
-            Self::Sigma(node) => Some(node.eval(event)),
+            Self::Sigma(node) => Some(node.eval(&super::sigma::Lookup::new(event))),
             Self::Public(field) => match read(field, event) {
                 Value::Unit => Some(false),
                 Value::Ip(ip) => Some(crate::event::is_public(ip)),

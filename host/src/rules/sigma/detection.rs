@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::value::{FieldTest, Fields, Refusal};
-use crate::event::{FieldPath, SecurityEvent};
+use super::value::{FieldTest, Fields, Lookup, Refusal};
+use crate::event::FieldPath;
 
 /// A compiled condition.
 #[derive(Clone, Debug)]
@@ -34,7 +34,7 @@ pub enum Node {
 
 impl Node {
     /// Whether `event` satisfies the condition.
-    pub fn eval(&self, event: &SecurityEvent) -> bool {
+    pub fn eval(&self, event: &Lookup<'_>) -> bool {
         match self {
             Self::Const(b) => *b,
             Self::And(items) => items.iter().all(|n| n.eval(event)),
@@ -345,6 +345,7 @@ fn glob(pattern: &str, name: &str) -> bool {
 mod tests {
     use super::super::value::tests::Flat;
     use super::*;
+    use crate::event::SecurityEvent;
     use chrono::Utc;
     use serde_json::json;
 
@@ -353,7 +354,7 @@ mod tests {
         let node = compile(&detection, &Flat, &keywords).expect("compiles");
         let mut e = SecurityEvent::new(crate::event::EventClass::Process, Utc::now());
         e.attributes.insert("w".into(), fields);
-        node.eval(&e)
+        node.eval(&Lookup::new(&e))
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub use detection::Node;
 pub use pipeline::{Logsource, Pipeline};
 
 use value::Fields as _;
+pub use value::Lookup;
 
 use super::{CompiledRule, Matcher, Mitre, RuleError, RuleMeta, Step, WindowSpec, predicate::Predicate};
 use crate::event::{FieldPath, Priority, RuleId};
@@ -415,7 +416,7 @@ impl Group {
         Group { entry, unkeyed, fields: built, keyed }
     }
 
-    fn select(&self, event: &crate::event::SecurityEvent, out: &mut Vec<usize>) {
+    fn select(&self, event: &Lookup<'_>, out: &mut Vec<usize>) {
         out.extend_from_slice(&self.unkeyed);
         if self.keyed.is_empty() {
             return;
@@ -424,11 +425,11 @@ impl Group {
     }
 
     /// The keyed rules one of whose substrings the event shows; `hit` is scratch space.
-    fn select_keyed(&self, event: &crate::event::SecurityEvent, hit: &mut Vec<bool>, out: &mut Vec<usize>) {
+    fn select_keyed(&self, event: &Lookup<'_>, hit: &mut Vec<bool>, out: &mut Vec<usize>) {
         hit.clear();
         hit.resize(self.keyed.len(), false);
         for (paths, ac, slots) in &self.fields {
-            let Some(value) = paths.iter().find_map(|p| p.get(event)) else { continue };
+            let Some(value) = event.get(paths) else { continue };
             if let crate::event::FieldValue::Json(Value::Array(_) | Value::Object(_)) = value {
                 slots.iter().flatten().for_each(|s| hit[*s as usize] = true);
                 continue;
@@ -484,11 +485,11 @@ impl Dispatch {
 
     /// Whether `event` is in the logsource of `rule` (for a rule evaluated alone).
     pub fn in_logsource(rule: &CompiledRule, event: &crate::event::SecurityEvent) -> bool {
-        rule.sigma.as_ref().and_then(|s| s.logsource_entry.as_ref()).is_none_or(|e| e.when.eval(event))
+        rule.sigma.as_ref().and_then(|s| s.logsource_entry.as_ref()).is_none_or(|e| e.when.eval(&Lookup::new(event)))
     }
 
     /// Appends the rules `event` must be evaluated by; returns whether `out` needs sorting.
-    pub fn select(&self, event: &crate::event::SecurityEvent, out: &mut Vec<usize>) -> bool {
+    pub fn select(&self, event: &Lookup<'_>, out: &mut Vec<usize>) -> bool {
         if self.groups.is_empty() {
             return false;
         }
@@ -499,7 +500,7 @@ impl Dispatch {
                 g.select(event, out);
             }
         };
-        if let Some(channel) = self.channel.as_ref().and_then(|c| c.get(event)) {
+        if let Some(channel) = self.channel.as_ref().and_then(|c| c.get(event.event)) {
             let text = channel.to_text();
             // Channel names are short: lowercase them on the stack (a longer one is no key).
             let mut buf = [0u8; 128];

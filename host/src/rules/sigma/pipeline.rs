@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::detection::{self, Node};
-use super::value::{Fields, Refusal};
+use super::value::{self, Fields, Refusal};
 use crate::event::FieldPath;
 
 const BUILT_IN: &str = include_str!("pipeline.toml");
@@ -103,7 +103,7 @@ impl Fields for Entry {
             nested.extend(name.split('.').map(str::to_owned));
             paths.push(FieldPath::Attribute(nested));
         }
-        Ok(paths.into())
+        Ok(value::intern(paths))
     }
 
     fn placeholder(&self, name: &str) -> Option<&[String]> {
@@ -116,7 +116,7 @@ struct VigilPaths;
 
 impl Fields for VigilPaths {
     fn resolve(&self, name: &str) -> Result<Arc<[FieldPath]>, Refusal> {
-        FieldPath::parse(name).map(|p| Arc::from(vec![p])).map_err(|e| e.to_string())
+        FieldPath::parse(name).map(|p| value::intern(vec![p])).map_err(|e| e.to_string())
     }
 
     fn placeholder(&self, _: &str) -> Option<&[String]> {
@@ -226,7 +226,11 @@ fn paths(names: &[String]) -> Result<Arc<[FieldPath]>, Refusal> {
     if names.is_empty() {
         return Err("a field with no paths".into());
     }
-    names.iter().map(|n| FieldPath::parse(n).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>().map(Arc::from)
+    names
+        .iter()
+        .map(|n| FieldPath::parse(n).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map(value::intern)
 }
 
 fn compile_entry(spec: EntrySpec, placeholders: &Arc<BTreeMap<String, Vec<String>>>) -> Result<Entry, Refusal> {

@@ -224,6 +224,44 @@ pub struct FieldTest {
     test: Test,
 }
 
+/// One shared copy of each distinct list of candidate paths, so that every test of the
+/// same field shares its [`Lookup`] entry.
+pub fn intern(paths: Vec<FieldPath>) -> Arc<[FieldPath]> {
+    static INTERNED: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<Vec<FieldPath>, Arc<[FieldPath]>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut interned = INTERNED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    interned.entry(paths).or_insert_with_key(|paths| Arc::from(paths.as_slice())).clone()
+}
+
+/// An event as Sigma's tests read it: each list of candidate paths is looked up once,
+/// however many rules and logsources ask for it (a Windows field costs two hashed map
+/// lookups; thousands of rules ask for the same few fields).
+#[derive(Debug)]
+pub struct Lookup<'e> {
+    /// The event.
+    pub event: &'e SecurityEvent,
+    seen: std::cell::RefCell<Vec<(*const FieldPath, Option<FieldValue<'e>>)>>,
+}
+
+impl<'e> Lookup<'e> {
+    /// Nothing looked up yet.
+    pub fn new(event: &'e SecurityEvent) -> Self {
+        Lookup { event, seen: Default::default() }
+    }
+
+    /// The value of the first of `paths` the event has.
+    pub fn get(&self, paths: &Arc<[FieldPath]>) -> Option<FieldValue<'e>> {
+        let key = paths.as_ptr();
+        if let Some((_, value)) = self.seen.borrow().iter().find(|(k, _)| *k == key) {
+            return value.clone();
+        }
+        let value = paths.iter().find_map(|p| p.get(self.event));
+        self.seen.borrow_mut().push((key, value.clone()));
+        value
+    }
+}
+
 /// Resolves Sigma field names to event paths (the logsource's pipeline).
 pub trait Fields {
     /// The candidate paths of `name`, first present wins.
@@ -427,7 +465,8 @@ impl FieldTest {
     }
 
     /// Whether the event satisfies the test. Keyword tests (several paths) search them all.
-    pub fn eval(&self, event: &SecurityEvent, keyword: bool) -> bool {
+    pub fn eval(&self, lookup: &Lookup<'_>, keyword: bool) -> bool {
+        let event = lookup.event;
         if keyword {
             return self.paths.iter().any(|p| match p.get(event) {
                 Some(FieldValue::Json(Value::Object(map))) => map.values().any(|v| match v {
@@ -438,7 +477,7 @@ impl FieldTest {
                 None => false,
             });
         }
-        let value = self.paths.iter().find_map(|p| p.get(event));
+        let value = lookup.get(&self.paths);
         match (&self.test, value) {
             (Test::Null, v) => v.is_none(),
             (Test::Exists(want), v) => v.is_some() == *want,
@@ -734,7 +773,7 @@ pub(super) mod tests {
         let mut parts = item.split('|');
         let field = parts.next().unwrap_or_default();
         let mods: Vec<&str> = parts.collect();
-        FieldTest::compile(field, &mods, &value, &Flat).expect("compiles").eval(&event(fields), false)
+        FieldTest::compile(field, &mods, &value, &Flat).expect("compiles").eval(&Lookup::new(&event(fields)), false)
     }
 
     #[test]

@@ -27,10 +27,11 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// Decodes every record of an EVTX file; `line` of a rejection is the record's position.
 pub fn decode(file: &[u8], ctx: &Ctx<'_>, out: &mut Decoded) {
-    let parser = EvtxParser::from_buffer(file.to_vec());
+    // Read in place: the parser copies each chunk it reads, not the whole file.
+    let parser = EvtxParser::from_read_seek(std::io::Cursor::new(file));
     let mut parser = match parser {
-        // The crate renders each record as JSON text and parses it back: unindented text is
-        // less to write and to read.
+        // The crate renders each record as JSON text, read straight into the flat map:
+        // unindented text is less to write and to read.
         Ok(parser) => parser.with_configuration(ParserSettings::new().num_threads(1).indent(false)),
         Err(e) => return out.reject(1, DecodeError::unreadable("evtx", chain(&e))),
     };
@@ -39,13 +40,13 @@ pub fn decode(file: &[u8], ctx: &Ctx<'_>, out: &mut Decoded) {
     let header_bytes = u64::from(parser.header().header_block_size).max(4096);
     let whole_chunks = (file.len() as u64).saturating_sub(header_bytes) / CHUNK_BYTES;
     let mut read = 0;
-    for (at, record) in parser.records_json_value().enumerate() {
+    for (at, record) in parser.records_json_bytes().enumerate() {
         read = at + 1;
         let position = at + 1;
         match record {
             Ok(record) => {
                 let id = record.event_record_id;
-                let result = super::flatten_json(record.data)
+                let result = super::stream::flatten(&record.data)
                     .and_then(|fields| super::map(fields, ctx))
                     .and_then(|event| finish(event, "", ctx));
                 match result {

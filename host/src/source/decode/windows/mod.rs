@@ -13,6 +13,7 @@
 //! Sysmon (1–29) events map to the model through the tables below.
 
 pub mod evtx;
+mod stream;
 pub mod xml;
 
 use serde_json::{Map, Value};
@@ -426,24 +427,30 @@ fn event_data(data: Value, flat: &mut Map<String, Value>) {
         return;
     };
     for (k, v) in map {
-        match v {
-            Value::Object(inner) if k != "#attributes" && !inner.contains_key("#text") => {
-                // UserData's wrapper element, or a nested element: its fields.
-                for (ik, iv) in inner {
-                    if ik != "#attributes" {
-                        flat.entry(ik).or_insert(iv);
-                    }
+        if k != "#attributes" {
+            data_field(k, v, flat);
+        }
+    }
+}
+
+/// One field of the event data: a named value as it is, an element with attributes by
+/// its text, a wrapper element (`UserData`'s `LogFileCleared`) by its fields.
+fn data_field(k: String, v: Value, flat: &mut Map<String, Value>) {
+    match v {
+        Value::Object(inner) if !inner.contains_key("#text") => {
+            for (ik, iv) in inner {
+                if ik != "#attributes" {
+                    flat.entry(ik).or_insert(iv);
                 }
             }
-            Value::Object(mut inner) => {
-                if let Some(text) = inner.remove("#text") {
-                    flat.insert(k, text);
-                }
+        }
+        Value::Object(mut inner) => {
+            if let Some(text) = inner.remove("#text") {
+                flat.insert(k, text);
             }
-            _ if k == "#attributes" => {}
-            other => {
-                flat.insert(k, other);
-            }
+        }
+        other => {
+            flat.insert(k, other);
         }
     }
 }
