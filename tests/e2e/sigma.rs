@@ -86,6 +86,44 @@ fn sigma_rules_match_their_regression_evtx() {
     }
 }
 
+/// The rules `vigil sigma scan` finds over `file` with SigmaHQ's Linux rules.
+fn linux_detections(file: &str, format: &str) -> BTreeSet<String> {
+    let dir = shared(file);
+    let log = std::fs::read_dir(&dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"));
+    let out = Command::new(vigil_bin())
+        .args(["sigma", "scan", "--json", "--format", format, "--rules"])
+        .arg(shared("sigma/rules/linux"))
+        .arg(log.expect("the dataset's log"))
+        .output()
+        .expect("run vigil");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json line")["title"].as_str().expect("title").to_owned())
+        .collect()
+}
+
+#[test]
+fn sigma_auditd_rules_read_each_record_of_real_audit_logs() {
+    // OTRF's Linux datasets (auditd of an Ubuntu host running Atomic Red Team tests): the
+    // SigmaHQ rules of `service: auditd` read the `type` and fields of one record.
+    let check = sigma_check(&shared("sigma/rules/linux/auditd"));
+    assert_eq!(check["compiled"], 53, "{check}");
+    assert_eq!(check["idle"], json!([]), "no auditd rule is idle: {check}");
+    // `dd if=/dev/zero bs=1 count=1` (T1027.001): the EXECVE record holds `dd` and `if=`
+    // and no `of=`.
+    let padding = linux_detections("otrf/extracted/sh_binary_padding_dd", "auditd");
+    assert!(padding.contains("Binary Padding - Linux"), "{padding:?}");
+    assert!(padding.contains("Overwriting the File with Dev Zero or Null"), "{padding:?}");
+    // `arp -a` (T1018): EXECVE's `a0` is `arp`; nothing about padding.
+    let arp = linux_detections("otrf/extracted/sh_arp_cache", "auditd");
+    assert_eq!(arp, BTreeSet::from(["Linux Remote System Discovery".to_owned()]));
+}
+
 /// Windows events in the flat (NXLog, OTRF) form the specification's examples need.
 fn correlation_events() -> Vec<Value> {
     let at = |minute: u32, second: u32| format!("2024-05-01T10:{minute:02}:{second:02}Z");

@@ -30,6 +30,9 @@ pub enum Node {
     Field(Arc<FieldTest>),
     /// A keyword search over the logsource's text fields.
     Keyword(Arc<FieldTest>),
+    /// The condition over each element of a list the event holds (auditd's records): true
+    /// when one element, read as an event of its own ([`Lookup::any_record`]), satisfies it.
+    Each(FieldPath, Box<Node>),
 }
 
 impl Node {
@@ -42,6 +45,7 @@ impl Node {
             Self::Not(inner) => !inner.eval(event),
             Self::Field(test) => test.eval(event, false),
             Self::Keyword(test) => test.eval(event, true),
+            Self::Each(path, inner) => event.any_record(path, |record| inner.eval(record)),
         }
     }
 
@@ -50,7 +54,7 @@ impl Node {
         match self {
             Self::Const(_) => 0,
             Self::And(items) | Self::Or(items) => items.iter().map(Node::size).sum(),
-            Self::Not(inner) => inner.size(),
+            Self::Not(inner) | Self::Each(_, inner) => inner.size(),
             Self::Field(_) | Self::Keyword(_) => 1,
         }
     }
@@ -355,6 +359,32 @@ mod tests {
         let mut e = SecurityEvent::new(crate::event::EventClass::Process, Utc::now());
         e.attributes.insert("w".into(), fields);
         node.eval(&Lookup::new(&e))
+    }
+
+    #[test]
+    fn each_reads_one_element_at_a_time() {
+        // auditd's records: the selections of a rule hold for one record, not across them.
+        let detection = json!({ "exec": { "type": "EXECVE", "a0": "dd" }, "keys": { "|all": ["dd", "if="] },
+                                "condition": "exec and keys" });
+        let keywords: Arc<[FieldPath]> = Arc::from(vec![FieldPath::parse("attributes.record_line").expect("path")]);
+        let under = super::super::pipeline::tests::under("attributes.record");
+        let node = Node::Each(
+            FieldPath::parse("attributes.a.records").expect("path"),
+            Box::new(compile(&detection, &under, &keywords).expect("compiles")),
+        );
+        let event = |records: Value| {
+            let mut e = SecurityEvent::new(crate::event::EventClass::Process, Utc::now());
+            e.attributes.insert("a".into(), json!({ "records": records }));
+            e
+        };
+        let exec = json!({ "type": "EXECVE", "fields": { "argc": "2", "a0": "dd", "a1": "if=/dev/zero" } });
+        let syscall = json!({ "type": "SYSCALL", "fields": { "comm": "dd" } });
+        assert!(node.eval(&Lookup::new(&event(json!([syscall.clone(), exec])))));
+        // `type` of one record, `a0` and `if=` of another: no match.
+        let split = json!([{ "type": "EXECVE", "fields": { "a0": "ls" } }, { "type": "PATH", "fields": { "a0": "dd", "name": "if=" } }]);
+        assert!(!node.eval(&Lookup::new(&event(split))));
+        assert!(!node.eval(&Lookup::new(&event(json!([syscall])))));
+        assert!(!node.eval(&Lookup::new(&event(json!("not a list")))));
     }
 
     #[test]

@@ -616,6 +616,10 @@ fn detection_rule(path: &Path, doc: &Value, pipeline: &Pipeline) -> Result<Detec
     let fallback = pipeline::Entry::generic();
     let fields: &pipeline::Entry = entry.as_deref().unwrap_or(&fallback);
     let detection = detection::compile(&doc["detection"], fields, &fields.keywords)?;
+    let detection = match &fields.each {
+        Some(list) => Node::Each(list.clone(), Box::new(detection)),
+        None => detection,
+    };
     let node = match &entry {
         Some(e) if !matches!(e.when, Node::Const(true)) => Node::And(vec![e.when.clone(), detection.clone()]),
         _ => detection.clone(),

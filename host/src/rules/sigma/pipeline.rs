@@ -36,6 +36,8 @@ struct EntrySpec {
     #[serde(default)]
     fields: BTreeMap<String, Vec<String>>,
     keywords: Option<Vec<String>>,
+    /// A list the detection is evaluated over element by element.
+    each: Option<String>,
 }
 
 /// A rule's `logsource` (the keys that select a pipeline entry).
@@ -70,6 +72,9 @@ pub struct Entry {
     fields: HashMap<String, Arc<[FieldPath]>>,
     /// Where keyword searches look.
     pub keywords: Arc<[FieldPath]>,
+    /// A list of the event whose elements a rule's detection is evaluated on, one by one
+    /// ([`super::Lookup::any_record`]): auditd's records.
+    pub each: Option<FieldPath>,
     placeholders: Arc<BTreeMap<String, Vec<String>>>,
 }
 
@@ -82,6 +87,7 @@ impl Entry {
             under: Vec::new(),
             fields: HashMap::new(),
             keywords: Arc::from(Vec::new()),
+            each: None,
             placeholders: Arc::new(BTreeMap::new()),
         }
     }
@@ -264,19 +270,27 @@ fn compile_entry(spec: EntrySpec, placeholders: &Arc<BTreeMap<String, Vec<String
             Arc::from(k)
         }
     };
+    let each = spec.each.as_deref().map(FieldPath::parse).transpose().map_err(|e| format!("each: {e}"))?;
     Ok(Entry {
         logsource: Logsource { product: spec.product, category: spec.category, service: spec.service },
         when,
         under,
         fields,
         keywords,
+        each,
         placeholders: placeholders.clone(),
     })
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// Field names read under `path` (an `attributes` path), nothing else.
+    pub(in crate::rules::sigma) fn under(path: &str) -> Entry {
+        let Ok(FieldPath::Attribute(segments)) = FieldPath::parse(path) else { panic!("{path} is no attributes path") };
+        Entry { under: segments, ..Entry::generic() }
+    }
 
     #[test]
     fn the_built_in_pipeline_compiles_and_finds_logsources() {

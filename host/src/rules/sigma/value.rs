@@ -242,12 +242,14 @@ pub struct Lookup<'e> {
     /// The event.
     pub event: &'e SecurityEvent,
     seen: std::cell::RefCell<Vec<(*const FieldPath, Option<FieldValue<'e>>)>>,
+    /// The elements of a list as events of their own, once a rule asked ([`Lookup::any_record`]).
+    records: std::cell::OnceCell<(FieldPath, Vec<SecurityEvent>)>,
 }
 
 impl<'e> Lookup<'e> {
     /// Nothing looked up yet.
     pub fn new(event: &'e SecurityEvent) -> Self {
-        Lookup { event, seen: Default::default() }
+        Lookup { event, seen: Default::default(), records: Default::default() }
     }
 
     /// The value of the first of `paths` the event has.
@@ -260,6 +262,60 @@ impl<'e> Lookup<'e> {
         self.seen.borrow_mut().push((key, value.clone()));
         value
     }
+
+    /// Whether one element of the list at `path` satisfies `test`, each element read as an
+    /// event of its own: its fields, and those of the objects it holds, under
+    /// `attributes.record` (auditd's `{"type": "EXECVE", "fields": {"a0": …}}` gives
+    /// `type` and `a0`), and all of them as one `key=value` line under
+    /// `attributes.record_line`, where keyword searches look. The events are built once per
+    /// event, for the first list asked about.
+    pub fn any_record(&self, path: &FieldPath, test: impl Fn(&Lookup<'_>) -> bool) -> bool {
+        let build = || match path.get(self.event) {
+            Some(FieldValue::Json(Value::Array(items))) => items.iter().map(|i| record_event(self.event, i)).collect(),
+            _ => Vec::new(),
+        };
+        let (cached, records) = self.records.get_or_init(|| (path.clone(), build()));
+        if cached == path {
+            records.iter().any(|r| test(&Lookup::new(r)))
+        } else {
+            build().iter().any(|r| test(&Lookup::new(r)))
+        }
+    }
+}
+
+/// One element of a list as an event (see [`Lookup::any_record`]).
+fn record_event(event: &SecurityEvent, element: &Value) -> SecurityEvent {
+    let mut fields = serde_json::Map::new();
+    if let Value::Object(entries) = element {
+        for (key, value) in entries {
+            match value {
+                Value::Object(inner) => {
+                    for (k, v) in inner {
+                        fields.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                other => {
+                    fields.insert(key.clone(), other.clone());
+                }
+            }
+        }
+    }
+    let mut line = String::new();
+    for (key, value) in &fields {
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(key);
+        line.push('=');
+        match value {
+            Value::String(s) => line.push_str(s),
+            other => line.push_str(&other.to_string()),
+        }
+    }
+    let mut record = SecurityEvent::new(event.class, event.time);
+    record.attributes.insert("record".into(), Value::Object(fields));
+    record.attributes.insert("record_line".into(), Value::String(line));
+    record
 }
 
 /// Resolves Sigma field names to event paths (the logsource's pipeline).

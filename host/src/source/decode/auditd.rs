@@ -320,6 +320,23 @@ fn text_value(r: &Record, key: &str) -> Option<String> {
     if r.bare.iter().any(|k| k == key) { unhex(s).or_else(|| Some(s.to_owned())) } else { Some(s.to_owned()) }
 }
 
+/// A record's fields with the texts auditd hex-encoded decoded: `EXECVE`'s arguments and
+/// the names, titles and paths any record carries (not the numbers written bare).
+fn text_fields(r: &Record) -> Map<String, Value> {
+    let mut fields = r.fields.clone();
+    for key in &r.bare {
+        let argument =
+            r.kind == "EXECVE" && key.strip_prefix('a').is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        let text = matches!(key.as_str(), "proctitle" | "name" | "cwd" | "comm" | "exe" | "cmd" | "path");
+        if (argument || text)
+            && let Some(decoded) = field(r, key).and_then(unhex)
+        {
+            fields.insert(key.clone(), Value::String(decoded));
+        }
+    }
+    fields
+}
+
 fn field<'a>(r: &'a Record, key: &str) -> Option<&'a str> {
     r.fields.get(key).and_then(Value::as_str)
 }
@@ -468,7 +485,7 @@ fn event(open: Open, ctx: &Ctx<'_>) -> Result<SecurityEvent, DecodeError> {
     command_line(&mut e, records);
     paths_and_sockets(&mut e, records);
     messages(&mut e, first, syscall.is_some());
-    let by_type: Vec<Value> = records.iter().map(|r| json!({ "type": r.kind, "fields": r.fields })).collect();
+    let by_type: Vec<Value> = records.iter().map(|r| json!({ "type": r.kind, "fields": text_fields(r) })).collect();
     e.attributes.insert(
         "auditd".into(),
         json!({ "id": open.id, "node": open.node, "key": syscall.and_then(|s| field(s, "key")), "records": by_type }),
@@ -630,6 +647,22 @@ mod tests {
         assert_eq!(exec.process.as_ref().and_then(|p| p.parent.as_ref()).and_then(|p| p.pid), Some(10027));
         assert_eq!(exec.time.to_rfc3339(), "2017-04-21T05:28:42.985+00:00");
         assert_eq!(exec.attributes["auditd"]["key"], "user_commands");
+        // The records keep the texts decoded, the numbers written bare as they are.
+        let records = &exec.attributes["auditd"]["records"];
+        assert_eq!(records[1]["fields"]["a2"], "echo a b");
+        assert_eq!(records[0]["fields"]["exit"], "0");
+    }
+
+    #[test]
+    fn hex_names_of_any_record_are_decoded_and_syscall_arguments_are_not() {
+        // From aucoalesce's RHEL 7 test data: an `exe` auditd could not quote.
+        let out = assemble(concat!(
+            "type=SYSCALL msg=audit(1492800799.050:20294): arch=c000003e syscall=133 success=yes exit=0 a0=7ff61dde1960 a1=1180 a2=0 a3=2 items=2 ppid=1 pid=326 auid=4294967295 uid=0 comm=\"systemd-logind\" exe=2F7573722F6C69622F73797374656D642F73797374656D642D6C6F67696E643B3538663938633835202864656C6574656429 key=\"specialfiles\"\n",
+            "type=EOE msg=audit(1492800799.050:20294):\n",
+        ));
+        let fields = &out.events[0].attributes["auditd"]["records"][0]["fields"];
+        assert_eq!(fields["exe"], "/usr/lib/systemd/systemd-logind;58f98c85 (deleted)");
+        assert_eq!((fields["a0"].as_str(), fields["a1"].as_str()), (Some("7ff61dde1960"), Some("1180")));
     }
 
     #[test]
