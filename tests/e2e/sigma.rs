@@ -182,8 +182,25 @@ fn sigma_correlations_raise_the_same_alerts_live_and_in_backtest() {
         std::fs::copy(&path, sigma.join(path.file_name().expect("name"))).expect("copy");
     }
     let body: String = correlation_events().iter().map(|r| format!("{r}\n")).collect();
-    let events = decode(Format::Windows, body.as_bytes()).events;
+    let mut events = decode(Format::Windows, body.as_bytes()).events;
     assert_eq!(events.len(), 131);
+    // Zeek connections for value_avg and value_percentile: 10.0.0.40 uploads 2–3 MB five
+    // times; 10.0.0.41 five times 1 KB, then 3 MB once (its mean stays near 0.5 MB).
+    let conn = |host: &str, second: u32, bytes: u64| {
+        json!({ "_path": "conn", "ts": 1714561200.0 + f64::from(second), "uid": format!("C{host}{second}"),
+                "id.orig_h": host, "id.orig_p": 50000 + second, "id.resp_h": "203.0.113.9", "id.resp_p": 443,
+                "proto": "tcp", "orig_bytes": bytes, "resp_bytes": 900, "local_orig": true, "local_resp": false })
+    };
+    let mut zeek = String::new();
+    for (i, bytes) in [2_500_000, 3_000_000, 2_200_000, 2_800_000, 2_600_000].into_iter().enumerate() {
+        zeek.push_str(&format!("{}\n", conn("10.0.0.40", i as u32 * 30, bytes)));
+    }
+    for (i, bytes) in [1_000, 1_200, 900, 1_100, 1_000, 3_000_000].into_iter().enumerate() {
+        zeek.push_str(&format!("{}\n", conn("10.0.0.41", i as u32 * 30, bytes)));
+    }
+    let conns = decode(Format::Zeek, zeek.as_bytes()).events;
+    assert_eq!(conns.len(), 11);
+    events.extend(conns);
 
     let mut config = VigilConfig::default();
     config.store.path = dir.path().join("data");
@@ -197,6 +214,9 @@ fn sigma_correlations_raise_the_same_alerts_live_and_in_backtest() {
         ("0e95725d-7320-415d-80f7-004da920fc12", "DC02|WS9"),
         ("3c9b2f5e-7a61-4d2b-9a0e-5b8f1e2d4c73", "WS1|CORP\\bob"),
         ("7d4c1e2a-9b3f-4c5d-8e6f-1a2b3c4d5e6f", "10.0.0.5"),
+        ("5f1d2c3b-4a59-4e8f-9d7c-6b5a4e3d2c1b", "10.0.0.40"),
+        ("5f1d2c3b-4a59-4e8f-9d7c-6b5a4e3d2c1c", "10.0.0.40"),
+        ("5f1d2c3b-4a59-4e8f-9d7c-6b5a4e3d2c1c", "10.0.0.41"),
     ]
     .iter()
     .map(|(r, k)| ((*r).to_owned(), (*k).to_owned()))

@@ -32,7 +32,7 @@ pub use alert::{Alert, Entities, EntityKind, Seen};
 pub use window::{Entry, Fired, MAX_ENTRIES, Window};
 
 use crate::event::{AlertId, FieldPath, Priority, RuleId, SecurityEvent};
-use crate::rules::{Category, CompiledRule, EventRef, RuleSet, WindowSpec, render};
+use crate::rules::{Category, CompiledRule, EventRef, RuleSet, Statistic, WindowSpec, render};
 use crate::store::{self, Cf, Op, Store};
 use crate::telemetry::{MetricsRegistry, Throttle, names};
 
@@ -125,6 +125,7 @@ enum Kind {
     Threshold { count: usize, within_ms: i64 },
     Distinct { field: FieldPath, count: usize, within_ms: i64 },
     Sum { field: FieldPath, at_least: u64, within_ms: i64 },
+    Statistic { field: FieldPath, statistic: Statistic, at_least: f64, strictly: bool, within_ms: i64 },
     Sequence { steps: Vec<(u32, u32)>, within_ms: i64 },
     AllOf { bits: u32, within_ms: i64 },
     Absence { first_bit: u32, then_bit: u32, within_ms: i64 },
@@ -145,6 +146,13 @@ impl Kind {
             Some(WindowSpec::Sum { field, at_least, within }) => {
                 Self::Sum { field: field.clone(), at_least: *at_least, within_ms: ms(within) }
             }
+            Some(WindowSpec::Statistic { field, statistic, at_least, strictly, within }) => Self::Statistic {
+                field: field.clone(),
+                statistic: *statistic,
+                at_least: *at_least,
+                strictly: *strictly,
+                within_ms: ms(within),
+            },
             Some(WindowSpec::Sequence { steps, within }) => {
                 Self::Sequence { steps: steps.iter().map(|s| (bit(&s.when), s.count)).collect(), within_ms: ms(within) }
             }
@@ -163,6 +171,7 @@ impl Kind {
             Self::Threshold { within_ms, .. }
             | Self::Distinct { within_ms, .. }
             | Self::Sum { within_ms, .. }
+            | Self::Statistic { within_ms, .. }
             | Self::Sequence { within_ms, .. }
             | Self::AllOf { within_ms, .. }
             | Self::Absence { within_ms, .. } => *within_ms,
@@ -463,10 +472,12 @@ impl Detector {
         }
         let Some(key) = group_key(&self.states[index].rule, mask, event) else { return };
         let value = match &*kind {
-            Kind::Distinct { field, .. } | Kind::Sum { field, .. } => match field.get(event) {
-                Some(v) => Some(v.to_text().into_owned()),
-                None => return,
-            },
+            Kind::Distinct { field, .. } | Kind::Sum { field, .. } | Kind::Statistic { field, .. } => {
+                match field.get(event) {
+                    Some(v) => Some(v.to_text().into_owned()),
+                    None => return,
+                }
+            }
             _ => None,
         };
         let t = event.time.timestamp_millis();
@@ -522,6 +533,9 @@ impl Detector {
                 let fired = match &*kind {
                     Kind::Threshold { count, within_ms } => window.threshold(at, *count, *within_ms),
                     Kind::Sum { at_least, within_ms, .. } => window.sum(at, *at_least, *within_ms),
+                    Kind::Statistic { statistic, at_least, strictly, within_ms, .. } => {
+                        window.statistic(at, *statistic, (*at_least, *strictly), *within_ms)
+                    }
                     Kind::Sequence { steps, within_ms } => window.sequence(steps, *within_ms),
                     Kind::AllOf { bits, within_ms } => window.all_of(at, *bits, *within_ms),
                     Kind::Single | Kind::Absence { .. } | Kind::Distinct { .. } => None,

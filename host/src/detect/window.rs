@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alert::{Entities, Seen};
 use crate::event::EventId;
+use crate::rules::Statistic;
 
 /// Most entries one group keeps; older ones are dropped first (counted as evictions).
 pub const MAX_ENTRIES: usize = 1024;
@@ -206,6 +207,27 @@ impl Window {
             total = total.saturating_sub(amount(&self.entries[first]));
         }
         None
+    }
+
+    /// Statistic: the statistic of the numeric values of the entries of the `within_ms`
+    /// that end at the entry at `at` (a moving statistic, as of each match) reaches
+    /// `bound` (`(at_least, strictly)`). Entries without a number are not counted. Unlike
+    /// counts and sums, a mean or a percentile is not larger over a larger window, so the
+    /// window is the one that ends at the match, not any that contains it.
+    pub fn statistic(&mut self, at: usize, statistic: Statistic, bound: (f64, bool), within_ms: i64) -> Option<Fired> {
+        let (at_least, strictly) = bound;
+        let t = self.entries[at].t;
+        let number =
+            |e: &Entry| e.value.as_deref().and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite());
+        let begin = self.first_at(t.saturating_sub(within_ms));
+        let end = begin + self.entries.range(begin..).take_while(|e| e.t <= t).count();
+        let positions: Vec<usize> = (begin..end).filter(|&i| number(&self.entries[i]).is_some()).collect();
+        let mut values: Vec<f64> = positions.iter().filter_map(|&i| number(&self.entries[i])).collect();
+        if values.is_empty() {
+            return None;
+        }
+        let value = statistic.of(&mut values);
+        (value > at_least || !strictly && value >= at_least).then(|| self.take(&positions))
     }
 
     /// All of: every bit of `bits` matched, in any order, within `within_ms`, among

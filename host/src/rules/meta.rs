@@ -99,6 +99,23 @@ pub enum WindowSpec {
         #[serde(with = "humantime_serde")]
         within: Duration,
     },
+    /// A statistic of numeric `field` over the matching events within `within` reaches
+    /// `at_least` (exceeds it, when `strictly`): Sigma's `value_avg`, `value_median` and
+    /// `value_percentile` (a request size far above normal, per host).
+    Statistic {
+        /// The numeric field.
+        field: FieldPath,
+        /// Which statistic: `"avg"`, `"median"`, or `{ "percentile": 95 }`.
+        statistic: Statistic,
+        /// The value that fires the window.
+        at_least: f64,
+        /// Fire only above `at_least`, not at it.
+        #[serde(default)]
+        strictly: bool,
+        /// Window length.
+        #[serde(with = "humantime_serde")]
+        within: Duration,
+    },
     /// The steps matched in order (by event time), all within `within` of the first.
     Sequence {
         /// The steps, in order.
@@ -127,6 +144,35 @@ pub enum WindowSpec {
     },
 }
 
+/// A statistic of a window's values.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Statistic {
+    /// The mean.
+    Avg,
+    /// The median (the 50th percentile).
+    Median,
+    /// The `n`th percentile, by nearest rank (1–100).
+    Percentile(u8),
+}
+
+impl Statistic {
+    /// The statistic of `values` (not empty; reordered).
+    pub fn of(self, values: &mut [f64]) -> f64 {
+        let rank = |p: u8, values: &mut [f64]| {
+            // Nearest rank: the smallest value with at least p % of the values at or below it.
+            let n = values.len();
+            let k = (usize::from(p) * n).div_ceil(100).clamp(1, n) - 1;
+            *values.select_nth_unstable_by(k, f64::total_cmp).1
+        };
+        match self {
+            Self::Avg => values.iter().sum::<f64>() / values.len() as f64,
+            Self::Median => rank(50, values),
+            Self::Percentile(p) => rank(p, values),
+        }
+    }
+}
+
 impl WindowSpec {
     /// The window length.
     pub fn within(&self) -> Duration {
@@ -134,6 +180,7 @@ impl WindowSpec {
             Self::Threshold { within, .. }
             | Self::Distinct { within, .. }
             | Self::Sum { within, .. }
+            | Self::Statistic { within, .. }
             | Self::Sequence { within, .. }
             | Self::AllOf { within, .. }
             | Self::Absence { within, .. } => *within,
@@ -235,4 +282,21 @@ pub struct RuleMeta {
 
 fn yes() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Statistic;
+
+    #[test]
+    fn statistics_by_nearest_rank() {
+        let mut values = [5.0, 1.0, 4.0, 2.0, 3.0];
+        assert_eq!(Statistic::Avg.of(&mut values), 3.0);
+        assert_eq!(Statistic::Median.of(&mut values), 3.0);
+        assert_eq!(Statistic::Percentile(95).of(&mut values), 5.0);
+        assert_eq!(Statistic::Percentile(20).of(&mut values), 1.0);
+        assert_eq!(Statistic::Percentile(21).of(&mut values), 2.0);
+        assert_eq!(Statistic::Median.of(&mut [7.0, 1.0]), 1.0, "the lower middle of an even count");
+        assert_eq!(Statistic::Percentile(100).of(&mut [2.0]), 2.0);
+    }
 }

@@ -28,7 +28,7 @@ use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
 use serde::{Deserialize, Serialize};
 
 pub use library::Library;
-pub use meta::{Category, Example, Mitre, RuleMeta, Step, WindowSpec};
+pub use meta::{Category, Example, Mitre, RuleMeta, Statistic, Step, WindowSpec};
 pub use predicate::{Analysis, CmpOp, Lists, Literal, Predicate};
 pub use sandbox::{EventRef, SandboxLimits, build_engine, last_operations, reset_operations};
 
@@ -677,6 +677,12 @@ fn validate_meta(path: &Path, meta: &RuleMeta) -> Vec<RuleError> {
                 error("RULE.window.count must be at least 1".into());
             }
             WindowSpec::Sum { at_least: 0, .. } => error("RULE.window.at_least must be at least 1".into()),
+            WindowSpec::Statistic { at_least, .. } if !at_least.is_finite() => {
+                error("RULE.window.at_least must be a number".into());
+            }
+            WindowSpec::Statistic { statistic: meta::Statistic::Percentile(p), .. } if !(1..=100).contains(p) => {
+                error("RULE.window.statistic: a percentile is between 1 and 100".into());
+            }
             WindowSpec::Sequence { steps, .. } | WindowSpec::AllOf { steps, .. }
                 if steps.len() < 2 || steps.len() > 16 =>
             {

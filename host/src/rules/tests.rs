@@ -32,6 +32,27 @@ fn compile_with(
 }
 
 #[test]
+fn a_statistic_window_is_written_in_rule_metadata() {
+    let rule = GOOD.replace(
+        r#"#{ type: "threshold", count: 3, within: "5m" }"#,
+        r#"#{ type: "statistic", field: "source.bytes", statistic: #{ percentile: 95 }, at_least: 1e6, within: "10m" }"#,
+    );
+    let set = compile(&[("a.rhai", &rule)]).expect("compiles");
+    assert_eq!(
+        set.rules()[0].meta.window,
+        Some(WindowSpec::Statistic {
+            field: crate::event::FieldPath::parse("source.bytes").expect("path"),
+            statistic: crate::rules::Statistic::Percentile(95),
+            at_least: 1e6,
+            strictly: false,
+            within: Duration::from_secs(600),
+        })
+    );
+    let errors = compile(&[("a.rhai", &rule.replace("percentile: 95", "percentile: 0"))]).expect_err("refused");
+    assert!(errors[0].to_string().contains("between 1 and 100"), "{errors:?}");
+}
+
+#[test]
 fn compiles_metadata_and_condition() {
     let set = compile(&[("a.rhai", GOOD)]).expect("compiles");
     let rule = &set.rules()[0];

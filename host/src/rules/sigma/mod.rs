@@ -6,7 +6,8 @@
 //! becomes one matcher: its pipeline entry's `when` (which events its logsource stands
 //! for) and its `detection`. A correlation rule (specification v2) becomes a windowed
 //! rule over the rules it names: `event_count` a threshold window, `value_count` a
-//! distinct window, `temporal` an any-order window, `temporal_ordered` a sequence, all
+//! distinct window, `value_sum` a sum window, `value_avg`/`value_median`/
+//! `value_percentile` a statistic window, `temporal` an any-order window, `temporal_ordered` a sequence, all
 //! on event time with the detector's windows and checkpoints. A correlation of
 //! correlations is fed by the alerts of the inner one (see `detect`).
 //!
@@ -32,7 +33,7 @@ pub use pipeline::{Logsource, Pipeline};
 use value::Fields as _;
 pub use value::Lookup;
 
-use super::{CompiledRule, Matcher, Mitre, RuleError, RuleMeta, Step, WindowSpec, predicate::Predicate};
+use super::{CompiledRule, Matcher, Mitre, RuleError, RuleMeta, Statistic, Step, WindowSpec, predicate::Predicate};
 use crate::event::{FieldPath, Priority, RuleId};
 
 /// Sigma settings (`[rules.sigma]`).
@@ -765,6 +766,24 @@ fn correlation_rule(
         }
         at_least.ok_or_else(|| "condition needs gt or gte".to_owned())
     };
+    // A statistic's bound: (value, strictly above it).
+    let bound = |condition: &BTreeMap<String, Value>| -> Result<(f64, bool), String> {
+        let mut found = None;
+        for (op, value) in condition {
+            match (op.as_str(), value.as_f64().filter(|n| n.is_finite())) {
+                ("field" | "percentile", _) => {}
+                ("gte", Some(n)) => found = Some((n, false)),
+                ("gt", Some(n)) => found = Some((n, true)),
+                (op @ ("lt" | "lte" | "eq"), _) => {
+                    return Err(format!(
+                        "condition `{op}`: an upper bound needs the window to close before it can decide; only gt/gte stream"
+                    ));
+                }
+                (op, _) => return Err(format!("condition `{op}: {value}` is not gt/gte with a number")),
+            }
+        }
+        found.ok_or_else(|| "condition needs gt or gte".to_owned())
+    };
     let mut matchers = Vec::new();
     let mut chained = Vec::new();
     for (bit, (r, rule)) in named.iter().enumerate() {
@@ -782,7 +801,7 @@ fn correlation_rule(
     let steps = || named.iter().map(|(r, _)| Step { when: r.clone(), count: 1 }).collect::<Vec<_>>();
     meta.window = Some(match spec.kind.as_str() {
         "event_count" => WindowSpec::Threshold { count: threshold(&condition)?, within },
-        kind @ ("value_count" | "value_sum") => {
+        kind @ ("value_count" | "value_sum" | "value_avg" | "value_median" | "value_percentile") => {
             let field =
                 condition.get("field").and_then(Value::as_str).ok_or(format!("{kind} needs condition.field"))?;
             let path = match &named[0].1 {
@@ -790,10 +809,25 @@ fn correlation_rule(
                 Named::Correlation(_) => return Err(format!("{kind} over a correlation")),
             };
             let field = path.ok_or(format!("{kind} field resolves to nothing"))?;
-            if kind == "value_sum" {
-                WindowSpec::Sum { field, at_least: u64::from(threshold(&condition)?), within }
-            } else {
-                WindowSpec::Distinct { field, count: threshold(&condition)?, within }
+            let statistic = match kind {
+                "value_count" | "value_sum" => None,
+                "value_avg" => Some(Statistic::Avg),
+                "value_median" => Some(Statistic::Median),
+                _ => {
+                    let p = condition.get("percentile").and_then(Value::as_u64).filter(|p| (1..=100).contains(p));
+                    let p = p.ok_or("value_percentile needs condition.percentile between 1 and 100")?;
+                    Some(Statistic::Percentile(p as u8))
+                }
+            };
+            match statistic {
+                Some(statistic) => {
+                    let (at_least, strictly) = bound(&condition)?;
+                    WindowSpec::Statistic { field, statistic, at_least, strictly, within }
+                }
+                None if kind == "value_sum" => {
+                    WindowSpec::Sum { field, at_least: u64::from(threshold(&condition)?), within }
+                }
+                None => WindowSpec::Distinct { field, count: threshold(&condition)?, within },
             }
         }
         "temporal" | "temporal_ordered" => {
@@ -811,7 +845,7 @@ fn correlation_rule(
         }
         other => {
             return Err(format!(
-                "correlation type `{other}` is not event_count, value_count, value_sum, temporal or temporal_ordered"
+                "correlation type `{other}` is not event_count, value_count, value_sum, value_avg, value_median, value_percentile, temporal or temporal_ordered"
             ));
         }
     });

@@ -94,9 +94,31 @@ fn correlations_become_windows_and_silence_the_rules_they_count() {
     assert!(report.refused.is_empty(), "{:?}", report.refused);
     let summed = rules.iter().find(|r| r.meta.id.as_str() == "many").expect("value_sum");
     assert!(matches!(&summed.meta.window, Some(WindowSpec::Sum { at_least: 5000, .. })), "{:?}", summed.meta.window);
-    let average = count.replace("event_count", "value_avg");
-    let (_, report) = compile_texts(&[("f.yml", FAILED), ("c.yml", &average)]);
-    assert!(report.refused[0].reason.contains("`value_avg`"), "{:?}", report.refused);
+    // Sigma 2.1's statistics: avg, median, percentile (which needs its rank).
+    let average = sum.replace("value_sum", "value_avg").replace("gte: 5000", "gt: 2.5");
+    let median = sum.replace("value_sum", "value_median");
+    let percentile = sum.replace("value_sum", "value_percentile").replace("gte: 5000", "percentile: 95\n    gte: 5000");
+    for (text, statistic, at_least, strictly) in [
+        (&average, Statistic::Avg, 2.5, true),
+        (&median, Statistic::Median, 5000.0, false),
+        (&percentile, Statistic::Percentile(95), 5000.0, false),
+    ] {
+        let (rules, report) = compile_texts(&[("f.yml", FAILED), ("c.yml", text)]);
+        assert!(report.refused.is_empty(), "{:?}", report.refused);
+        let rule = rules.iter().find(|r| r.meta.id.as_str() == "many").expect("statistic");
+        assert!(
+            matches!(&rule.meta.window, Some(WindowSpec::Statistic { statistic: s, at_least: a, strictly: st, .. })
+                if *s == statistic && *a == at_least && *st == strictly),
+            "{:?}",
+            rule.meta.window
+        );
+    }
+    let rankless = sum.replace("value_sum", "value_percentile");
+    let (_, report) = compile_texts(&[("f.yml", FAILED), ("c.yml", &rankless)]);
+    assert!(report.refused[0].reason.contains("condition.percentile"), "{:?}", report.refused);
+    let unknown = count.replace("event_count", "value_mode");
+    let (_, report) = compile_texts(&[("f.yml", FAILED), ("c.yml", &unknown)]);
+    assert!(report.refused[0].reason.contains("`value_mode`"), "{:?}", report.refused);
 
     let distinct = "title: Spray\nid: spray\ncorrelation:\n  type: value_count\n  rules: [failed_login]\n  group-by: [IpAddress]\n  timespan: 1h\n  condition:\n    field: TargetUserName\n    gte: 20\n";
     let temporal = "title: All\nid: all\ncorrelation:\n  type: temporal\n  rules: [failed_login, spray]\n  group-by: [IpAddress]\n  timespan: 1h\n";
