@@ -540,4 +540,7 @@ fn main() {
             arg(&args, "--outage-minutes", if full { 10 } else { 0 }),
         );
     }
+    // Tasks the exporters spawned may still hold the store: end them (and with them the
+    // last handles of RocksDB) before the process tears down, or RocksDB aborts.
+    rt.shutdown_timeout(Duration::from_secs(30));
 }
