@@ -160,6 +160,18 @@ impl Pipeline {
     }
 }
 
+/// The data directories of the runs, removed only once the process is done with RocksDB
+/// (a directory removed under a store still open makes RocksDB abort at teardown).
+static DATA_DIRS: std::sync::Mutex<Vec<tempfile::TempDir>> = std::sync::Mutex::new(Vec::new());
+
+/// A fresh data directory that lives until `main` ends.
+fn data_dir() -> std::path::PathBuf {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    DATA_DIRS.lock().expect("lock").push(dir);
+    path
+}
+
 fn pipeline(dir: &std::path::Path) -> Pipeline {
     let config = StoreConfig { path: dir.to_owned(), sync: SyncPolicy::Os, ..StoreConfig::default() };
     let store = Store::open(&config).expect("store");
@@ -214,8 +226,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn throughput(rt: &tokio::runtime::Runtime, events_total: usize, runs: usize) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = pipeline(dir.path());
+    let p = pipeline(&data_dir());
     let batch = events(1000);
     rt.block_on(async {
         for _ in 0..events_total / 1000 {
@@ -286,8 +297,7 @@ async fn feed(ingestor: &Ingestor, rate: u64, duration: Duration, seen: Option<&
 }
 
 fn latency(rt: &tokio::runtime::Runtime, rate: u64, seconds: u64) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = pipeline(dir.path());
+    let p = pipeline(&data_dir());
     let seen = Arc::new(Seen::default());
     let url = start_endpoint(seen.clone());
     rt.block_on(async {
@@ -333,8 +343,7 @@ fn rss_mib() -> f64 {
 }
 
 fn outage(rt: &tokio::runtime::Runtime, rate: u64, minutes: u64) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = pipeline(dir.path());
+    let p = pipeline(&data_dir());
     let seen = Arc::new(Seen::default());
     seen.down.store(true, Ordering::Relaxed);
     let url = start_endpoint(seen.clone());
@@ -403,8 +412,7 @@ async fn incidents(p: &Pipeline, n: usize) {
 /// channel with its limit on: the send rate equals the limit and nothing is dropped.
 fn channels(rt: &tokio::runtime::Runtime, alerts: usize, limited: usize) {
     use vigil::export::sinks::{chat, opsgenie, pagerduty, slack, teams};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = pipeline(dir.path());
+    let p = pipeline(&data_dir());
     rt.block_on(incidents(&p, alerts));
     for channel in ["pagerduty", "opsgenie", "slack", "teams"] {
         let seen = Arc::new(Seen::default());
@@ -478,8 +486,7 @@ fn channels(rt: &tokio::runtime::Runtime, alerts: usize, limited: usize) {
     }
     p.close();
     // Slack's default limit (1/s, burst 1) on a fresh log of `limited` incidents.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = pipeline(dir.path());
+    let p = pipeline(&data_dir());
     rt.block_on(incidents(&p, limited));
     let seen = Arc::new(Seen::default());
     let url = start_endpoint(seen.clone());
@@ -543,4 +550,5 @@ fn main() {
     // Tasks the exporters spawned may still hold the store: end them (and with them the
     // last handles of RocksDB) before the process tears down, or RocksDB aborts.
     rt.shutdown_timeout(Duration::from_secs(30));
+    DATA_DIRS.lock().expect("lock").clear();
 }
