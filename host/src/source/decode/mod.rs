@@ -461,6 +461,8 @@ impl StreamDecoder {
         } else {
             json::split_lines(body)
         };
+        // About one event a record (auditd's take several): sized once, not regrown.
+        out.events.reserve(records.len());
         for (line, record) in records {
             self.record(line, record, now, out);
         }

@@ -354,7 +354,9 @@ pub fn flatten_json(record: Value) -> Result<Map<String, Value>, DecodeError> {
         return Ok(flat);
     }
     // Flattened (NXLog, OTRF, Sentinel): System fields under their NXLog names, event
-    // data at the top level or in `EventData` (an object, or a JSON string).
+    // data at the top level or in `EventData` (an object, or a JSON string). The record
+    // is the flat map already: its fields stay, the System fields are added under their
+    // Windows names, and the event data's fields over them.
     for (from, to) in [
         ("EventId", "EventID"),
         ("Hostname", "Computer"),
@@ -367,28 +369,25 @@ pub fn flatten_json(record: Value) -> Result<Map<String, Value>, DecodeError> {
         ("@timestamp", "TimeCreated"),
         ("ExecutionProcessID", "ProcessID"),
     ] {
-        if let Some(v) = o.get(from)
-            && !o.contains_key(to)
-            && !flat.contains_key(to)
+        if !o.contains_key(to)
+            && let Some(v) = o.get(from)
         {
-            flat.insert(to.into(), v.clone());
+            let v = v.clone();
+            o.insert(to.into(), v);
         }
     }
     if let Some(data) = o.remove("EventData") {
         match data {
             Value::String(text) => match serde_json::from_str::<Value>(&text) {
-                Ok(parsed) => event_data(parsed, &mut flat),
+                Ok(parsed) => event_data(parsed, &mut o),
                 Err(_) => {
-                    flat.insert("EventData".into(), Value::String(text));
+                    o.insert("EventData".into(), Value::String(text));
                 }
             },
-            other => event_data(other, &mut flat),
+            other => event_data(other, &mut o),
         }
     }
-    for (k, v) in o {
-        flat.entry(k).or_insert(v);
-    }
-    Ok(flat)
+    Ok(o)
 }
 
 /// The `System` element of evtx_dump JSON, flattened.
