@@ -7,8 +7,9 @@
 //! for) and its `detection`. A correlation rule (specification v2) becomes a windowed
 //! rule over the rules it names: `event_count` a threshold window, `value_count` a
 //! distinct window, `value_sum` a sum window, `value_avg`/`value_median`/
-//! `value_percentile` a statistic window, `temporal` an any-order window, `temporal_ordered` a sequence, all
-//! on event time with the detector's windows and checkpoints. A correlation of
+//! `value_percentile` a statistic window, `temporal` an any-order window,
+//! `temporal_ordered` a sequence, all on event time with the detector's windows and
+//! checkpoints. A correlation of
 //! correlations is fed by the alerts of the inner one (see `detect`).
 //!
 //! A rule that cannot be compiled is refused with its file, id and the construct, and
