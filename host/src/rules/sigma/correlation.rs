@@ -90,25 +90,8 @@ pub(super) fn correlation_rule(
         per_rule.into_iter().enumerate().map(|(bit, paths)| (1u32 << bit, paths)).collect()
     };
     let condition = spec.condition.unwrap_or_default();
-    let threshold = |condition: &BTreeMap<String, Value>| -> Result<u32, String> {
-        let mut at_least = None;
-        for (op, value) in condition {
-            let n = value.as_u64().and_then(|n| u32::try_from(n).ok());
-            match (op.as_str(), n) {
-                ("field", _) => {}
-                ("gte", Some(n)) => at_least = Some(n.max(1)),
-                ("gt", Some(n)) => at_least = Some(n.saturating_add(1)),
-                (op @ ("lt" | "lte" | "eq"), _) => {
-                    return Err(format!(
-                        "condition `{op}`: an upper bound needs the window to close before it can decide; only gt/gte stream"
-                    ));
-                }
-                (op, _) => return Err(format!("condition `{op}: {value}` is not gt/gte with a count")),
-            }
-        }
-        at_least.ok_or_else(|| "condition needs gt or gte".to_owned())
-    };
-    // A statistic's bound: (value, strictly above it).
+    // The condition's lower bound: (value, strictly above it). An upper bound cannot
+    // stream: only the window's end could tell it was kept.
     let bound = |condition: &BTreeMap<String, Value>| -> Result<(f64, bool), String> {
         let mut found = None;
         for (op, value) in condition {
@@ -125,6 +108,15 @@ pub(super) fn correlation_rule(
             }
         }
         found.ok_or_else(|| "condition needs gt or gte".to_owned())
+    };
+    // A bound on a count: the smallest count that meets it (at least 1).
+    let threshold = |condition: &BTreeMap<String, Value>| -> Result<u32, String> {
+        let (n, strictly) = bound(condition)?;
+        if n < 0.0 || n.fract() != 0.0 || n >= f64::from(u32::MAX) {
+            return Err(format!("condition bound {n} is not a count"));
+        }
+        let n = n as u32;
+        Ok(if strictly { n.saturating_add(1) } else { n.max(1) })
     };
     let mut matchers = Vec::new();
     let mut chained = Vec::new();

@@ -47,34 +47,45 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Visits the entries of a map with `entry`, and ignores any other value.
-macro_rules! map_only {
-    ($expecting:literal) => {
+/// The visit methods of every value but a map: the value is built and handed to
+/// `$take` (`|visitor, value| result`).
+macro_rules! not_a_map {
+    ($expecting:literal, $take:expr) => {
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str($expecting)
         }
-        fn visit_unit<E>(self) -> Result<(), E> {
-            Ok(())
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($take(self, Value::Null))
         }
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-            Ok(())
+        fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+            Ok($take(self, Value::Bool(v)))
         }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-            Ok(())
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok($take(self, Value::from(v)))
         }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-            Ok(())
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok($take(self, Value::from(v)))
         }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-            Ok(())
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok($take(self, Value::from(v)))
         }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> {
-            Ok(())
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok($take(self, Value::String(v.to_owned())))
         }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(())
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<Value>()? {
+                items.push(item);
+            }
+            Ok($take(self, Value::Array(items)))
         }
+    };
+}
+
+/// Visits the entries of a map; any other value is ignored.
+macro_rules! map_only {
+    ($expecting:literal) => {
+        not_a_map!($expecting, |_, _| ());
     };
 }
 
@@ -176,34 +187,7 @@ impl<'de> DeserializeSeed<'de> for Text {
 
 impl<'de> Visitor<'de> for Text {
     type Value = Option<Value>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an element's text")
-    }
-    fn visit_unit<E>(self) -> Result<Option<Value>, E> {
-        Ok(Some(Value::Null))
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Option<Value>, E> {
-        Ok(Some(Value::Bool(v)))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Option<Value>, E> {
-        Ok(Some(v.into()))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Option<Value>, E> {
-        Ok(Some(v.into()))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Option<Value>, E> {
-        Ok(Some(v.into()))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Option<Value>, E> {
-        Ok(Some(Value::String(v.to_owned())))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<Value>, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Value>()? {
-            items.push(item);
-        }
-        Ok(Some(Value::Array(items)))
-    }
+    not_a_map!("an element's text", |_, v| Some(v));
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Value>, A::Error> {
         let mut text = None;
         while let Some(Key(key)) = map.next_key()? {
@@ -272,40 +256,12 @@ impl<'de> DeserializeSeed<'de> for Data<'_> {
 
 impl<'de> Visitor<'de> for Data<'_> {
     type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("event data")
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        self.0.insert("Data".into(), Value::Bool(v));
-        Ok(())
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.0.insert("Data".into(), v.into());
-        Ok(())
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.0.insert("Data".into(), v.into());
-        Ok(())
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        self.0.insert("Data".into(), v.into());
-        Ok(())
-    }
-    fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.0.insert("Data".into(), Value::String(v.to_owned()));
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Value>()? {
-            items.push(item);
+    // Not a map: the whole value as `Data` (nothing for a null).
+    not_a_map!("event data", |data: Data<'_>, v: Value| {
+        if !v.is_null() {
+            data.0.insert("Data".into(), v);
         }
-        self.0.insert("Data".into(), Value::Array(items));
-        Ok(())
-    }
+    });
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(Key(key)) = map.next_key()? {
             if key == "#attributes" {
