@@ -1,4 +1,4 @@
-//! The command line: `schema`, `config check`, `ingest`, `incidents` and `demo`.
+//! The command line: `schema`, `config check` and `show`, `ingest`, `incidents` and `demo`.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -54,6 +54,53 @@ fn config_check_reports_every_error_with_its_path() {
     let out = vigil(dir.path(), &["config", "check"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("broken.rhai:2:"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn config_takes_the_environment_everywhere_and_show_redacts_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("vigil.toml"),
+        "[store]\npath = \"${VIGIL_TEST_DATA:-state}\"\n[api]\nlisten = \"${VIGIL_TEST_LISTEN}\"\n\
+         [sinks.siem]\ntype = \"splunk_hec\"\nendpoint = \"https://${VIGIL_TEST_HOST}:8088\"\n\
+         token = \"${VIGIL_TEST_TOKEN}\"\nsource = \"$${literal}\"\n",
+    )
+    .expect("write");
+    let run = |envs: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(vigil_bin());
+        cmd.args(["--config", "vigil.toml"]).args(args).current_dir(dir.path()).env_remove("VIGIL_CONFIG");
+        cmd.envs(envs.iter().copied()).output().expect("run vigil")
+    };
+    let env = [
+        ("VIGIL_TEST_LISTEN", "127.0.0.1:18470"),
+        ("VIGIL_TEST_HOST", "splunk.example"),
+        ("VIGIL_TEST_TOKEN", "hec-token-never-shown"),
+        ("VIGIL_INGEST__MAX_DEPTH", "12"),
+        ("VIGIL_SINKS__SIEM__INDEX", "security"),
+    ];
+    let out = run(&env, &["config", "show"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    let config: toml::Table = shown.parse().expect("`config show` prints TOML");
+    assert_eq!(config["store"]["path"].as_str(), Some("state"), "the default of an unset variable");
+    assert_eq!(config["api"]["listen"].as_str(), Some("127.0.0.1:18470"));
+    assert_eq!(config["ingest"]["max_depth"].as_integer(), Some(12), "an override, typed as the setting");
+    let siem = &config["sinks"]["siem"];
+    assert_eq!(siem["endpoint"].as_str(), Some("https://splunk.example:8088"));
+    assert_eq!(siem["index"].as_str(), Some("security"));
+    assert_eq!(siem["source"].as_str(), Some("${literal}"), "`$${{` is a literal `${{`");
+    assert_eq!(siem["token"].as_str(), Some("<redacted>"));
+    assert!(!shown.contains("hec-token-never-shown"), "{shown}");
+
+    let out = run(&env[1..], &["config", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("api.listen: environment variable `VIGIL_TEST_LISTEN` is not set"), "{err}");
+    let out = run(&[&env[..3], &[("VIGIL_INGEST__MAX_DEPTH", "deep")]].concat(), &["config", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("ingest.max_depth: invalid type: string \"deep\""), "{err}");
+    assert!(!err.contains("hec-token-never-shown"), "{err}");
 }
 
 #[test]

@@ -555,6 +555,10 @@ pub enum AuditCommand {
 pub enum ConfigCommand {
     /// Validate the config file and the rules it points to; report every error.
     Check,
+    /// Print the effective config (the file, its `${VAR}` references and the
+    /// `VIGIL_<SECTION>__<KEY>` overrides applied, defaults filled in) as TOML, with every
+    /// secret redacted.
+    Show,
 }
 
 /// Runs the parsed command.
@@ -577,6 +581,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Schema => unreachable!("handled above"),
         Command::Config { command: ConfigCommand::Check } => check_config(&cli, &config),
+        Command::Config { command: ConfigCommand::Show } => {
+            print!("{}", toml::to_string_pretty(&config).context("writing the config as TOML")?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { print_incidents } => block_on(serve(config, print_incidents)),
         Command::Demo { scenario: Some(dir), seed, .. } => write_scenario(&dir, seed.unwrap_or(1)),
         Command::Demo { events, seed, keep_running, scenario: None } => {
@@ -712,7 +720,7 @@ fn token(config: &VigilConfig, command: TokenCommand) -> anyhow::Result<ExitCode
 fn load_config(cli: &Cli) -> Result<VigilConfig, Vec<config::ConfigError>> {
     let mut config = match &cli.config {
         Some(path) => config::load(path)?,
-        None => VigilConfig::default(),
+        None => config::parse("")?,
     };
     if let Some(dir) = &cli.data_dir {
         config.store.path = dir.clone();

@@ -8,6 +8,8 @@
 //! Layer 9: uses every module's config type (including `api`'s); nothing uses it but `app`
 //! and `cli`.
 
+mod env;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -140,11 +142,26 @@ pub fn load(path: &Path) -> Result<VigilConfig, Vec<ConfigError>> {
     })
 }
 
-/// Parses and checks config text; every error is reported.
+/// Parses and checks config text, with `${NAME}` and the `VIGIL_<SECTION>__<KEY>`
+/// overrides taken from the process environment; every error is reported.
 pub fn parse(text: &str) -> Result<VigilConfig, Vec<ConfigError>> {
-    let mut table: toml::Table =
+    parse_with(text, &|name| std::env::var(name).ok(), std::env::vars())
+}
+
+/// [`parse`] with the environment given: `lookup` for `${NAME}` references, `vars` for
+/// the overrides (which are taken as written, after the file's references are expanded).
+pub fn parse_with(
+    text: &str,
+    lookup: env::Lookup<'_>,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<VigilConfig, Vec<ConfigError>> {
+    let table: toml::Table =
         text.parse().map_err(|e: toml::de::Error| vec![ConfigError::new("", syntax_message(&e, text))])?;
     let mut errors = Vec::new();
+    let mut value = toml::Value::Table(table);
+    env::expand_all(&mut value, &mut String::new(), lookup, &mut errors);
+    let toml::Value::Table(mut table) = value else { unreachable!("a table stays a table") };
+    env::apply_overrides(&mut table, vars, &SECTIONS, &mut errors);
     for key in table.keys() {
         if !SECTIONS.contains(&key.as_str()) {
             errors.push(ConfigError::new(key, format!("unknown section; expected one of: {}", SECTIONS.join(", "))));

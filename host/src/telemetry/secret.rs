@@ -1,9 +1,9 @@
 //! [`Secret`]: a string that never shows itself in `Debug`, `Display` or serialized output.
 //!
-//! In a config file a secret is either a string, in which `${NAME}` is replaced by the
-//! environment variable `NAME` (`$${` writes a literal `${`), or `{ file = "path" }`, read
-//! from a file with trailing newlines trimmed. Errors name the variable or file, never the
-//! value.
+//! In a config file a secret is either a string (in which the config loader has already
+//! replaced `${NAME}` by the environment variable, as in every string of the file) or
+//! `{ file = "path" }`, read from a file with trailing newlines trimmed. Errors name the
+//! file, never the value.
 
 use std::fmt;
 
@@ -18,12 +18,6 @@ pub struct Secret(String);
 /// Why a secret could not be resolved.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {
-    /// A `${NAME}` reference to an unset variable.
-    #[error("environment variable `{0}` is not set")]
-    MissingEnv(String),
-    /// A `${` without its closing brace.
-    #[error("unterminated `${{` in secret")]
-    Unterminated,
     /// The secret file could not be read.
     #[error("cannot read secret file `{path}`: {reason}")]
     File {
@@ -43,30 +37,6 @@ impl Secret {
     /// The value, for the one place that must send it.
     pub fn expose(&self) -> &str {
         &self.0
-    }
-
-    /// Resolves `${NAME}` references using `lookup`.
-    pub fn interpolate(template: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SecretError> {
-        let mut out = String::with_capacity(template.len());
-        let mut rest = template;
-        while let Some(start) = rest.find('$') {
-            out.push_str(&rest[..start]);
-            let after = &rest[start..];
-            if let Some(tail) = after.strip_prefix("$${") {
-                out.push_str("${");
-                rest = tail;
-            } else if let Some(tail) = after.strip_prefix("${") {
-                let end = tail.find('}').ok_or(SecretError::Unterminated)?;
-                let name = &tail[..end];
-                out.push_str(&lookup(name).ok_or_else(|| SecretError::MissingEnv(name.to_owned()))?);
-                rest = &tail[end + 1..];
-            } else {
-                out.push('$');
-                rest = &after[1..];
-            }
-        }
-        out.push_str(rest);
-        Ok(Self(out))
     }
 
     /// Reads a secret from a file, trimming trailing newlines.
@@ -104,7 +74,7 @@ impl<'de> Deserialize<'de> for Secret {
             File { file: String },
         }
         match Form::deserialize(deserializer)? {
-            Form::Inline(template) => Self::interpolate(&template, |name| std::env::var(name).ok()),
+            Form::Inline(value) => Ok(Self(value)),
             Form::File { file } => Self::from_file(&file),
         }
         .map_err(serde::de::Error::custom)
@@ -118,7 +88,7 @@ impl schemars::JsonSchema for Secret {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "A string with `${ENV}` references, or `{ file = \"path\" }`.",
+            "description": "A string (with `${ENV}` references, as every string of the config), or `{ file = \"path\" }`.",
             "anyOf": [{ "type": "string" }, { "type": "object", "properties": { "file": { "type": "string" } } }]
         })
     }
@@ -145,15 +115,6 @@ mod tests {
         assert!(!format!("{s}").contains("hunter2"));
         assert!(!serde_json::to_string(&s).expect("serialize").contains("hunter2"));
         assert_eq!(s.expose(), "hunter2");
-    }
-
-    #[test]
-    fn interpolates_environment_references() {
-        let lookup = |n: &str| (n == "TOKEN").then(|| "abc".to_owned());
-        assert_eq!(Secret::interpolate("Bearer ${TOKEN}!", lookup).expect("ok").expose(), "Bearer abc!");
-        assert_eq!(Secret::interpolate("$${TOKEN} $5", lookup).expect("ok").expose(), "${TOKEN} $5");
-        assert_eq!(Secret::interpolate("${NOPE}", lookup), Err(SecretError::MissingEnv("NOPE".into())));
-        assert_eq!(Secret::interpolate("${TOKEN", lookup), Err(SecretError::Unterminated));
     }
 
     #[test]

@@ -117,27 +117,39 @@ pub fn decode(text: &str, ctx: &Ctx<'_>) -> Vec<(usize, Result<SecurityEvent, De
             }
             Event::Text(t) => {
                 if let Some(c) = current.as_mut() {
-                    c.text.push_str(&t.xml10_content());
+                    match t.xml10_content() {
+                        Ok(text) => c.text.push_str(&text),
+                        Err(e) => {
+                            out.push((out.len(), Err(unreadable(format!("undecodable text: {e}")))));
+                            return out;
+                        }
+                    }
                 }
             }
             Event::CData(t) => {
                 if let Some(c) = current.as_mut() {
-                    c.text.push_str(&t.xml10_content());
+                    match t.xml10_content() {
+                        Ok(text) => c.text.push_str(&text),
+                        Err(e) => {
+                            out.push((out.len(), Err(unreadable(format!("undecodable CDATA: {e}")))));
+                            return out;
+                        }
+                    }
                 }
             }
             Event::GeneralRef(r) => {
                 let resolved = match r.resolve_char_ref() {
                     Ok(Some(ch)) => ch.to_string(),
-                    Ok(None) => match quick_xml::escape::resolve_predefined_entity(&r.xml10_content()) {
-                        Some(s) => s.to_owned(),
-                        None => {
-                            out.push((
-                                out.len(),
-                                Err(unreadable(format!("undefined entity `&{};`", r.xml10_content()))),
-                            ));
-                            return out;
+                    Ok(None) => {
+                        let name = r.xml10_content().unwrap_or_default();
+                        match quick_xml::escape::resolve_predefined_entity(&name) {
+                            Some(s) => s.to_owned(),
+                            None => {
+                                out.push((out.len(), Err(unreadable(format!("undefined entity `&{name};`")))));
+                                return out;
+                            }
                         }
-                    },
+                    }
                     Err(e) => {
                         out.push((out.len(), Err(unreadable(format!("bad character reference: {e}")))));
                         return out;
@@ -187,14 +199,14 @@ pub fn decode(text: &str, ctx: &Ctx<'_>) -> Vec<(usize, Result<SecurityEvent, De
 }
 
 fn local_name(start: &BytesStart<'_>) -> String {
-    start.local_name().as_ref().to_owned()
+    String::from_utf8_lossy(start.local_name().as_ref()).into_owned()
 }
 
 fn attribute(start: &BytesStart<'_>, name: &str) -> Option<String> {
     start
         .attributes()
         .flatten()
-        .find(|a| a.key.local_name().as_ref() == name)
+        .find(|a| a.key.local_name().as_ref() == name.as_bytes())
         .and_then(|a| a.normalized_value(quick_xml::XmlVersion::Explicit1_0).ok().map(|v| v.into_owned()))
 }
 
