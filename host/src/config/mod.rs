@@ -155,12 +155,12 @@ pub fn parse_with(
     lookup: env::Lookup<'_>,
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<VigilConfig, Vec<ConfigError>> {
-    let table: toml::Table =
+    let mut table: toml::Table =
         text.parse().map_err(|e: toml::de::Error| vec![ConfigError::new("", syntax_message(&e, text))])?;
     let mut errors = Vec::new();
-    let mut value = toml::Value::Table(table);
-    env::expand_all(&mut value, &mut String::new(), lookup, &mut errors);
-    let toml::Value::Table(mut table) = value else { unreachable!("a table stays a table") };
+    for (section, value) in table.iter_mut() {
+        env::expand_all(value, &mut section.clone(), lookup, &mut errors);
+    }
     env::apply_overrides(&mut table, vars, &SECTIONS, &mut errors);
     for key in table.keys() {
         if !SECTIONS.contains(&key.as_str()) {
