@@ -103,6 +103,65 @@ fn config_takes_the_environment_everywhere_and_show_redacts_secrets() {
     assert!(!err.contains("hec-token-never-shown"), "{err}");
 }
 
+/// `vigil config schema` read by the reference JSON Schema validator (`jsonschema`, Draft
+/// 2020-12): every shipped example config conforms, and the mistakes `config check`
+/// refuses are refused by the schema too, at the same setting.
+#[test]
+fn config_schema_accepts_the_examples_and_refuses_what_config_check_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = vigil(dir.path(), &["config", "schema"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let schema = dir.path().join("schema.json");
+    std::fs::write(&schema, &out.stdout).expect("write the schema");
+    let validate = |files: &[std::path::PathBuf]| {
+        Command::new(crate::helpers::python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/validate_config.py"))
+            .arg(&schema)
+            .args(files)
+            .output()
+            .expect("run the validator")
+    };
+    let examples: Vec<_> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples"))
+        .expect("examples/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    assert!(examples.len() >= 5, "{examples:?}");
+    let out = validate(&examples);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().filter(|l| l.starts_with("ok ")).count(), examples.len());
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[store]\npath = \"data\"\nsyncc = \"always\"\n[api]\nlisten = 8080\n\
+         [sinks.siem]\ntype = \"splunk_hec\"\nendpoint = \"https://splunk.example:8088\"\ntoken = \"t\"\nbatch_size = 5\n\
+         [sinks.other]\ntype = \"carrier_pigeon\"\n[telemetry]\nhealth_interval = 30\n",
+    )
+    .expect("write");
+    let out = validate(std::slice::from_ref(&bad));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    for (setting, why) in [
+        ("store", "'syncc' was unexpected"),
+        ("api.listen", "8080 is not of type 'string'"),
+        ("sinks.siem", ""),
+        ("sinks.other", ""),
+        ("telemetry.health_interval", "30 is not of type 'string'"),
+    ] {
+        assert!(
+            report.lines().any(|l| l.contains(&format!(": {setting}: ")) && l.contains(why)),
+            "no error at {setting} ({why}):\n{report}"
+        );
+    }
+    let out = vigil(dir.path(), &["--config", "bad.toml", "config", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for setting in ["store", "api.listen", "sinks.siem", "sinks.other", "telemetry.health_interval"] {
+        assert!(err.contains(&format!("  {setting}")), "`config check` has no error at {setting}:\n{err}");
+    }
+}
+
 #[test]
 fn ingest_reports_bad_lines_and_incidents_lists_what_detection_found() {
     let dir = tempfile::tempdir().expect("tempdir");

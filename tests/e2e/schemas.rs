@@ -7,16 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::helpers::{rules_dir, vigil_bin};
-
-fn python() -> PathBuf {
-    let venv = std::env::var_os("VIGIL_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/vigil-venv"));
-    let python = venv.join("bin/python");
-    assert!(python.exists(), "the validator venv is missing at {}: run scripts/setup.sh", venv.display());
-    python
-}
+use crate::helpers::{python, rules_dir, vigil_bin};
 
 fn validate(script: &str, args: &[&Path], input: &[u8]) -> String {
     let mut child = Command::new(python())

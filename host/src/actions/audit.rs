@@ -240,7 +240,7 @@ pub fn export(store: &Store, mut each: impl FnMut(&AuditRecord) -> std::io::Resu
 /// deployment has one audit view: every record, in order, to `subject`, with
 /// `Nats-Msg-Id` = `<instance>-<seq>` (a record sent twice is dropped); the position is
 /// kept in the store, so a restart goes on where it stopped.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditNatsConfig {
     /// The server.

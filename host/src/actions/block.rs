@@ -25,7 +25,7 @@ use super::{Action, ActionContext, ActionError, ActionSpec, Outcome, ParamKind, 
 use crate::store::{Cf, Store, Table};
 
 /// Settings of `block_ip` (`[actions.block_ip]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BlockConfig {
     /// Keep the deny list Vigil serves at `/v1/blocklist`.
@@ -36,6 +36,7 @@ pub struct BlockConfig {
     pub webhook: Option<WebhookConfig>,
     /// How long a block lasts when the step gives no `ttl`.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub default_ttl: Duration,
 }
 
@@ -73,7 +74,7 @@ impl BlockConfig {
 }
 
 /// The nftables backend (`[actions.block_ip.nftables]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NftConfig {
     /// The program and leading arguments (`["nft"]`; `["ip", "netns", "exec", "edge", "nft"]`

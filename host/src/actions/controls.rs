@@ -23,7 +23,7 @@ use super::{
 use crate::store::{Cf, Store, Table};
 
 /// Settings (`[actions.controls]`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlsConfig {
     /// Told `{"control": ..., "scope": ..., "value": ..., "expires_at": ...}` on each change.

@@ -22,7 +22,7 @@ use crate::telemetry::Secret;
 pub const MODES: [&str; 3] = ["sessions", "disable", "rotate_keys"];
 
 /// Settings (`[actions.revoke_credentials]`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CredentialsConfig {
     /// URL template (`https://idp.example/api/users/{{ user }}/{{ mode }}`).
@@ -39,6 +39,7 @@ pub struct CredentialsConfig {
     pub signing_secret: Option<Secret>,
     /// Longest a call may take.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
     pub timeout: Option<Duration>,
 }
 

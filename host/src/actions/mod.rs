@@ -389,7 +389,7 @@ impl Registry {
 }
 
 /// Settings of the native actions and the safety policy (`[actions]`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActionsConfig {
     /// `block_ip` / `unblock_ip` backends.

@@ -13,7 +13,7 @@ use super::ActionError;
 use crate::telemetry::Secret;
 
 /// A NATS connection and subject (`nats = { url = "nats://…", subject = "…" }`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsTarget {
     /// Server URL(s), comma-separated (`nats://edge1:4222,nats://edge2:4222`; `tls://` for TLS).
@@ -28,6 +28,7 @@ pub struct NatsTarget {
     pub request: bool,
     /// Longest a connect, publish or request may take.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// User and password.
     #[serde(default)]

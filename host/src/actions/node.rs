@@ -18,7 +18,7 @@ use super::webhook::{Webhook, WebhookConfig};
 use super::{Action, ActionContext, ActionError, ActionSpec, Outcome, ParamKind, ParamSpec, ParamTemplate, TargetKind};
 
 /// Settings (`[actions.isolate_node]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// Command that isolates (`["/usr/local/sbin/isolate", "{{ host }}"]`).
@@ -31,6 +31,7 @@ pub struct NodeConfig {
     pub nats: Option<NatsTarget>,
     /// Longest a command may run.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 

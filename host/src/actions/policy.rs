@@ -27,10 +27,11 @@ use super::{ActionSpec, TargetKind};
 use crate::store::{self, Cf, Store, Table};
 
 /// Assets that are never contained (`[actions.policy.protected]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProtectedAssets {
     /// Address ranges.
+    #[schemars(with = "Vec<String>")]
     pub cidrs: Vec<IpNet>,
     /// Account names (case-insensitive).
     pub accounts: Vec<String>,
@@ -48,7 +49,7 @@ impl Default for ProtectedAssets {
 }
 
 /// Token bucket per action and target.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateConfig {
     /// Sustained executions per minute.
@@ -64,16 +65,18 @@ impl Default for RateConfig {
 }
 
 /// Escalating durations (`[actions.policy.repeat_offenders]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RepeatConfig {
     /// How far back earlier containments count.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub window: Duration,
     /// TTL multiplier per earlier containment.
     pub factor: f64,
     /// The longest TTL escalation may reach.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_ttl: Duration,
 }
 
@@ -84,7 +87,7 @@ impl Default for RepeatConfig {
 }
 
 /// The safety policy (`[actions.policy]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// Never contained.

@@ -22,7 +22,7 @@ use super::{Action, ActionContext, ActionError, ActionSpec, Outcome, ParamKind, 
 /// Settings (`[actions.quarantine_data]`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-#[derive(Default)]
+#[derive(Default, schemars::JsonSchema)]
 pub struct QuarantineConfig {
     /// Where quarantined files go (default: `quarantine/` in the data directory).
     pub dir: Option<PathBuf>,

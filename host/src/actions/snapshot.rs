@@ -30,13 +30,14 @@ use crate::event::{RecordKind, SecurityEvent};
 use crate::store::Log;
 
 /// Settings (`[actions.audit_snapshot]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SnapshotConfig {
     /// Where bundles go (default: `evidence/` in the data directory).
     pub dir: Option<PathBuf>,
     /// Events within this much of the incident's first and last event are captured.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub window: Duration,
     /// Most events one bundle holds.
     pub max_events: usize,

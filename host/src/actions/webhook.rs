@@ -13,7 +13,7 @@ use super::ActionError;
 use crate::telemetry::{Secret, signature};
 
 /// A webhook target (`webhook = { url = "...", headers = { ... }, signing_secret = "..." }`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Where to `POST` (may carry a token, so it is a secret).
@@ -26,6 +26,7 @@ pub struct WebhookConfig {
     pub signing_secret: Option<Secret>,
     /// Longest a call may take.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 

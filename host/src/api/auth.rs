@@ -29,7 +29,7 @@ use super::ApiError;
 use crate::playbook::Role;
 
 /// Authentication settings (`[api.auth]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Require a token on every route but `/healthz`, `/readyz` and `/v1/openapi.json`.

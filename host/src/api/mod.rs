@@ -44,13 +44,14 @@ use axum::Extension;
 use webhooks::Validate as _;
 
 /// HTTP API settings (`[api]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Address to listen on. The default binds loopback only.
     pub listen: SocketAddr,
     /// Longest a request may take.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub request_timeout: Duration,
     /// Origins allowed by CORS; empty (the default): no CORS headers at all.
     pub cors_origins: Vec<String>,
@@ -63,7 +64,7 @@ pub struct ApiConfig {
 }
 
 /// TLS on the API listener (`[api.tls]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiTlsConfig {
     /// PEM file with the server certificate chain.

@@ -33,7 +33,7 @@ use super::{ApiError, ApiState};
 use crate::telemetry::Secret;
 
 /// What a webhook's payloads are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookKind {
     /// Falco's JSON output (directly or through Falcosidekick's webhook output).
@@ -45,7 +45,7 @@ pub enum WebhookKind {
 }
 
 /// How the sender signs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureScheme {
     /// `X-Hub-Signature-256: sha256=<hex>`.
@@ -55,7 +55,7 @@ pub enum SignatureScheme {
 }
 
 /// A static header a sender adds to every request (`X-Falco-Key: <value>`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaticHeader {
     /// Header name (case-insensitive).
@@ -65,7 +65,7 @@ pub struct StaticHeader {
 }
 
 /// One inbound webhook (`[api.webhooks.NAME]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// The payload format.

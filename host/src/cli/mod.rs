@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::app::{self, Options, Pipeline, demo};
 use crate::config::{self, VigilConfig};
@@ -193,6 +193,19 @@ pub enum Command {
     },
     /// Print the JSON Schema of SecurityEvent v1.
     Schema,
+    /// Print a completion script for a shell (`vigil completions bash > /etc/bash_completion.d/vigil`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of `vigil`, or write every command's page into a directory.
+    #[command(hide = true)]
+    Manpage {
+        /// Write one page per command (`vigil.1`, `vigil-serve.1`, …) into this directory
+        /// instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `vigil incidents …`
@@ -559,13 +572,42 @@ pub enum ConfigCommand {
     /// `VIGIL_<SECTION>__<KEY>` overrides applied, defaults filled in) as TOML, with every
     /// secret redacted.
     Show,
+    /// Print the JSON Schema of the config file, generated from the types that read it.
+    Schema,
+}
+
+/// Writes the man pages: `vigil`'s to stdout, or one file per command into `dir`
+/// (`vigil.1`, `vigil-serve.1`, `vigil-config-check.1`, …).
+fn write_man_pages(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+        }
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock())?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Schema = cli.command {
-        println!("{}", serde_json::to_string_pretty(&crate::event::json_schema())?);
-        return Ok(ExitCode::SUCCESS);
+    // What needs no config.
+    match &cli.command {
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&crate::event::json_schema())?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Config { command: ConfigCommand::Schema } => {
+            println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "vigil", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Manpage { dir } => return write_man_pages(dir.as_deref()),
+        _ => {}
     }
     let config = match load_config(&cli) {
         Ok(config) => config,
@@ -579,7 +621,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     crate::telemetry::init_tracing(&config.telemetry);
     match cli.command {
-        Command::Schema => unreachable!("handled above"),
+        Command::Schema
+        | Command::Config { command: ConfigCommand::Schema }
+        | Command::Completions { .. }
+        | Command::Manpage { .. } => unreachable!("handled above"),
         Command::Config { command: ConfigCommand::Check } => check_config(&cli, &config),
         Command::Config { command: ConfigCommand::Show } => {
             print!("{}", toml::to_string_pretty(&config).context("writing the config as TOML")?);

@@ -47,7 +47,7 @@ impl ConfigError {
 }
 
 /// Ingest sources (`[sources]`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesConfig {
     /// Syslog listeners.
@@ -59,12 +59,13 @@ pub struct SourcesConfig {
 }
 
 /// Shutdown behaviour (`[shutdown]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
     /// How long sinks may take to deliver what is in the log before Vigil stops anyway
     /// (what they miss is delivered after the next start).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub flush_timeout: Duration,
 }
 
@@ -75,7 +76,8 @@ impl Default for ShutdownConfig {
 }
 
 /// The whole configuration.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
+#[schemars(default, deny_unknown_fields, title = "Vigil configuration")]
 pub struct VigilConfig {
     /// `[store]`: the embedded database.
     pub store: StoreConfig,
@@ -129,6 +131,13 @@ const SECTIONS: [&str; 16] = [
     "forensics",
     "shutdown",
 ];
+
+/// The JSON Schema (draft 2020-12) of the config file, generated from the types that read
+/// it: editors validate and complete `vigil.toml` with it (through a TOML language server),
+/// and `vigil config schema` prints it.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(VigilConfig)).unwrap_or_default()
+}
 
 /// Reads and checks a config file; every error is reported.
 pub fn load(path: &Path) -> Result<VigilConfig, Vec<ConfigError>> {

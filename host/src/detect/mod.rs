@@ -45,12 +45,13 @@ pub const MAX_ALERT_EVENT_IDS: usize = 100;
 pub const RULE_DISABLED: &str = "vigil_rule_disabled";
 
 /// Detection settings (`[detect]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {
     /// How far behind the newest event time an event may arrive and still count in
     /// windows.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub allowed_lateness: Duration,
     /// Most groups (distinct group-by values) a windowed rule keeps; the stalest are evicted.
     pub max_groups_per_rule: usize,

@@ -109,7 +109,7 @@ fn list(items: &[String]) -> Option<FieldValue<'_>> {
 macro_rules! known_fields {
     ($( $variant:ident = $name:literal => |$e:ident| $get:expr; )*) => {
         /// A field of the typed part of [`SecurityEvent`].
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema)]
         #[allow(missing_docs)]
         pub enum Field { $($variant),* }
 
@@ -297,6 +297,20 @@ impl fmt::Display for FieldPath {
 impl Serialize for FieldPath {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
+    }
+}
+
+impl schemars::JsonSchema for FieldPath {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FieldPath".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A field of the event: `source.ip`, `labels.NAME`, `attributes.a.b`.",
+            "type": "string",
+            "minLength": 1
+        })
     }
 }
 

@@ -67,7 +67,7 @@ pub trait Enricher: Send + Sync + std::fmt::Debug {
 
 /// What a log record holds. The event log stores events and, after detection, the alerts and
 /// incident changes derived from them, so every sink reads one ordered stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum RecordKind {

@@ -18,7 +18,7 @@ use super::{SinkError, parse_retry_after};
 use crate::telemetry::Secret;
 
 /// Request body compression.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     /// Plain bodies.
@@ -39,7 +39,7 @@ impl Compression {
 }
 
 /// How an HTTP sink authenticates (`auth = { type = "...", ... }`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HttpAuth {
     /// `Authorization: Bearer <token>`.
@@ -100,11 +100,12 @@ pub fn validate_url(url: &str, path: String) -> Option<(String, String)> {
 }
 
 /// Connection settings of an HTTP sink.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpClientConfig {
     /// Longest a request may take.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// PEM file of CAs to trust (besides the system's).
     pub ca_file: Option<PathBuf>,

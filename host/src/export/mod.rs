@@ -173,7 +173,7 @@ pub trait Sink: Send + Sync + 'static {
 }
 
 /// The sink types (`type = "..."` in `[sinks.NAME]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SinkKind {
     /// JSON lines (or CEF/LEEF lines) in a local file, with rotation.
@@ -258,15 +258,17 @@ impl SinkKind {
 }
 
 /// Batching (`batch = { ... }`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
     /// Most records per request.
     pub max_records: usize,
     /// Most bytes per request (before compression).
+    #[schemars(schema_with = "crate::telemetry::byte_size_schema")]
     pub max_bytes: ByteSize,
     /// How long to wait for a batch to fill before sending what there is.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
@@ -277,20 +279,23 @@ impl Default for BatchConfig {
 }
 
 /// Retries (`retry = { ... }`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// First backoff.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub initial_backoff: Duration,
     /// Longest wait between attempts (full jitter below it).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_backoff: Duration,
     /// Retries allowed per first attempt, over time (0.2 = 20 %); past it, retries wait.
     pub budget_ratio: f64,
     /// After this long failing retryably, a record goes to the dead-letter queue; without
     /// it (the default) records wait in the log for as long as retention keeps them.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
     pub give_up_after: Option<Duration>,
 }
 
@@ -306,13 +311,14 @@ impl Default for RetryConfig {
 }
 
 /// The circuit breaker (`breaker = { ... }`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
     /// Consecutive failed attempts that open it.
     pub failures: u32,
     /// How long it stays open before one probe is let through.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub open_for: Duration,
 }
 
@@ -323,7 +329,7 @@ impl Default for BreakerConfig {
 }
 
 /// Request rate limit toward the destination (`rate_limit = { ... }`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Requests per second, sustained.
@@ -338,7 +344,8 @@ fn one() -> u32 {
 }
 
 /// One sink (`[sinks.NAME]`): its type and settings plus the framework's options.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+#[schemars(transform = sink_config_schema)]
 pub struct SinkConfig {
     /// Type and type-specific settings.
     #[serde(flatten)]
@@ -361,6 +368,7 @@ pub struct SinkConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// How often the destination's health is checked.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub healthcheck_interval: Duration,
     /// A transform plugin whose output (one line per event) replaces the format's; events
     /// only (route alerts and incidents elsewhere).
@@ -379,6 +387,24 @@ const COMMON: [&str; 10] = [
     "healthcheck_interval",
     "transform",
 ];
+
+/// The schema of `[sinks.NAME]` as [`SinkConfig::deserialize`] reads it: every framework
+/// option is optional, and each sink type's settings sit beside them in one table, so a
+/// key neither knows is refused whatever the type.
+fn sink_config_schema(schema: &mut schemars::Schema) {
+    let Some(object) = schema.as_object_mut() else { return };
+    object.remove("required");
+    let Some(serde_json::Value::Object(common)) = object.get("properties").cloned() else { return };
+    let Some(serde_json::Value::Array(kinds)) = object.get_mut("oneOf") else { return };
+    for kind in kinds.iter_mut().filter_map(|k| k.as_object_mut()) {
+        if let Some(serde_json::Value::Object(own)) = kind.get_mut("properties") {
+            for (key, value) in &common {
+                own.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+        kind.insert("additionalProperties".into(), false.into());
+    }
+}
 
 impl<'de> Deserialize<'de> for SinkConfig {
     // The framework's options sit beside the type's own; serde's `flatten` would lose

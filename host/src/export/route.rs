@@ -11,7 +11,7 @@ use crate::event::{EventClass, Priority, RecordKind, Severity};
 use crate::rules::{CompileOptions, EventRef, RuleSet};
 
 /// Route settings (`route = { ... }`); every part that is set must match.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteConfig {
     /// Record kinds taken: `event`, `alert`, `incident`.

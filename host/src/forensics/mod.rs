@@ -37,13 +37,14 @@ use crate::event::Priority;
 use crate::store::{Cf, Log, Store, Table};
 
 /// `[forensics]`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForensicsConfig {
     /// Where bundles are stored.
     pub storage: StorageConfig,
     /// Events within this much of the incident's first and last event are captured.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub window: Duration,
     /// Most events one bundle holds.
     pub max_events: usize,
@@ -51,6 +52,7 @@ pub struct ForensicsConfig {
     pub retention: RetentionPolicy,
     /// How often the retention sweeper runs.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub sweep_interval: Duration,
 }
 
@@ -67,11 +69,12 @@ impl Default for ForensicsConfig {
 }
 
 /// How long bundles are kept, by the incident's priority.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionPolicy {
     /// Bundles of incidents without a longer rule.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub default: Duration,
     /// By priority (`P0 = "400d"`).
     #[serde(default)]

@@ -18,7 +18,7 @@ use super::Error;
 use crate::telemetry::Secret;
 
 /// `[forensics.storage]`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StorageConfig {
     /// A directory (default: `evidence/` in the data directory).

@@ -23,7 +23,7 @@ const POSITION: &[u8] = b"p";
 const ENTRY: u8 = b'i';
 
 /// `[hunt]` index settings.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct IndexConfig {
     /// Keep the indexes up to date as events are stored.

@@ -33,7 +33,7 @@ pub use index::{Index, IndexConfig};
 pub use saved::SavedHunt;
 
 /// `[hunt]`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HuntConfig {
     /// Secondary indexes.
@@ -41,6 +41,7 @@ pub struct HuntConfig {
     /// How long after its time an event may be stored and still be found by a time-bounded
     /// hunt (the scan covers events stored up to this long after the range ends).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_delay: Duration,
     /// Most groups one hunt may build.
     pub max_groups: usize,

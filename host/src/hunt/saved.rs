@@ -18,7 +18,7 @@ use crate::source::Ingestor;
 use crate::store::Log;
 
 /// One saved hunt (`[[hunt.saved]]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SavedHunt {
     /// Id, in the findings it raises.
@@ -28,9 +28,11 @@ pub struct SavedHunt {
     pub title: Option<String>,
     /// How often it runs.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub every: Duration,
     /// How far back each run looks (default: `every`).
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
     pub lookback: Option<Duration>,
     /// The severity of its findings.
     #[serde(default = "default_severity")]

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::source::nats::NatsConnection;
 
 /// Settings (`[incidents.claims]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimsConfig {
     /// The server.
@@ -29,6 +29,7 @@ pub struct ClaimsConfig {
     pub instance: Option<String>,
     /// How long a claim holds.
     #[serde(default = "default_ttl", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub ttl: Duration,
 }
 

@@ -12,20 +12,24 @@ use super::{Incident, IncidentStatus};
 use crate::event::Priority;
 
 /// `[incidents.escalation]`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EscalationConfig {
     /// Response time of P0 incidents.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub p0: Duration,
     /// Response time of P1 incidents.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub p1: Duration,
     /// Response time of P2 incidents.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub p2: Duration,
     /// Response time of P3 incidents.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub p3: Duration,
     /// Priorities that escalate (by default P0 and P1).
     pub priorities: Vec<Priority>,
@@ -33,6 +37,7 @@ pub struct EscalationConfig {
     pub max_level: u8,
     /// How often unacknowledged incidents are checked.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub check_every: Duration,
 }
 
@@ -90,7 +95,7 @@ impl EscalationConfig {
 }
 
 /// `[incidents]`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct IncidentsConfig {
     /// Escalation of unacknowledged incidents.

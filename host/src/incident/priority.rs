@@ -14,7 +14,7 @@ use crate::event::{Priority, RuleId};
 use crate::rules::Category;
 
 /// `[incidents.priority]`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PriorityConfig {
     /// Hosts (names, compared without case) and networks (`10.0.5.0/24`, or one address)

@@ -35,18 +35,20 @@ use crate::event::{SecurityEvent, Threat};
 use crate::telemetry::{MetricsRegistry, Secret, names};
 
 /// `[intel]`: threat-intelligence feeds and matching.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct IntelConfig {
     /// Add `threat.*` fields to events that match an indicator, at ingest.
     pub enrich: bool,
     /// How long an indicator without `valid_until` is kept after it was stored or updated.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub default_ttl: Duration,
     /// Indicators below this confidence (0–100) are stored but not matched.
     pub min_confidence: u8,
     /// How often expired indicators are removed.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub sweep_interval: Duration,
     /// The feeds (`[[intel.feeds]]`).
     pub feeds: Vec<FeedConfig>,
@@ -65,7 +67,7 @@ impl Default for IntelConfig {
 }
 
 /// What a feed is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FeedKind {
     /// A TAXII 2.1 collection (`url` is the discovery endpoint or an API root).
@@ -76,7 +78,7 @@ pub enum FeedKind {
 }
 
 /// How a feed authenticates.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum FeedAuth {
     /// No credentials.
@@ -99,7 +101,7 @@ pub enum FeedAuth {
 }
 
 /// A client certificate for mutual TLS.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientCert {
     /// PEM certificate (chain).
@@ -109,7 +111,7 @@ pub struct ClientCert {
 }
 
 /// One feed (`[[intel.feeds]]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
     /// Name, in `threat.feed` and metrics.
@@ -137,6 +139,7 @@ pub struct FeedConfig {
     pub ca_file: Option<PathBuf>,
     /// How often to poll.
     #[serde(default = "default_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub interval: Duration,
     /// Objects per TAXII page.
     #[serde(default = "default_page_size")]
@@ -149,12 +152,15 @@ pub struct FeedConfig {
     pub retries: u32,
     /// Longest wait between retries.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_backoff: Duration,
     /// Request timeout.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// TTL of this feed's indicators (default `intel.default_ttl`).
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
     pub ttl: Option<Duration>,
     /// Confidence of indicators that state none.
     #[serde(default)]

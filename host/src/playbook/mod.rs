@@ -387,7 +387,7 @@ impl PlaybookSet {
 }
 
 /// Settings of the runner (`[playbooks]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlaybooksConfig {
     /// Directory of playbook files (default: `playbooks/` in the rule directory).
@@ -398,6 +398,7 @@ pub struct PlaybooksConfig {
     pub max_concurrent_runs: usize,
     /// How often waiting steps and effect TTLs are checked.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub check_every: Duration,
 }
 

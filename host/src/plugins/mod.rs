@@ -40,7 +40,7 @@ use crate::source::decode::{PluginDecoders, RecordDecoder};
 use crate::telemetry::{MetricsRegistry, Secret};
 
 /// `[plugins]`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginsConfig {
     /// The plugins directory: one sub-directory per plugin with its `plugin.toml`.

@@ -199,7 +199,7 @@ pub struct RuleSet {
 }
 
 /// Rules settings (`[rules]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
     /// Directory of `*.rhai` rule files (and `lib/*.rhai` library files).

@@ -20,7 +20,7 @@ use super::predicate::Lists;
 use crate::event::{EventClass, Field, FieldPath, FieldValue, Outcome, SecurityEvent};
 
 /// Limits of the rule sandbox (`[rules.limits]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxLimits {
     /// Rhai operations one evaluation of one rule may take.

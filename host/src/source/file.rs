@@ -26,7 +26,7 @@ const HEAD_BYTES: usize = 64;
 const CHUNK: usize = 1 << 20;
 
 /// Where to start a file seen for the first time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StartAt {
     /// Read it from its first line.
@@ -37,7 +37,7 @@ pub enum StartAt {
 }
 
 /// One tailed file (`[[sources.file]]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
     /// Path of the file.
@@ -51,6 +51,7 @@ pub struct FileSourceConfig {
     pub start_at: StartAt,
     /// How often to look for new lines.
     #[serde(default = "default_poll", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub poll_interval: Duration,
     /// Keep each line in its event's `raw` field.
     #[serde(default)]

@@ -79,17 +79,20 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Limits applied to everything ingested (`[ingest]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// Largest request or batch body, after decompression.
+    #[schemars(schema_with = "crate::telemetry::byte_size_schema")]
     pub max_body_bytes: ByteSize,
     /// Largest single record (one NDJSON line, one array element, one syslog frame).
+    #[schemars(schema_with = "crate::telemetry::byte_size_schema")]
     pub max_event_bytes: ByteSize,
     /// Deepest nesting of JSON objects and arrays in one record.
     pub max_depth: usize,
     /// How far an event's `time` may lie ahead of the time Vigil observes it.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_future_skew: std::time::Duration,
 }
 

@@ -31,7 +31,7 @@ use crate::store::{Cf, Store, Table};
 use crate::telemetry::{MetricsRegistry, Secret, pause};
 
 /// How to reach a NATS server and authenticate.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConnection {
     /// Server URL(s), comma-separated (`tls://` for TLS).
@@ -80,7 +80,7 @@ impl NatsConnection {
 }
 
 /// The JetStream source (`[sources.nats]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsSourceConfig {
     /// The server.
@@ -101,6 +101,7 @@ pub struct NatsSourceConfig {
     pub batch: usize,
     /// How long the server waits for an ack before redelivering.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub ack_wait: Duration,
     /// Deliveries before the server gives up on a message.
     pub max_deliver: i64,
@@ -108,6 +109,7 @@ pub struct NatsSourceConfig {
     /// this instance takes the partition over from another (set it to the longest window
     /// of your rules plus the allowed lateness; `0s` turns the replay off).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub replay: Duration,
     /// Input format of each message (`vigil` by default; any format whose records are one
     /// per message: `ecs`, `cloudtrail`, `cef`, `plugin:NAME`…).

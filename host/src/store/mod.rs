@@ -117,7 +117,7 @@ impl Cf {
 }
 
 /// When a write counts as durable.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncPolicy {
     /// fsync the write-ahead log on every group commit before acknowledging: an acknowledged
@@ -130,16 +130,19 @@ pub enum SyncPolicy {
 }
 
 /// Log retention: the oldest records go first, and never before every consumer has them.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Delete records older than this (`7d`).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_age: Duration,
     /// Keep the log under this size on disk (`10GiB`).
+    #[schemars(schema_with = "crate::telemetry::byte_size_schema")]
     pub max_bytes: ByteSize,
     /// How often retention runs.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub interval: Duration,
 }
 
@@ -154,7 +157,7 @@ impl Default for RetentionConfig {
 }
 
 /// Storage settings (`[store]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// Data directory; relative paths are relative to the working directory.
@@ -163,10 +166,12 @@ pub struct StoreConfig {
     pub sync: SyncPolicy,
     /// Background fsync interval under `sync = "os"`.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub sync_interval: Duration,
     /// Most records one group commit writes.
     pub max_batch_records: usize,
     /// Size of a memtable before it is flushed.
+    #[schemars(schema_with = "crate::telemetry::byte_size_schema")]
     pub write_buffer: ByteSize,
     /// Retention of the log.
     pub retention: RetentionConfig,

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written to stderr.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     /// Human-readable on a terminal, JSON lines otherwise.
@@ -31,7 +31,7 @@ pub enum LogFormat {
 }
 
 /// Logging settings (`[telemetry]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// Log filter in `tracing` syntax (`info`, `vigil=debug,info`); the `VIGIL_LOG`
@@ -41,6 +41,7 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// How often Vigil records its own health (sink backlogs) as `system` events.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub health_interval: std::time::Duration,
 }
 
@@ -110,6 +111,21 @@ impl Throttle {
             }
         }
     }
+}
+
+/// The JSON Schema of a byte size in the config: a number of bytes, or a text such as
+/// `"64 MiB"` or `"4kb"`.
+pub fn byte_size_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "A number of bytes, or a size such as \"64 MiB\"",
+        "anyOf": [{ "type": "integer", "minimum": 0 }, { "type": "string" }]
+    })
+}
+
+/// [`byte_size_schema`], optional.
+pub fn byte_size_option_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let size = byte_size_schema(generator);
+    schemars::json_schema!({ "anyOf": [size, { "type": "null" }] })
 }
 
 /// Waits `wait`, or less when `stop` is cancelled; returns whether the whole wait passed.

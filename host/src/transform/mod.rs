@@ -117,7 +117,7 @@ impl Output {
 }
 
 /// The formats (`format = "..."` on a sink).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// Vigil's own JSON: the event, alert or incident change as stored.

@@ -15,7 +15,7 @@ use crate::event::{Field, FieldPath, SecurityEvent};
 use crate::telemetry::Secret;
 
 /// One masking rule: a pattern (or preset) and the fields it applies to.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaskRule {
     /// A regular expression to replace; or use `preset`.
@@ -38,7 +38,7 @@ fn redacted() -> String {
 }
 
 /// Redaction settings of a sink (`redact = { ... }`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedactionConfig {
     /// Fields removed.

@@ -11,7 +11,7 @@ use crate::incident::IncidentChange;
 use crate::telemetry::Secret;
 
 /// Settings of a `slack` or `teams` sink.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatConfig {
     /// The webhook URL (a secret: it is the credential).

@@ -43,7 +43,7 @@ use super::{CompiledRule, Matcher, Mitre, RuleError, RuleMeta, Statistic, Step, 
 use crate::event::{FieldPath, Priority, RuleId};
 
 /// Sigma settings (`[rules.sigma]`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SigmaConfig {
     /// Directories of Sigma rules besides `<rules dir>/sigma` (read recursively).

@@ -195,6 +195,21 @@ impl Serialize for Format {
     }
 }
 
+impl schemars::JsonSchema for Format {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "InputFormat".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut names = Self::names();
+        names.push("json");
+        schemars::json_schema!({
+            "description": "An input format (docs/inputs.md), or `plugin:NAME` for a decode plugin.",
+            "anyOf": [{ "enum": names }, { "type": "string", "pattern": "^plugin:.+$" }]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Format {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)

@@ -35,7 +35,7 @@ use super::{Error, Ingestor, Result, reject_reason};
 use crate::telemetry::Throttle;
 
 /// Syslog listeners (`[sources.syslog]`). Each address is optional; none are on by default.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyslogConfig {
     /// UDP address to listen on (`127.0.0.1:5514`).
@@ -45,6 +45,7 @@ pub struct SyslogConfig {
     /// TLS listener (RFC 5425).
     pub tls: Option<SyslogTlsConfig>,
     /// Largest accepted message.
+    #[schemars(schema_with = "crate::telemetry::byte_size_schema")]
     pub max_frame_bytes: ByteSize,
     /// Keep the original line in each event's `raw` field.
     pub keep_raw: bool,
@@ -72,7 +73,7 @@ impl Default for SyslogConfig {
 }
 
 /// The TLS listener's address and key material.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogTlsConfig {
     /// Address to listen on (`0.0.0.0:6514`).

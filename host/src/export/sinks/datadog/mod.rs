@@ -30,7 +30,7 @@ const MAX_PAYLOAD: usize = 5_000_000;
 const MAX_ENTRY: usize = 1_000_000;
 
 /// Settings of a `datadog` sink.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatadogConfig {
     /// The API key.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::export::http::{Compression, HttpAuth, HttpClientConfig, validate_url};
 
 /// Index template and lifecycle installed before the first write (`template = { ... }`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TemplateConfig {
     /// Install (or update) an index template for the sink's indices.
@@ -18,6 +18,7 @@ pub struct TemplateConfig {
     /// With a value, an ILM policy of the same name deleting indices this old is installed
     /// and attached (Elasticsearch only; OpenSearch uses ISM instead).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
     pub delete_after: Option<Duration>,
 }
 
@@ -28,7 +29,7 @@ impl Default for TemplateConfig {
 }
 
 /// Settings of an `elasticsearch` sink (Elasticsearch or OpenSearch).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchConfig {
     /// Base URL of the cluster, e.g. `https://es.example:9200`.

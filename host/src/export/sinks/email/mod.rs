@@ -21,7 +21,7 @@ use crate::incident::IncidentChange;
 use crate::telemetry::Secret;
 
 /// How the connection is secured.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SmtpTls {
     /// STARTTLS, required.
@@ -34,7 +34,7 @@ pub enum SmtpTls {
 }
 
 /// Settings of an `email` sink.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
     /// SMTP server host name.
@@ -80,15 +80,17 @@ pub struct EmailConfig {
     pub digest: Option<DigestConfig>,
     /// Longest an SMTP exchange may take.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
 /// `digest = { ... }`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DigestConfig {
     /// How often the digest goes out (when it has anything).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub interval: Duration,
     /// Priorities collected into the digest.
     pub priorities: Vec<crate::event::Priority>,

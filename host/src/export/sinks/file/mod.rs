@@ -18,13 +18,15 @@ use tokio::sync::Mutex;
 use crate::export::{Item, SendReport, Sink, SinkError};
 
 /// Rotation (`rotate = { ... }`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RotateConfig {
     /// Rotate when the file reaches this size.
+    #[schemars(schema_with = "crate::telemetry::byte_size_option_schema")]
     pub max_bytes: Option<ByteSize>,
     /// Rotate when the file is this old.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
     pub max_age: Option<Duration>,
     /// Rotated files kept (the oldest are deleted).
     pub keep: usize,
@@ -37,7 +39,7 @@ impl Default for RotateConfig {
 }
 
 /// Settings of a `file` sink.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     /// The output file; created with its directory if missing. Rotated files are named

@@ -22,7 +22,7 @@ use crate::telemetry::Secret;
 pub use crate::telemetry::signature;
 
 /// The request method.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Method {
     /// `POST`.
@@ -33,7 +33,7 @@ pub enum Method {
 }
 
 /// How records are put in a request body.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     /// `[record, record, …]` (JSON formats only).
@@ -47,7 +47,7 @@ pub enum Encoding {
 }
 
 /// Request signing.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
     /// The shared HMAC key.
@@ -62,7 +62,7 @@ fn default_signature_header() -> String {
 }
 
 /// Settings of an `http` sink.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSinkConfig {
     /// Where to send; a secret, since webhook URLs often carry a token.

@@ -12,7 +12,7 @@ use crate::export::{Item, SendReport, Sink, SinkError};
 use crate::source::nats::NatsConnection;
 
 /// Settings (`type = "nats"`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSinkConfig {
     /// The server.

@@ -15,7 +15,7 @@ use crate::export::{Item, SendReport, Sink, SinkError};
 use crate::telemetry::Secret;
 
 /// Settings of an `opsgenie` sink.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpsgenieConfig {
     /// An API integration's key (`Authorization: GenieKey …`).

@@ -18,7 +18,7 @@ use crate::telemetry::Secret;
 const MAX_PAYLOAD: usize = 512 * 1024;
 
 /// Settings of a `pagerduty` sink.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PagerDutyConfig {
     /// The integration's routing key.

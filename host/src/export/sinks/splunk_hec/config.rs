@@ -8,7 +8,7 @@ use crate::export::http::{Compression, HttpClientConfig, validate_url};
 use crate::telemetry::Secret;
 
 /// Indexer acknowledgement (`acknowledgements = { ... }`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AckConfig {
     /// Wait for Splunk to confirm that each batch was indexed (the token must have
@@ -16,9 +16,11 @@ pub struct AckConfig {
     pub enabled: bool,
     /// How often pending acknowledgements are polled.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub poll_interval: Duration,
     /// How long to wait for one; past it the batch is sent again.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// Most batches awaiting acknowledgement at once.
     pub max_pending: usize,
@@ -36,7 +38,7 @@ impl Default for AckConfig {
 }
 
 /// Settings of a `splunk_hec` sink.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SplunkHecConfig {
     /// Base URL of the collector, e.g. `https://splunk.example:8088`.

@@ -16,7 +16,7 @@ use crate::telemetry::Secret;
 const MAX_PAYLOAD: usize = 1_000_000;
 
 /// Settings of a `sumo_logic` sink.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SumoLogicConfig {
     /// The source's URL (`https://endpoint…/receiver/v1/http/<code>`); a secret.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Transport.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// RFC 5426: one message per datagram; no delivery guarantee.
@@ -19,7 +19,7 @@ pub enum Protocol {
 }
 
 /// TLS settings (`tls = { ... }`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyslogTlsConfig {
     /// PEM file of the CAs to trust instead of the system's.
@@ -33,7 +33,7 @@ pub struct SyslogTlsConfig {
 }
 
 /// Settings of a `syslog` sink.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogSinkConfig {
     /// `host:port` of the receiver.
@@ -59,6 +59,7 @@ pub struct SyslogSinkConfig {
     pub max_message_bytes: Option<usize>,
     /// Longest a connect or a write may take.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
