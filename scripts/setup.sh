@@ -8,6 +8,8 @@
 #   rsyslog        a real syslog receiver the syslog sink is tested against
 #   syslog-ng      a second one (TLS, CEF parsing); it conflicts with rsyslog in apt, so
 #                  its packages are unpacked under ~/.cache/vigil-peers/syslog-ng
+#   promtool       Prometheus's metrics linter, unpacked from Debian's prometheus package
+#                  under ~/.cache/vigil-peers/prometheus
 #   openssl        test certificates for TLS peers
 #   nftables       the real firewall `block_ip` is tested against, inside a network
 #   iproute2       namespace the test creates with `ip netns` (needs root)
@@ -58,6 +60,17 @@ if [ ! -x "$peers/syslog-ng/usr/sbin/syslog-ng" ]; then
   (cd "$tmp" && apt-get download syslog-ng-core syslog-ng-scl >/dev/null)
   mkdir -p "$peers/syslog-ng"
   for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$peers/syslog-ng"; done
+  rm -rf "$tmp"
+fi
+
+# promtool, Prometheus's metrics linter, from Debian's prometheus package (unpacked, not
+# installed: only the linter is wanted, not the server and its service).
+if [ ! -x "$peers/prometheus/usr/bin/promtool" ]; then
+  echo "setup: unpacking promtool into $peers/prometheus" >&2
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && apt-get download prometheus >/dev/null)
+  mkdir -p "$peers/prometheus"
+  dpkg -x "$tmp"/prometheus_*.deb "$peers/prometheus"
   rm -rf "$tmp"
 fi
 

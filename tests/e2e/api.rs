@@ -3,27 +3,14 @@
 //! rate limits; request ids; precise errors for malformed, unknown and oversize bodies;
 //! inbound webhooks verified by HMAC; and no token ever in the log.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Server, blocking, metric, vigil_bin, wait_for};
+use crate::helpers::{Server, blocking, metric, token, vigil_bin, wait_for};
 
 const GITHUB_KEY: &str = "github-webhook-key-0451";
-
-fn token(dir: &Path, role: &str, name: &str) -> String {
-    let out = Command::new(vigil_bin())
-        .arg("--config")
-        .arg(dir.join("vigil.toml"))
-        .args(["token", "create", "--role", role, "--name", name])
-        .current_dir(dir)
-        .output()
-        .expect("vigil token create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
-}
 
 /// (status, body, headers) of a request with an optional bearer token.
 fn call(

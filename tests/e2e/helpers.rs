@@ -42,12 +42,18 @@ pub struct Server {
     /// The API address.
     pub api: SocketAddr,
     config: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     /// Writes a config (API on a free port, store and rules set) followed by `extra`, and
     /// starts the server; waits until it is ready.
     pub fn start(dir: &Path, extra: &str) -> Self {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables for the process.
+    pub fn start_with_env(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Self {
         let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = dir.join("vigil.toml");
         // The shipped rules unless `extra` brings its own `[rules]`.
@@ -60,7 +66,8 @@ impl Server {
             data = dir.join("data"),
         );
         std::fs::write(&config, text).expect("write config");
-        let mut server = Self { child: None, dir: dir.to_owned(), api, config };
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut server = Self { child: None, dir: dir.to_owned(), api, config, env };
         server.restart();
         server
     }
@@ -73,6 +80,7 @@ impl Server {
             .arg("--config")
             .arg(&self.config)
             .arg("serve")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(log)
@@ -226,6 +234,27 @@ pub fn post_events(server: &Server, body: String) {
         reqwest::Client::new().post(server.url("/v1/events")).body(body).send().await.map(|r| r.status().as_u16())
     });
     assert_eq!(status.ok(), Some(202));
+}
+
+/// A token of `role` for `name`, created with `vigil token create` on the config in `dir`.
+pub fn token(dir: &Path, role: &str, name: &str) -> String {
+    let out = Command::new(vigil_bin())
+        .arg("--config")
+        .arg(dir.join("vigil.toml"))
+        .args(["token", "create", "--role", role, "--name", name])
+        .current_dir(dir)
+        .output()
+        .expect("vigil token create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+}
+
+/// Where `scripts/setup.sh` unpacks the peer programs Debian packages but the machine
+/// does not install (syslog-ng, promtool).
+pub fn peers_dir() -> PathBuf {
+    std::env::var_os("VIGIL_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/vigil-peers"))
 }
 
 /// The Python of the project's venv (`scripts/setup.sh`), where the Python peers live.

@@ -15,6 +15,7 @@ mod inputs;
 mod intel;
 mod layering;
 mod mock;
+mod operations;
 mod plugins;
 mod quality;
 mod response;

@@ -103,10 +103,7 @@ fn rsyslog(dir: &Path, port: u16) -> Peer {
 }
 
 fn syslog_ng(dir: &Path, port: u16, tls_port: u16) -> Peer {
-    let root = std::env::var_os("VIGIL_PEERS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/vigil-peers"))
-        .join("syslog-ng");
+    let root = crate::helpers::peers_dir().join("syslog-ng");
     let bin = root.join("usr/sbin/syslog-ng");
     assert!(bin.exists(), "syslog-ng is missing under {}: run scripts/setup.sh", root.display());
     let server = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");

@@ -745,6 +745,19 @@ async fn readyz(State(state): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    let text = state.metrics.encode();
+    openmetrics(&state.metrics)
+}
+
+fn openmetrics(registry: &MetricsRegistry) -> Response {
+    let text = registry.encode();
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+/// The router of `[telemetry] metrics_listen`: `GET /metrics` and nothing else, without a
+/// token, for a Prometheus scraper on a network the operator trusts. Every other path is a
+/// 404, so the listener shows nothing of the API.
+pub fn metrics_router(registry: Arc<MetricsRegistry>) -> Router {
+    Router::new()
+        .route("/metrics", get(move || std::future::ready(openmetrics(&registry))))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "this listener serves /metrics only") })
 }

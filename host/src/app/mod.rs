@@ -376,6 +376,19 @@ impl Pipeline {
             let token = self.intake.clone();
             self.intake_tasks.spawn_blocking(move || source.run_blocking(token));
         }
+        if let Some(address) = self.config.telemetry.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (telemetry.metrics_listen)"))?;
+            tracing::info!(address = ?listener.local_addr().ok(), "Metrics listening (no token).");
+            // Served until the very end of shutdown, so a scraper sees the drain.
+            let (router, token) = (api::metrics_router(self.metrics.clone()), self.background.clone());
+            tokio::spawn(async move {
+                if let Err(e) = api::serve(listener, router, None, token).await {
+                    tracing::error!(error = %e, "Metrics server failed.");
+                }
+            });
+        }
         if options.api {
             let listener = tokio::net::TcpListener::bind(self.config.api.listen)
                 .await

@@ -30,7 +30,7 @@ use super::encode::{Encoded, Encoder, decode};
 use super::{Backoff, CircuitBreaker, Item, PlatformLimits, RetryBudget, Sink, SinkConfig, SinkError};
 use crate::event::RecordKind;
 use crate::store::{self, ConsumerHandle, Cursor, Log, LogEntry, Op, Table, cursors};
-use crate::telemetry::{MetricsRegistry, names, pause};
+use crate::telemetry::{MetricsRegistry, latency_histogram, names, pause};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SinkLabels {
@@ -80,9 +80,7 @@ impl Default for ExporterMetrics {
             backlog_records: Family::default(),
             backlog_bytes: Family::default(),
             oldest_age: Family::default(),
-            latency: Family::new_with_constructor(|| {
-                Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0])
-            }),
+            latency: Family::new_with_constructor(latency_histogram),
         }
     }
 }
@@ -112,7 +110,7 @@ impl ExporterMetrics {
         registry.register("sink_up", "1 when a sink's last health check or delivery succeeded.", m.up.clone());
         registry.register("sink_dlq_records", "Records in a sink's dead-letter queue.", m.dlq.clone());
         registry.register(
-            "sink_delivery_latency_seconds",
+            names::SINK_DELIVERY_LATENCY,
             "From append to the log to delivery, by sink.",
             m.latency.clone(),
         );

@@ -19,6 +19,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +30,7 @@ use crate::detect::{Alert, DetectConfig, DetectMetrics, Detector};
 use crate::event::{IncidentId, REPLAY_TAG, RecordKind, SecurityEvent};
 use crate::rules::RuleSet;
 use crate::store::{self, ConsumerHandle, Cursor, Log, LogWriter, NewRecord, Op, Store, Table, cursors};
-use crate::telemetry::{MetricsRegistry, names};
+use crate::telemetry::{MetricsRegistry, latency_histogram, names};
 
 /// The name of detection's cursor.
 pub const CONSUMER: &str = "detect";
@@ -144,6 +145,7 @@ pub struct DetectionWorker {
     claimed_elsewhere: Counter,
     claim_failures: Counter,
     replayed_alerts: Counter,
+    lag: Histogram,
 }
 
 impl DetectionWorker {
@@ -194,6 +196,12 @@ impl DetectionWorker {
             "Alerts replayed events would have raised (the instance that consumed them first raised them).",
             replayed_alerts.clone(),
         );
+        let lag = latency_histogram();
+        registry.register(
+            names::DETECT_LAG,
+            "From an event's append to the log until detection committed its evaluation.",
+            lag.clone(),
+        );
         let mut detector = Detector::new(rules.clone(), config.clone(), detect_metrics.clone());
         let windows = detector.load_state(&store)?;
         let consumer = log.register_consumer(CONSUMER, cursor);
@@ -220,6 +228,7 @@ impl DetectionWorker {
             claimed_elsewhere,
             claim_failures,
             replayed_alerts,
+            lag,
         };
         Ok((worker, WorkerHandle { tx }))
     }
@@ -370,10 +379,14 @@ impl DetectionWorker {
         let entries = self.log.read(self.cursor + 1, BATCH, 16 << 20)?;
         let Some(last) = entries.last().map(|e| e.seq) else { return Ok(0) };
         let mut alerts: Vec<Alert> = Vec::new();
+        let mut appended_ms = Vec::with_capacity(entries.len());
         for entry in &entries {
             let replayed = entry.kind == REPLAY_TAG;
             if entry.kind != RecordKind::Event.tag() && !replayed {
                 continue;
+            }
+            if !replayed {
+                appended_ms.push(entry.time_ms);
             }
             match serde_json::from_slice::<SecurityEvent>(&entry.payload) {
                 Ok(event) if replayed => {
@@ -408,6 +421,10 @@ impl DetectionWorker {
         self.writer.append_blocking(records, ops)?;
         self.cursor = last;
         self.consumer.set_committed(last);
+        let now_ms = Utc::now().timestamp_millis();
+        for ms in appended_ms {
+            self.lag.observe((now_ms - ms).max(0) as f64 / 1000.0);
+        }
         for change in changes {
             if change.change == ChangeKind::Opened {
                 let labels = RuleLabels { rule: change.incident.rule_id.to_string() };

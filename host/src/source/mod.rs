@@ -17,16 +17,18 @@ pub mod syslog;
 pub mod tls;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytesize::ByteSize;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{DecodeError, DecodeLimits, Enricher, RecordKind, SecurityEvent};
 use crate::store::{self, AppendReceipt, LogWriter, NewRecord, Op};
-use crate::telemetry::{MetricsRegistry, names};
+use crate::telemetry::{MetricsRegistry, latency_histogram, names};
 
 pub use batch::{BatchReport, Rejection};
 pub use decode::{Format, Options, PluginDecoders, StreamDecoder, UnknownFormat};
@@ -157,10 +159,21 @@ pub fn reject_reason(error: &DecodeError) -> &'static str {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct IngestMetrics {
     ingested: Family<SourceLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
+    durable: Family<SourceLabels, Histogram>,
+}
+
+impl Default for IngestMetrics {
+    fn default() -> Self {
+        Self {
+            ingested: Family::default(),
+            rejected: Family::default(),
+            durable: Family::new_with_constructor(latency_histogram),
+        }
+    }
 }
 
 /// The shared ingest path: decode, validate, append durably, count.
@@ -187,6 +200,11 @@ impl Ingestor {
             names::EVENTS_REJECTED,
             "Records refused at ingest, by source and reason.",
             metrics.rejected.clone(),
+        );
+        registry.register(
+            names::INGEST_DURABLE_LATENCY,
+            "From a batch handed to the log until it is durable (group commit and fsync), by source.",
+            metrics.durable.clone(),
         );
         let limits = config.limits();
         Self { writer, decoders: PluginDecoders::default(), enricher: None, config: Arc::new(config), limits, metrics }
@@ -252,15 +270,18 @@ impl Ingestor {
     /// Appends `events` (and `ops`, atomically with them); resolves once durable.
     pub async fn append(&self, source: &str, events: &[SecurityEvent], ops: Vec<Op>) -> Result<AppendReceipt> {
         let records = self.encode(events, RecordKind::Event.tag());
+        let started = Instant::now();
         let receipt = self.writer.append(records, ops).await?;
-        self.count_ingested(source, receipt.count);
+        self.count_ingested(source, receipt.count, started);
         Ok(receipt)
     }
 
     /// [`append`](Self::append) for threads outside the async runtime.
     pub fn append_blocking(&self, source: &str, events: &[SecurityEvent], ops: Vec<Op>) -> Result<AppendReceipt> {
-        let receipt = self.writer.append_blocking(self.encode(events, RecordKind::Event.tag()), ops)?;
-        self.count_ingested(source, receipt.count);
+        let records = self.encode(events, RecordKind::Event.tag());
+        let started = Instant::now();
+        let receipt = self.writer.append_blocking(records, ops)?;
+        self.count_ingested(source, receipt.count, started);
         Ok(receipt)
     }
 
@@ -272,9 +293,12 @@ impl Ingestor {
         Ok(self.writer.append(self.encode(events, crate::event::REPLAY_TAG), ops).await?)
     }
 
-    fn count_ingested(&self, source: &str, n: u64) {
+    /// Counts `n` records of `source` made durable by an append that began at `started`.
+    fn count_ingested(&self, source: &str, n: u64, started: Instant) {
         if n > 0 {
-            self.metrics.ingested.get_or_create(&SourceLabels { source: source.into() }).inc_by(n);
+            let labels = SourceLabels { source: source.into() };
+            self.metrics.ingested.get_or_create(&labels).inc_by(n);
+            self.metrics.durable.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
         }
     }
 

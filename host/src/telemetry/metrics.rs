@@ -6,6 +6,8 @@
 use std::sync::Mutex;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Metric, Registry};
 
 /// Metric names (without the `vigil_` prefix the registry adds, and without the `_total`
@@ -62,6 +64,26 @@ pub mod names {
     pub const INTEL_MATCHES: &str = "intel_matches";
     /// Indicators removed because they expired.
     pub const INTEL_EXPIRED: &str = "intel_expired";
+    /// The running build (`vigil_build_info{version, profile} 1`).
+    pub const BUILD: &str = "build";
+    /// From a batch handed to the log writer until it is durable (the group commit and its
+    /// fsync): what an HTTP 202 or a file offset waits for, by source.
+    pub const INGEST_DURABLE_LATENCY: &str = "ingest_durable_latency_seconds";
+    /// From an event's append to the log until detection has committed its evaluation
+    /// (alerts and incidents durable).
+    pub const DETECT_LAG: &str = "detect_lag_seconds";
+    /// From a record's append to the log until a sink delivered it, by sink.
+    pub const SINK_DELIVERY_LATENCY: &str = "sink_delivery_latency_seconds";
+}
+
+/// The buckets (seconds) of every latency histogram: from a millisecond (a group commit
+/// on a fast disk) to a minute (a sink catching up after an outage).
+pub const LATENCY_BUCKETS: [f64; 14] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 60.0];
+
+/// A latency histogram with [`LATENCY_BUCKETS`].
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 /// The registry every module registers its metrics into.
@@ -71,8 +93,16 @@ pub struct MetricsRegistry {
 }
 
 impl Default for MetricsRegistry {
+    /// A registry holding `vigil_build_info`.
     fn default() -> Self {
-        Self { registry: Mutex::new(Registry::with_prefix("vigil")) }
+        let mut registry = Registry::with_prefix("vigil");
+        let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+        registry.register(
+            names::BUILD,
+            "The running build.",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION")), ("profile", profile)]),
+        );
+        Self { registry: Mutex::new(registry) }
     }
 }
 
@@ -108,5 +138,7 @@ mod tests {
         counter.inc_by(3);
         let text = registry.encode();
         assert!(text.contains("vigil_alerts_total 3"), "{text}");
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(text.contains(&format!("vigil_build_info{{version=\"{version}\",profile=\"debug\"}} 1")), "{text}");
     }
 }

@@ -11,7 +11,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use metrics::{MetricsRegistry, names};
+pub use metrics::{LATENCY_BUCKETS, MetricsRegistry, latency_histogram, names};
 pub use secret::{Secret, SecretError, signature};
 
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,10 @@ pub struct TelemetryConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub health_interval: std::time::Duration,
+    /// A second listener that serves only `GET /metrics`, without a token, for a
+    /// Prometheus scraper (the API's `/metrics` stays behind a viewer token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for TelemetryConfig {
@@ -51,6 +55,7 @@ impl Default for TelemetryConfig {
             log_level: "info".into(),
             log_format: LogFormat::Auto,
             health_interval: std::time::Duration::from_secs(30),
+            metrics_listen: None,
         }
     }
 }

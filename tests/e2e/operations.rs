@@ -1,0 +1,145 @@
+//! Running Vigil as a service: the metrics listener a Prometheus scraper reads without a
+//! token (while the API's `/metrics` stays behind one), metric names linted by Prometheus's
+//! own `promtool`, and the systemd readiness protocol.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{Server, blocking, free_port, http_get_text, metric, peers_dir, token, wait_for};
+
+/// Status and body of a GET with an optional bearer token.
+fn get(url: &str, token: Option<&str>) -> (u16, String) {
+    blocking(async {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("GET");
+        (response.status().as_u16(), response.text().await.unwrap_or_default())
+    })
+}
+
+/// The OpenMetrics text Vigil serves, in the classic Prometheus text format `promtool`
+/// reads: a counter's family takes its sample name (`vigil_alerts` → `vigil_alerts_total`),
+/// an info metric becomes the gauge Prometheus makes of it (`vigil_build_info`), and the
+/// OpenMetrics-only lines (`# EOF`, `# UNIT`) go.
+fn classic_text(openmetrics: &str) -> String {
+    let mut kinds = std::collections::HashMap::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            kinds.insert(name.to_owned(), kind.to_owned());
+        }
+    }
+    let renamed = |name: &str| match kinds.get(name).map(String::as_str) {
+        Some("counter") => format!("{name}_total"),
+        Some("info") => format!("{name}_info"),
+        _ => name.to_owned(),
+    };
+    let mut out = String::new();
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            let kind = if kind == "info" { "gauge" } else { kind };
+            out.push_str(&format!("# TYPE {} {kind}\n", renamed(name)));
+        } else if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.push_str(&format!("# HELP {} {help}\n", renamed(name)));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn metrics_listener_needs_no_token_the_api_does_and_every_name_passes_promtool() {
+    let promtool = peers_dir().join("prometheus/usr/bin/promtool");
+    assert!(promtool.exists(), "promtool is missing at {}: run scripts/setup.sh", promtool.display());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server = Server::start_with_env(
+        dir.path(),
+        "[api.auth]\nrequired = true\n[sinks.archive]\ntype = \"file\"\npath = \"out/archive.jsonl\"\n",
+        &[("VIGIL_TELEMETRY__METRICS_LISTEN", listen.as_str())],
+    );
+    let ingest = token(dir.path(), "ingest", "shipper");
+    let viewer = token(dir.path(), "viewer", "grafana");
+    let events: String = (0..20)
+        .map(|i| {
+            format!(
+                "{{\"class\":\"authentication\",\"action\":\"ssh_login\",\"outcome\":\"failure\",\"source\":{{\"ip\":\"198.51.100.7\"}},\"user\":{{\"name\":\"root\"}},\"message\":\"attempt {i}\"}}\n"
+            )
+        })
+        .collect();
+    let status = blocking(async {
+        let response = reqwest::Client::new()
+            .post(server.url("/v1/events"))
+            .bearer_auth(&ingest)
+            .body(events)
+            .send()
+            .await
+            .expect("POST /v1/events");
+        response.status().as_u16()
+    });
+    assert_eq!(status, 202);
+
+    let scrape = format!("http://{listen}/metrics");
+    let text = wait_for(Duration::from_secs(30), "latency histograms with observations", || {
+        let text = http_get_text(&scrape)?;
+        let observed = |name: &str| metric(&text, &[&format!("{name}_count")]) > 0.0;
+        (observed("vigil_ingest_durable_latency_seconds")
+            && observed("vigil_detect_lag_seconds")
+            && observed("vigil_sink_delivery_latency_seconds"))
+        .then_some(text)
+    });
+    assert_eq!(metric(&text, &["vigil_ingest_durable_latency_seconds_count", "source=\"http\""]), 1.0, "{text}");
+    assert!(metric(&text, &["vigil_detect_lag_seconds_count"]) >= 20.0, "{text}");
+    assert!(metric(&text, &["vigil_sink_delivery_latency_seconds_bucket", "sink=\"archive\"", "le=\"+Inf\""]) >= 20.0);
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(text.contains(&format!("vigil_build_info{{version=\"{version}\",profile=\"debug\"}} 1")), "{text}");
+
+    // The listener serves /metrics only; the API's /metrics wants a viewer token.
+    assert_eq!(get(&format!("http://{listen}/v1/incidents"), None).0, 404);
+    assert_eq!(get(&format!("http://{listen}/healthz"), None).0, 404);
+    assert_eq!(get(&server.url("/metrics"), None).0, 401);
+    assert_eq!(get(&server.url("/metrics"), Some(&ingest)).0, 403);
+    let (status, api_text) = get(&server.url("/metrics"), Some(&viewer));
+    assert_eq!(status, 200);
+    assert!(api_text.contains("vigil_build_info"), "{api_text}");
+    assert!(!text.contains(&ingest) && !text.contains(&viewer), "no token in the metrics");
+
+    // Prometheus's linter: `_total` on counters, base units, no abbreviations or type
+    // names in names, help on every family.
+    let classic = classic_text(&text);
+    let mut lint = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    lint.stdin.take().expect("stdin").write_all(classic.as_bytes()).expect("feed promtool");
+    let out = lint.wait_with_output().expect("promtool");
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}\n---\n{classic}");
+
+    // What promtool does not check: the prefix, one family per name, and the unit of every
+    // histogram (latencies in seconds).
+    let mut families = std::collections::HashSet::new();
+    for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = line.split_once(' ').expect("# TYPE name kind");
+        assert!(name.starts_with("vigil_"), "{name} lacks the vigil_ prefix");
+        assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'), "{name}");
+        assert!(families.insert(name.to_owned()), "{name} registered twice");
+        if kind == "histogram" {
+            assert!(name.ends_with("_seconds") || name.ends_with("_bytes"), "histogram {name} has no unit");
+        }
+    }
+    assert!(families.len() >= 30, "{families:?}");
+}
