@@ -143,3 +143,71 @@ fn metrics_listener_needs_no_token_the_api_does_and_every_name_passes_promtool()
     }
     assert!(families.len() >= 30, "{families:?}");
 }
+
+/// The systemd notify protocol, with the test as the service manager: `READY=1` once the
+/// API answers, `WATCHDOG=1` at half of `WATCHDOG_USEC`, `RELOADING=1` (with its
+/// `MONOTONIC_USEC`) then `READY=1` around a SIGHUP reload, `STOPPING=1` on SIGTERM.
+#[test]
+fn serve_speaks_sd_notify_readiness_watchdog_reload_and_stop() {
+    use std::os::unix::net::UnixDatagram;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind NOTIFY_SOCKET");
+    socket.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let api = format!("127.0.0.1:{}", free_port());
+    std::fs::write(
+        dir.path().join("vigil.toml"),
+        format!(
+            "[api]\nlisten = \"{api}\"\n[api.auth]\nrequired = false\n[store]\npath = \"data\"\n[rules]\ndir = {:?}\nwatch = false\n",
+            crate::helpers::rules_dir()
+        ),
+    )
+    .expect("config");
+    // `exec` keeps the shell's pid, so WATCHDOG_PID names the vigil process as systemd's would.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" --config vigil.toml serve")
+        .arg(crate::helpers::vigil_bin())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("vigil.log")).expect("log"))
+        .spawn()
+        .expect("spawn vigil");
+    let log = || std::fs::read_to_string(dir.path().join("vigil.log")).unwrap_or_default();
+    let next = || {
+        let mut buf = [0u8; 4096];
+        let n = socket.recv(&mut buf).unwrap_or_else(|e| panic!("no notification ({e}); log:\n{}", log()));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // Skips watchdog pings to the next message with `what`.
+    let until = |what: &str, pings: &mut usize| loop {
+        let message = next();
+        if message.contains(what) {
+            return message;
+        }
+        assert_eq!(message.trim(), "WATCHDOG=1", "unexpected notification");
+        *pings += 1;
+    };
+    let mut pings = 0;
+    let ready = until("READY=1", &mut pings);
+    assert!(ready.contains(&format!("STATUS=Running: API on {api}")), "{ready}");
+    assert_eq!(http_get_text(&format!("http://{api}/readyz")).map(|_| ()), Some(()), "ready means the API answers");
+    until("WATCHDOG=1", &mut pings);
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    let reloading = until("RELOADING=1", &mut pings);
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    let reloaded = until("READY=1", &mut pings);
+    assert!(reloaded.contains("STATUS=Running ") && reloaded.contains("rule(s)"), "{reloaded}");
+    assert_eq!(child.try_wait().expect("wait"), None, "SIGHUP reloads; it does not stop Vigil");
+
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    until("STOPPING=1", &mut pings);
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}; log:\n{}", log());
+    assert!(log().contains("SIGHUP: reloading rules and playbooks."), "{}", log());
+}

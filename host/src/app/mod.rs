@@ -5,6 +5,7 @@
 
 pub mod demo;
 pub mod scenario;
+pub mod service;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -438,6 +439,7 @@ impl Pipeline {
     /// Gauges sampled every second, log retention, the rule-file watcher and Vigil's own
     /// health events.
     fn start_background(&self) {
+        service::spawn_watchdog(self.background.clone());
         self.watch_rules();
         self.watch_plugins();
         let feeds = self.intel.spawn(self.background.clone());
@@ -536,11 +538,11 @@ impl Pipeline {
         });
     }
 
-    /// Reloads the rules when their files change (polled every 2 s) or on SIGHUP.
+    /// Reloads the rules and playbooks on SIGHUP (`systemctl reload`), and when their files
+    /// change (polled every 2 s) under `rules.watch`. SIGHUP is always taken: its default
+    /// action would end the process.
     fn watch_rules(&self) {
-        if !self.config.rules.watch || !self.config.rules.dir.exists() {
-            return;
-        }
+        let poll = self.config.rules.watch && self.config.rules.dir.exists();
         let rules = self.rules.clone();
         let playbooks = self
             .playbooks
@@ -570,7 +572,7 @@ impl Pipeline {
                 #[cfg(not(unix))]
                 let hangup = std::future::pending::<Option<()>>();
                 let forced = tokio::select! {
-                    _ = tick.tick() => false,
+                    _ = tick.tick(), if poll => false,
                     _ = hangup => true,
                     () = token.cancelled() => return,
                 };
@@ -579,6 +581,10 @@ impl Pipeline {
                     continue;
                 }
                 seen = now;
+                if forced {
+                    tracing::info!("SIGHUP: reloading rules and playbooks.");
+                    service::reloading();
+                }
                 if let Some((dir, set, actions)) = &playbooks {
                     match reload_playbooks(dir, set, actions) {
                         Ok(count) => tracing::info!(playbooks = count, "Playbooks reloaded."),
@@ -598,6 +604,9 @@ impl Pipeline {
                         );
                     }
                     Err(e) => tracing::error!(error = %e, "Rule reload failed."),
+                }
+                if forced {
+                    service::ready(&format!("Running {} rule(s)", rules.current().rules().len()));
                 }
             }
         });

@@ -805,9 +805,12 @@ fn check_config(cli: &Cli, config: &VigilConfig) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: VigilConfig, print_incidents: bool) -> anyhow::Result<ExitCode> {
+    let listen = config.api.listen;
     let pipeline = Pipeline::start(config, Options { api: true, print_incidents }).await?;
     tracing::info!("Vigil is running; Ctrl-C stops it.");
+    app::service::ready(&format!("Running: API on {listen}"));
     app::shutdown_signal().await;
+    app::service::stopping();
     pipeline.shutdown().await?;
     Ok(ExitCode::SUCCESS)
 }
