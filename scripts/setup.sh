@@ -8,6 +8,8 @@
 #   rsyslog        a real syslog receiver the syslog sink is tested against
 #   syslog-ng      a second one (TLS, CEF parsing); it conflicts with rsyslog in apt, so
 #                  its packages are unpacked under ~/.cache/vigil-peers/syslog-ng
+#   cargo-deb      the Debian package (scripts/package.sh); cargo-deny, the dependency
+#   cargo-deny     checks of scripts/test.sh (both `cargo install --locked`, pinned)
 #   promtool       Prometheus's metrics linter, unpacked from Debian's prometheus package
 #                  under ~/.cache/vigil-peers/prometheus
 #   openssl        test certificates for TLS peers
@@ -62,6 +64,16 @@ if [ ! -x "$peers/syslog-ng/usr/sbin/syslog-ng" ]; then
   for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$peers/syslog-ng"; done
   rm -rf "$tmp"
 fi
+
+# cargo-deb builds the Debian package (scripts/package.sh, and its test); cargo-deny checks
+# the dependency tree (licences, bans, sources, advisories). Pinned, built from crates.io.
+for tool in cargo-deb@3.8.0 cargo-deny@0.20.2; do
+  name="${tool%@*}"
+  if ! command -v "$name" >/dev/null || ! "$name" --version 2>/dev/null | grep -q "${tool#*@}"; then
+    echo "setup: installing $tool (a few minutes, once)" >&2
+    CARGO_TARGET_DIR="$HOME/.cache/vigil-tools-target" cargo install -j"${VIGIL_JOBS:-2}" --locked "$tool"
+  fi
+done
 
 # promtool, Prometheus's metrics linter, from Debian's prometheus package (unpacked, not
 # installed: only the linter is wanted, not the server and its service).

@@ -18,6 +18,14 @@ for profile in debug release; do
   find "$CARGO_TARGET_DIR/$profile/incremental" -mindepth 1 -maxdepth 1 -type d -mmin +180 -exec rm -rf {} + 2>/dev/null || true
 done
 cargo fmt --all -- --check
+# The dependency tree (deny.toml). Advisories need the RustSec database from GitHub: checked
+# when it can be fetched, and said so loudly when it cannot (docs/operations.md).
+cargo deny --log-level error check licenses bans sources
+if git ls-remote https://github.com/RustSec/advisory-db HEAD >/dev/null 2>&1; then
+  cargo deny --log-level error check advisories
+else
+  echo "test: RustSec advisories NOT checked: github.com is unreachable from here (run 'cargo deny check advisories' where it is)" >&2
+fi
 cargo build -j"$jobs" --workspace --all-targets
 cargo test -j"$jobs" --workspace --all-targets
 cargo test -j"$jobs" --workspace --doc

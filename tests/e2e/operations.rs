@@ -211,3 +211,108 @@ fn serve_speaks_sd_notify_readiness_watchdog_reload_and_stop() {
     assert!(status.success(), "{status}; log:\n{}", log());
     assert!(log().contains("SIGHUP: reloading rules and playbooks."), "{}", log());
 }
+
+fn run(command: &mut Command) -> String {
+    let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{command:?} failed:\n{text}");
+    text
+}
+
+/// `scripts/package.sh` on the tests' own build: the .deb's files, conffile and control
+/// (`dpkg-deb`), its unit (`systemd-analyze verify` and `security`), and an install into a
+/// scratch root by dpkg itself, whose maintainer scripts create the `vigil` user there;
+/// the installed binary checks the installed config with the installed rules.
+#[test]
+fn the_debian_package_installs_a_service_that_checks_its_own_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = std::path::Path::new(crate::helpers::vigil_bin());
+    let target = bin.parent().and_then(|debug| debug.parent()).expect("the target directory");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = dir.path().join("deb");
+    run(Command::new(repo.join("scripts/package.sh"))
+        .args(["--profile", "dev", "--no-build", "--fast", "--output"])
+        .arg(&output)
+        .env("CARGO_TARGET_DIR", target));
+    let deb = std::fs::read_dir(&output)
+        .expect("output")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("a .deb");
+
+    let contents = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
+    let files: Vec<&str> = contents.lines().filter_map(|l| l.split_whitespace().nth(5)).collect();
+    for want in [
+        "./usr/bin/vigil",
+        "./etc/vigil/vigil.toml",
+        "./lib/systemd/system/vigil.service",
+        "./usr/lib/sysusers.d/vigil.conf",
+        "./usr/share/vigil/rules/auth_brute_force.rhai",
+        "./usr/share/vigil/rules/lib/common.rhai",
+        "./usr/share/vigil/playbooks/block_source_ip.toml",
+        "./usr/share/vigil/systemd/capabilities.conf",
+        "./usr/share/man/man1/vigil.1.gz",
+        "./usr/share/man/man1/vigil-serve.1.gz",
+        "./usr/share/bash-completion/completions/vigil",
+        "./usr/share/zsh/vendor-completions/_vigil",
+        "./usr/share/fish/vendor_completions.d/vigil.fish",
+        "./usr/share/doc/vigil/copyright",
+        "./usr/share/doc/vigil/operations.md.gz",
+    ] {
+        assert!(files.contains(&want), "{want} is not in the package:\n{contents}");
+    }
+    assert_eq!(run(Command::new("dpkg-deb").arg("-I").arg(&deb).arg("conffiles")).trim(), "/etc/vigil/vigil.toml");
+    let control = run(Command::new("dpkg-deb").arg("-I").arg(&deb));
+    for want in ["Package: vigil", "Depends: adduser, libc6", "postinst", "prerm", "postrm"] {
+        assert!(control.contains(want), "{want} missing:\n{control}");
+    }
+
+    // dpkg installs into a scratch root; the maintainer scripts run outside a chroot with
+    // DPKG_ROOT set, as for a bootstrap. The dependencies live outside that root.
+    let root = dir.path().join("root");
+    for sub in ["var/lib/dpkg/updates", "var/lib/dpkg/info", "etc"] {
+        std::fs::create_dir_all(root.join(sub)).expect("mkdir");
+    }
+    std::fs::write(root.join("var/lib/dpkg/status"), "").expect("status");
+    let installed = run(Command::new("dpkg")
+        .arg(format!("--instdir={}", root.display()))
+        .arg(format!("--admindir={}", root.join("var/lib/dpkg").display()))
+        .args(["--force-script-chrootless", "--force-depends", "--force-not-root", "-i"])
+        .arg(&deb));
+    assert!(installed.contains("Setting up vigil"), "{installed}");
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).expect("postinst wrote etc/passwd");
+    assert!(passwd.lines().any(|l| l.starts_with("vigil:") && l.contains(":/var/lib/vigil:")), "{passwd}");
+    let status = std::fs::read_to_string(root.join("var/lib/dpkg/status")).expect("status");
+    assert!(status.contains("Package: vigil\nStatus: install ok installed"), "{status}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(root.join("etc/vigil/vigil.toml")).expect("config").permissions().mode();
+    assert_eq!(mode & 0o777, 0o640, "the config is for root and the vigil group only");
+
+    // The installed binary on the installed config, with the installed rules and playbooks
+    // (the config's absolute paths, moved under the scratch root by the overrides).
+    let checked = run(Command::new(root.join("usr/bin/vigil"))
+        .arg("--config")
+        .arg(root.join("etc/vigil/vigil.toml"))
+        .args(["config", "check"])
+        .env("VIGIL_STORE__PATH", root.join("var/lib/vigil"))
+        .env("VIGIL_RULES__DIR", root.join("usr/share/vigil/rules"))
+        .env("VIGIL_PLAYBOOKS__DIR", root.join("usr/share/vigil/playbooks")));
+    assert!(checked.contains(": OK"), "{checked}");
+    assert!(!checked.contains("warning"), "{checked}");
+
+    // The unit, as systemd reads it: no unknown key, no bad value (the binary's path moved
+    // under the scratch root so its commands exist); and its sandbox scored by systemd.
+    let unit = std::fs::read_to_string(root.join("lib/systemd/system/vigil.service")).expect("unit");
+    let units = dir.path().join("units");
+    std::fs::create_dir_all(&units).expect("mkdir");
+    let bin = root.join("usr/bin/vigil");
+    std::fs::write(units.join("vigil.service"), unit.replace("/usr/bin/vigil", &bin.display().to_string()))
+        .expect("unit copy");
+    let verified = run(Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(units.join("vigil.service")));
+    assert!(verified.trim().is_empty(), "systemd-analyze verify:\n{verified}");
+    let security = run(Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20"])
+        .arg(format!("--root={}", root.display()))
+        .arg("vigil.service"));
+    assert!(security.contains("Overall exposure level for vigil.service"), "{security}");
+}
