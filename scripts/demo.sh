@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vigil-target}"
 scripts/setup.sh --build-only
-exec cargo run -j"${VIGIL_JOBS:-2}" --quiet -p vigil -- demo "$@"
+exec cargo run -j"${VIGIL_JOBS:-$(nproc)}" --quiet -p vigil -- demo "$@"

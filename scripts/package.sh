@@ -31,7 +31,7 @@ esac
 command -v cargo-deb >/dev/null || { echo "package: cargo-deb is missing; run scripts/setup.sh" >&2; exit 1; }
 
 if [ "$build" = 1 ]; then
-  cargo build -j"${VIGIL_JOBS:-2}" --locked --profile "$profile" -p vigil --bin vigil
+  cargo build -j"${VIGIL_JOBS:-$(nproc)}" --locked --profile "$profile" -p vigil --bin vigil
 fi
 vigil="$out_dir/vigil"
 [ -x "$vigil" ] || { echo "package: $vigil is missing; build it or drop --no-build" >&2; exit 1; }

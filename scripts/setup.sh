@@ -26,7 +26,8 @@
 #                  intel; moto (S3 with signature checking) for forensic evidence storage;
 #                  pySigma and its SQLite backend, the reference Sigma engine
 #
-# usage: scripts/setup.sh [--build-only]   (--build-only: just what building needs)
+# usage: scripts/setup.sh [--build-only]   (--build-only: just what building the binary
+#                                           needs; the demo's first run)
 set -euo pipefail
 
 packages=(libclang-dev g++ make pkg-config)
@@ -49,10 +50,12 @@ fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust with rustup first" >&2; exit 1; }
 
-# The WebAssembly toolchain that builds the plugin examples (the test build needs it).
-"$(dirname "$0")/wasm-setup.sh"
-
+# Building and running Vigil needs nothing more (the demo's first run stops here).
 [ "${1:-}" = "--build-only" ] && exit 0
+
+# The WebAssembly toolchain that builds the plugin examples (the test build needs it; the
+# binary does not, so the demo skips its ~100 MiB of packages).
+"$(dirname "$0")/wasm-setup.sh"
 
 # syslog-ng, unpacked beside rsyslog (the two packages conflict).
 peers="${VIGIL_PEERS:-$HOME/.cache/vigil-peers}"

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # One warm target directory outside the clone (the RocksDB C++ build alone takes ~12 min).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vigil-target}"
-jobs="${VIGIL_JOBS:-2}"
+jobs="${VIGIL_JOBS:-$(nproc)}"
 
 scripts/setup.sh
 # Test executables and incremental caches of builds long gone pile up (tens of GiB in a
