@@ -264,7 +264,7 @@ pub struct BatchConfig {
     /// Most records per request.
     pub max_records: usize,
     /// Most bytes per request (before compression).
-    #[schemars(schema_with = "crate::telemetry::byte_size_schema")]
+    #[schemars(schema_with = "crate::store::byte_size_schema")]
     pub max_bytes: ByteSize,
     /// How long to wait for a batch to fill before sending what there is.
     #[serde(with = "humantime_serde")]

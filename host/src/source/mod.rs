@@ -85,10 +85,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// Largest request or batch body, after decompression.
-    #[schemars(schema_with = "crate::telemetry::byte_size_schema")]
+    #[schemars(schema_with = "crate::store::byte_size_schema")]
     pub max_body_bytes: ByteSize,
     /// Largest single record (one NDJSON line, one array element, one syslog frame).
-    #[schemars(schema_with = "crate::telemetry::byte_size_schema")]
+    #[schemars(schema_with = "crate::store::byte_size_schema")]
     pub max_event_bytes: ByteSize,
     /// Deepest nesting of JSON objects and arrays in one record.
     pub max_depth: usize,

@@ -138,7 +138,7 @@ pub struct RetentionConfig {
     #[schemars(with = "String")]
     pub max_age: Duration,
     /// Keep the log under this size on disk (`10GiB`).
-    #[schemars(schema_with = "crate::telemetry::byte_size_schema")]
+    #[schemars(schema_with = "byte_size_schema")]
     pub max_bytes: ByteSize,
     /// How often retention runs.
     #[serde(with = "humantime_serde")]
@@ -156,6 +156,21 @@ impl Default for RetentionConfig {
     }
 }
 
+/// The JSON Schema of a byte size in the config: a number of bytes, or a text such as
+/// `"64 MiB"` or `"4kb"`.
+pub fn byte_size_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "A number of bytes, or a size such as \"64 MiB\"",
+        "anyOf": [{ "type": "integer", "minimum": 0 }, { "type": "string" }]
+    })
+}
+
+/// [`byte_size_schema`], optional.
+pub fn byte_size_option_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let size = byte_size_schema(generator);
+    schemars::json_schema!({ "anyOf": [size, { "type": "null" }] })
+}
+
 /// Storage settings (`[store]`).
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -171,7 +186,7 @@ pub struct StoreConfig {
     /// Most records one group commit writes.
     pub max_batch_records: usize,
     /// Size of a memtable before it is flushed.
-    #[schemars(schema_with = "crate::telemetry::byte_size_schema")]
+    #[schemars(schema_with = "byte_size_schema")]
     pub write_buffer: ByteSize,
     /// Retention of the log.
     pub retention: RetentionConfig,

@@ -118,21 +118,6 @@ impl Throttle {
     }
 }
 
-/// The JSON Schema of a byte size in the config: a number of bytes, or a text such as
-/// `"64 MiB"` or `"4kb"`.
-pub fn byte_size_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "description": "A number of bytes, or a size such as \"64 MiB\"",
-        "anyOf": [{ "type": "integer", "minimum": 0 }, { "type": "string" }]
-    })
-}
-
-/// [`byte_size_schema`], optional.
-pub fn byte_size_option_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    let size = byte_size_schema(generator);
-    schemars::json_schema!({ "anyOf": [size, { "type": "null" }] })
-}
-
 /// Waits `wait`, or less when `stop` is cancelled; returns whether the whole wait passed.
 /// Every retry and backoff waits through this, so shutdown never waits out a backoff.
 pub async fn pause(stop: &tokio_util::sync::CancellationToken, wait: Duration) -> bool {

@@ -45,7 +45,7 @@ pub struct SyslogConfig {
     /// TLS listener (RFC 5425).
     pub tls: Option<SyslogTlsConfig>,
     /// Largest accepted message.
-    #[schemars(schema_with = "crate::telemetry::byte_size_schema")]
+    #[schemars(schema_with = "crate::store::byte_size_schema")]
     pub max_frame_bytes: ByteSize,
     /// Keep the original line in each event's `raw` field.
     pub keep_raw: bool,

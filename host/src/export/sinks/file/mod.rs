@@ -22,7 +22,7 @@ use crate::export::{Item, SendReport, Sink, SinkError};
 #[serde(deny_unknown_fields, default)]
 pub struct RotateConfig {
     /// Rotate when the file reaches this size.
-    #[schemars(schema_with = "crate::telemetry::byte_size_option_schema")]
+    #[schemars(schema_with = "crate::store::byte_size_option_schema")]
     pub max_bytes: Option<ByteSize>,
     /// Rotate when the file is this old.
     #[serde(with = "humantime_serde")]
