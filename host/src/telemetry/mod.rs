@@ -11,7 +11,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use metrics::{LATENCY_BUCKETS, MetricsRegistry, latency_histogram, names};
+pub use metrics::{MetricsRegistry, latency_histogram, names};
 pub use secret::{Secret, SecretError, signature};
 
 use serde::{Deserialize, Serialize};
