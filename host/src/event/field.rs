@@ -109,7 +109,7 @@ fn list(items: &[String]) -> Option<FieldValue<'_>> {
 macro_rules! known_fields {
     ($( $variant:ident = $name:literal => |$e:ident| $get:expr; )*) => {
         /// A field of the typed part of [`SecurityEvent`].
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[allow(missing_docs)]
         pub enum Field { $($variant),* }
 

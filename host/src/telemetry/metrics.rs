@@ -80,7 +80,7 @@ pub mod names {
 /// on a fast disk) to a minute (a sink catching up after an outage).
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 60.0];
 
-/// A latency histogram with [`LATENCY_BUCKETS`].
+/// A latency histogram on the shared buckets (1 ms to 60 s).
 pub fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
