@@ -94,7 +94,7 @@ venv="${VIGIL_VENV:-$HOME/.cache/vigil-venv}"
 if ! "$venv/bin/python" -c 'import ocsf_json_schema, jsonschema, yaml, aiosmtpd, schemathesis, openapi_spec_validator, medallion, stix2, stix2validator, moto, boto3, sigma.backends.sqlite' 2>/dev/null; then
   echo "setup: creating the Python venv in $venv" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q ocsf-json-schema==1.2.0 jsonschema==4.23.0 pyyaml==6.0.2 aiosmtpd==1.4.6 \
+  "$venv/bin/pip" install -q ocsf-json-schema==1.2.0 jsonschema==4.23.0 pyyaml==6.0.3 aiosmtpd==1.4.6 \
     schemathesis==3.39.16 hypothesis==6.124.7 openapi-spec-validator==0.7.1 \
     medallion==3.0.0 stix2==3.0.2 stix2-validator==3.2.0 'moto[server]==5.2.5' boto3==1.44.8 \
     pysigma==2.0.1 pysigma-backend-sqlite==2.1.1
