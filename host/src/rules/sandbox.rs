@@ -494,7 +494,14 @@ mod tests {
         assert!(matches!(*e, EvalAltResult::ErrorDataTooLarge(..)), "{e}");
         let e = eval("fn f(n) { f(n + 1) } f(0)").expect_err("must stop");
         assert!(matches!(*e, EvalAltResult::ErrorStackOverflow(..)), "{e}");
-        assert!(eval(r#"eval("1")"#).is_err());
-        assert!(eval(r#"import "x" as y; 1"#).is_err());
+        // Refused as what they are, not by some other error on the way.
+        let e = eval(r#"eval("1")"#).expect_err("eval is refused");
+        assert!(
+            matches!(&*e, EvalAltResult::ErrorParsing(rhai::ParseErrorType::BadInput(rhai::LexError::ImproperSymbol(s, why)), _)
+                if s == "eval" && why.contains("disabled")),
+            "{e:?}"
+        );
+        let e = eval(r#"import "x" as y; 1"#).expect_err("import is refused");
+        assert!(matches!(&*e, EvalAltResult::ErrorModuleNotFound(m, _) if m == "x"), "{e:?}");
     }
 }
