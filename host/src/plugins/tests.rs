@@ -328,28 +328,34 @@ fn reloading_under_load_fails_no_call_and_a_broken_version_leaves_the_old_one() 
             })
         })
         .collect();
+    // Calls complete between every two reloads, not only before or after them.
+    let calls_after = |mark: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while calls.load(Ordering::Relaxed) <= mark {
+            assert!(std::time::Instant::now() < deadline, "no call completed after {mark}: the callers are stuck");
+            std::thread::yield_now();
+        }
+    };
     for version in 2..8 {
+        let mark = calls.load(Ordering::Relaxed);
         let manifest = format!(
             "name = \"hostile\"\nversion = \"1.0.{version}\"\nkind = \"function\"\napi_version = \"0.1.0\"\n[limits]\nmax_concurrent = 64\n{HOSTILE_HTTP}"
         );
         std::fs::write(&path, manifest).expect("manifest");
         let loaded = host.load(&path).expect("reload");
         assert_eq!(loaded.manifest().version, format!("1.0.{version}"));
+        calls_after(mark);
     }
     // A broken new version: the old one keeps serving.
     std::fs::write(dir.path().join("hostile/hostile.wasm"), b"\0asm not really").expect("break");
+    let mark = calls.load(Ordering::Relaxed);
     assert!(host.load(&path).is_err());
     assert_eq!(host.get("hostile").expect("still loaded").manifest().version, "1.0.7");
-    let before = calls.load(Ordering::Relaxed);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while calls.load(Ordering::Relaxed) <= before + 20 && std::time::Instant::now() < deadline {
-        std::thread::yield_now();
-    }
+    calls_after(mark + 20);
     stop.store(true, Ordering::Relaxed);
     for caller in callers {
         caller.join().expect("no caller panicked");
     }
-    assert!(calls.load(Ordering::Relaxed) > 20);
 }
 
 #[test]
