@@ -3,7 +3,10 @@
 //! its failure opens it again. While it is open nothing is sent and records stay in the log.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so that tests with a paused clock drive these as they drive the sleeps.
+use tokio::time::Instant;
 
 /// The breaker's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -805,7 +805,7 @@ impl Batch {
 /// halves, at once. Returns indexes into `items`.
 async fn deliver<S: Sink>(shared: &Shared<S>, items: Vec<Item>) -> Outcome {
     let m = &shared.metrics;
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     // Positions of the items still to send, in the original batch, in order.
     let mut remaining: Vec<usize> = (0..items.len()).collect();
     let mut dead: Vec<(usize, SinkError, u32)> = Vec::new();
@@ -942,3 +942,7 @@ async fn deliver<S: Sink>(shared: &Shared<S>, items: Vec<Item>) -> Outcome {
 pub fn cursor_key(sink: &str) -> String {
     format!("sink/{sink}")
 }
+
+#[cfg(test)]
+#[path = "exporter_tests.rs"]
+mod tests;

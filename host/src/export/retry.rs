@@ -2,7 +2,10 @@
 //! a retry budget that keeps a failing destination from turning every request into many.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so that tests with a paused clock drive these as they drive the sleeps.
+use tokio::time::Instant;
 
 use rand::Rng;
 
@@ -81,7 +84,9 @@ impl RetryBudget {
             state.0 -= 1.0;
             None
         } else {
-            Some(Duration::from_secs_f64((1.0 - state.0) / 10.0))
+            // In whole milliseconds, the timer's resolution: a shorter sleep may end before
+            // the clock moves, and the budget would never refill (a spin).
+            Some(Duration::from_millis(((1.0 - state.0) * 100.0).ceil().max(1.0) as u64))
         }
     }
 }
