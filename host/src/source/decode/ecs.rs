@@ -7,12 +7,12 @@
 
 use std::sync::LazyLock;
 
-use rustc_hash::FxHashSet;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::pick::{Paths, Picked};
 use super::set::{self, Mapping};
 use super::{Ctx, json};
-use crate::event::{DecodeError, EventClass, EventId, FieldPath, Outcome, SecurityEvent, Severity};
+use crate::event::{DecodeError, EventClass, EventId, FieldPath, Outcome, SecurityEvent, Severity, json_syntax_error};
 
 /// ECS fields copied to the model as they are.
 pub const TABLE: &[Mapping] = &[
@@ -117,42 +117,68 @@ const SPECIAL: &[&str] = &[
     "vigil",
 ];
 
-/// Decodes one ECS document.
+/// Every path the decoder reads, in one table: the rows of [`TABLE`] first (slot `i` is
+/// row `i`), then the special fields, then the fallbacks (which also stay in
+/// `attributes.ecs`, since they fill a field only sometimes).
+static PATHS: LazyLock<Paths> = LazyLock::new(|| {
+    let taken: Vec<&'static str> = TABLE.iter().map(|(from, _)| *from).chain(SPECIAL.iter().copied()).collect();
+    let kept: Vec<&'static str> = FALLBACKS.iter().map(|(from, _)| *from).collect();
+    Paths::new(&taken, &kept)
+});
+
+/// Decodes one ECS document, parsed.
 pub fn decode(doc: Value, ctx: &Ctx<'_>) -> Result<SecurityEvent, DecodeError> {
-    let Value::Object(doc) = doc else { return Err(DecodeError::unreadable("ecs", "expected a JSON object")) };
-    let doc = Value::Object(doc);
+    if !doc.is_object() {
+        return Err(DecodeError::unreadable("ecs", "expected a JSON object"));
+    }
+    let picked = PATHS.read(doc).map_err(|e| DecodeError::unreadable("ecs", e.to_string()))?;
+    Ok(map(picked, ctx))
+}
+
+/// Decodes one ECS document from its text, in one pass (no tree of the whole document is
+/// built).
+pub fn decode_text(text: &str, ctx: &Ctx<'_>) -> Result<SecurityEvent, DecodeError> {
+    let picked = PATHS.read_str(text).map_err(|e| json_syntax_error(&e))?;
+    Ok(map(picked, ctx))
+}
+
+/// The event of a document read against [`PATHS`].
+fn map(mut doc: Picked<'_>, ctx: &Ctx<'_>) -> SecurityEvent {
     let mut e = ctx.event(EventClass::Other);
-    set::apply(&mut e, &doc, TABLE);
+    for (slot, (_, to)) in TABLE.iter().enumerate() {
+        if let Some(v) = doc.at(slot) {
+            set::put(&mut e, to, v);
+        }
+    }
     for (from, to) in FALLBACKS {
-        if let Some(v) = json::get(&doc, from)
+        if let Some(v) = doc.get(from)
             && !is_set(&e, to)
         {
             set::put(&mut e, to, v);
         }
     }
-    let categories = strings(json::get(&doc, "event.category"));
-    let types = strings(json::get(&doc, "event.type"));
-    let kind = json::str(&doc, "event.kind");
-    e.class = class(&doc, &categories, &types, kind);
-    e.outcome = match json::str(&doc, "event.outcome") {
+    let categories = strings(doc.get("event.category"));
+    let types = strings(doc.get("event.type"));
+    e.class = class(&doc, &categories, &types, doc.str("event.kind"));
+    e.outcome = match doc.str("event.outcome") {
         Some("success") => Outcome::Success,
         Some("failure") => Outcome::Failure,
         _ => Outcome::Unknown,
     };
-    if let Some(n) = json::uint(&doc, "event.severity") {
+    if let Some(n) = doc.get("event.severity").and_then(set::uint) {
         e.severity = severity(n);
     }
-    if let Some(id) = json::str(&doc, "event.id").and_then(|s| s.parse::<EventId>().ok()) {
+    if let Some(id) = doc.str("event.id").and_then(|s| s.parse::<EventId>().ok()) {
         e.id = id;
     }
-    if let Some(created) = json::get(&doc, "event.created").and_then(set::time) {
+    if let Some(created) = doc.get("event.created").and_then(set::time) {
         // The time it was first read, when that is not before the event itself.
         if e.time == crate::event::unset_time() || created >= e.time - ctx.options.limits.max_future_skew {
             e.observed_time = created;
         }
     }
     // What Vigil's own ECS sink keeps under `vigil` comes back as it was.
-    let from_vigil = json::get(&doc, "vigil").cloned();
+    let from_vigil = doc.remove("vigil");
     match &from_vigil {
         Some(v) => {
             if let Some(class) = json::str(v, "class").and_then(EventClass::parse) {
@@ -164,20 +190,20 @@ pub fn decode(doc: Value, ctx: &Ctx<'_>) -> Result<SecurityEvent, DecodeError> {
         None => {}
     }
     if types.iter().any(|t| t == "group")
-        && let Some(group) = json::text(&doc, "group.name")
+        && let Some(group) = doc.get("group.name").and_then(set::text)
     {
         let user = e.user.get_or_insert_with(Default::default);
         user.target.get_or_insert_with(Default::default).roles.push(group);
     }
     if (e.process.as_ref().is_some_and(|p| p.command_line.is_none()) || e.process.is_none())
-        && let Some(Value::Array(args)) = json::get(&doc, "process.args")
+        && let Some(Value::Array(args)) = doc.get("process.args")
     {
         let line: Vec<String> = args.iter().filter_map(set::text).collect();
         if !line.is_empty() {
             set::put_str(&mut e, "process.command_line", &line.join(" "));
         }
     }
-    if let Some(Value::Object(labels)) = json::get(&doc, "labels") {
+    if let Some(Value::Object(labels)) = doc.get("labels") {
         for (k, v) in labels {
             if let Some(v) = set::text(v)
                 && !k.is_empty()
@@ -187,14 +213,13 @@ pub fn decode(doc: Value, ctx: &Ctx<'_>) -> Result<SecurityEvent, DecodeError> {
             }
         }
     }
-    let rest = leftovers(doc);
-    if let Some(Value::Object(attributes)) = from_vigil.and_then(|v| v.get("attributes").cloned()) {
+    if let Some(Value::Object(attributes)) = from_vigil.and_then(|mut v| v.get_mut("attributes").map(Value::take)) {
         e.attributes.extend(attributes);
     }
-    if !rest.is_empty() {
-        e.attributes.insert("ecs".into(), Value::Object(rest));
+    if !doc.rest.is_empty() {
+        e.attributes.insert("ecs".into(), Value::Object(std::mem::take(&mut doc.rest)));
     }
-    Ok(e)
+    e
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -207,16 +232,14 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 
 /// The class of a document: its first category Vigil has a class for, else what its
 /// fields suggest.
-fn class(doc: &Value, categories: &[String], types: &[String], kind: Option<&str>) -> EventClass {
-    let has = |path: &str| json::get(doc, path).is_some();
+fn class(doc: &Picked<'_>, categories: &[String], types: &[String], kind: Option<&str>) -> EventClass {
+    let has = |path: &str| doc.get(path).is_some();
     for category in categories {
         let class = match category.as_str() {
             "authentication" | "session" => EventClass::Authentication,
             "iam" if types.iter().any(|t| t == "admin") => EventClass::Authorization,
             "iam" => EventClass::Account,
-            "network" if has("dns.question.name") || json::str(doc, "network.protocol") == Some("dns") => {
-                EventClass::Dns
-            }
+            "network" if has("dns.question.name") || doc.str("network.protocol") == Some("dns") => EventClass::Dns,
             "network" => EventClass::Network,
             "web" => EventClass::Http,
             "process" | "driver" | "library" => EventClass::Process,
@@ -294,73 +317,6 @@ fn is_set(e: &SecurityEvent, to: &str) -> bool {
     match to.strip_suffix(".address") {
         Some(endpoint) => read(&format!("{endpoint}.ip")) || read(&format!("{endpoint}.domain")),
         None => read(to),
-    }
-}
-
-/// Whether an ECS path is read into the model (a table row or one of the special fields),
-/// and so left out of `attributes.ecs`.
-fn mapped(path: &str) -> bool {
-    static MAPPED: LazyLock<FxHashSet<&'static str>> = LazyLock::new(|| {
-        // Fallbacks fill a field only sometimes, so they stay in `attributes.ecs` too.
-        TABLE.iter().map(|(from, _)| *from).chain(SPECIAL.iter().copied()).collect()
-    });
-    MAPPED.contains(path)
-}
-
-/// The document's fields the model does not hold, nested by their ECS paths.
-fn leftovers(doc: Value) -> Map<String, Value> {
-    let mut rest = Map::new();
-    let mut key = String::new();
-    walk(doc, &mut key, &mut |path, value| {
-        if !mapped(path) {
-            insert(&mut rest, path, value);
-        }
-    });
-    rest
-}
-
-/// Calls `f` with each leaf (a value that is not an object) and its dotted path.
-fn walk(v: Value, key: &mut String, f: &mut impl FnMut(&str, Value)) {
-    match v {
-        Value::Object(map) if !map.is_empty() => {
-            for (k, child) in map {
-                let len = key.len();
-                if !key.is_empty() {
-                    key.push('.');
-                }
-                key.push_str(&k);
-                if mapped(key) {
-                    // A mapped object (`labels`) is consumed whole.
-                    key.truncate(len);
-                    continue;
-                }
-                walk(child, key, f);
-                key.truncate(len);
-            }
-        }
-        other => f(key, other),
-    }
-}
-
-/// Inserts `value` at a dotted `path` of nested objects.
-fn insert(map: &mut Map<String, Value>, path: &str, value: Value) {
-    match path.split_once('.') {
-        None => {
-            map.insert(path.to_owned(), value);
-        }
-        Some((head, tail)) => {
-            let slot = map.entry(head.to_owned()).or_insert_with(|| Value::Object(Map::new()));
-            if !slot.is_object() {
-                // A leaf and an object at one path (`a: 1` and `a.b: 2`): keep both.
-                let leaf = std::mem::replace(slot, Value::Object(Map::new()));
-                if let Value::Object(m) = slot {
-                    m.insert("value".into(), leaf);
-                }
-            }
-            if let Value::Object(inner) = slot {
-                insert(inner, tail, value);
-            }
-        }
     }
 }
 

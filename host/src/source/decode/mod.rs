@@ -30,6 +30,7 @@ mod k8s;
 mod leef;
 mod ocsf;
 mod okta;
+mod pick;
 pub mod set;
 mod suricata;
 pub mod windows;
@@ -592,6 +593,10 @@ fn json_decoder(format: &Format) -> Option<JsonDecoder> {
 }
 
 fn json_record(format: &Format, line: usize, text: &str, ctx: &Ctx<'_>, out: &mut Decoded) {
+    // ECS keeps what it does not map, so it reads the text in one pass instead of a tree.
+    if *format == Format::Ecs && text.starts_with('{') && !json::is_container(text.as_bytes()) {
+        return finish_one(ecs::decode_text(text, ctx), line, text, ctx, out);
+    }
     let value: Value = match serde_json::from_str(text) {
         Ok(value) => value,
         Err(e) => return out.reject(line, json_syntax_error(&e)),
