@@ -336,21 +336,23 @@ impl TlsFiles {
             std::fs::write(&path, text).expect("write");
             path
         };
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        // Each certificate has its own subject: rcgen's default one for all three would make
+        // every leaf look self-issued to OpenSSL (subject = issuer), which refuses it.
+        let named = |sans: Vec<String>, cn: &str| {
+            let mut params = CertificateParams::new(sans).expect("params");
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            params
+        };
+        let mut ca_params = named(Vec::new(), "Vigil test CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca_key = KeyPair::generate().expect("key");
         let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
         let ca = Issuer::new(ca_params, ca_key);
         let server_key = KeyPair::generate().expect("key");
-        let server = CertificateParams::new(vec!["localhost".into()])
-            .expect("params")
-            .signed_by(&server_key, &ca)
-            .expect("cert");
+        let server = named(vec!["localhost".into()], "localhost").signed_by(&server_key, &ca).expect("cert");
         let client_key = KeyPair::generate().expect("key");
-        let client = CertificateParams::new(vec!["soc-console".into()])
-            .expect("params")
-            .signed_by(&client_key, &ca)
-            .expect("cert");
+        let client = named(vec!["soc-console".into()], "soc-console").signed_by(&client_key, &ca).expect("cert");
         Self {
             ca: write("ca.pem", ca_cert.pem()),
             server_cert: write("server.pem", server.pem()),

@@ -106,17 +106,20 @@ fn syslog_ng(dir: &Path, port: u16, tls_port: u16) -> Peer {
     let root = crate::helpers::peers_dir().join("syslog-ng");
     let bin = root.join("usr/sbin/syslog-ng");
     assert!(bin.exists(), "syslog-ng is missing under {}: run scripts/setup.sh", root.display());
-    let server = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
-    std::fs::write(dir.join("server.pem"), server.cert.pem()).expect("cert");
-    std::fs::write(dir.join("server.key"), server.signing_key.serialize_pem()).expect("key");
-    let client = rcgen::generate_simple_self_signed(vec!["vigil-client".into()]).expect("client certificate");
-    std::fs::write(dir.join("client.pem"), client.cert.pem()).expect("cert");
-    std::fs::write(dir.join("client.key"), client.signing_key.serialize_pem()).expect("key");
+    // ca.pem, server.pem/key for "localhost", client.pem/key: both signed by the CA, which
+    // syslog-ng checks client certificates against.
+    crate::helpers::TlsFiles::generate(dir);
+    // A client certificate the CA did not sign, which syslog-ng must refuse.
+    let stranger = rcgen::generate_simple_self_signed(vec!["stranger".into()]).expect("certificate");
+    std::fs::write(dir.join("stranger.pem"), stranger.cert.pem()).expect("cert");
+    std::fs::write(dir.join("stranger.key"), stranger.signing_key.serialize_pem()).expect("key");
     let conf = config("syslog-ng.conf.in", dir, port, tls_port);
     let log = std::fs::File::create(dir.join("peer.log")).expect("log");
     let child = Command::new(&bin)
         .env("LD_LIBRARY_PATH", root.join("usr/lib/syslog-ng"))
         .arg("-F")
+        // Its own messages (connections, TLS refusals) to stderr, which is peer.log.
+        .arg("-e")
         .arg("--no-caps")
         .arg(format!("--module-path={}", root.join("usr/lib/syslog-ng/3.38").display()))
         .arg("-f")
@@ -218,19 +221,22 @@ fn syslog_ng_parses_our_cef_over_tcp_udp_and_tls_with_a_client_certificate() {
              route = {{ records = [\"event\"], classes = [\"authentication\"] }}\n{extra}"
         )
     };
-    let tls = format!(
-        "tls = {{ ca_file = {:?}, server_name = \"localhost\", client_cert_file = {:?}, client_key_file = {:?} }}\n",
-        p.join("server.pem"),
-        p.join("client.pem"),
-        p.join("client.key")
-    );
+    let tls = |client: &str| {
+        format!(
+            "tls = {{ ca_file = {:?}, server_name = \"localhost\", client_cert_file = {:?}, client_key_file = {:?} }}\n",
+            p.join("ca.pem"),
+            p.join(format!("{client}.pem")),
+            p.join(format!("{client}.key"))
+        )
+    };
     let server = Server::start(
         dir.path(),
         &format!(
-            "{}{}{}",
+            "{}{}{}{}",
             sink("tcp", "tcp", port, ""),
             sink("udp", "udp", port, ""),
-            sink("tls", "tls", tls_port, &tls)
+            sink("tls", "tls", tls_port, &tls("client")),
+            sink("stranger", "tls", tls_port, &tls("stranger"))
         ),
     );
     let ids = ingest(&server, 150);
@@ -246,6 +252,18 @@ fn syslog_ng_parses_our_cef_over_tcp_udp_and_tls_with_a_client_certificate() {
             .collect();
         assert_eq!(got, want, "every event once through {source}");
     }
+    // The stranger's certificate is refused: nothing of it arrived (150 over TLS, not 300),
+    // and its sink says why it is waiting.
+    assert_eq!(lines.iter().filter(|l| l["SOURCE"] == "s_tls").count(), 150, "only the CA-signed client got in");
+    let sinks = crate::helpers::get(&server, "/v1/sinks");
+    let stranger = sinks["sinks"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "stranger")).cloned();
+    let stranger = stranger.expect("the stranger sink");
+    assert!(stranger["backlog_records"].as_u64() >= Some(150), "{stranger}");
+    assert_eq!(stranger["state"], "unhealthy", "{stranger}");
+    assert!(
+        stranger["last_error"].as_str().is_some_and(|e| e.contains("refused the client certificate")),
+        "a TLS 1.3 refusal comes after the handshake; it must not count as delivered: {stranger}"
+    );
     for l in &lines {
         let cef = &l["cef"];
         assert_eq!(cef["version"], "CEF:0");

@@ -69,7 +69,7 @@ impl Sink for SyslogSink {
             }
         }
         let mut conn = self.conn.lock().await;
-        if conn.as_ref().is_some_and(Conn::closed) {
+        if conn.as_mut().is_some_and(Conn::closed) {
             tracing::info!(address = %self.config.address, "Syslog receiver closed the connection; reconnecting.");
             *conn = None;
         }
@@ -106,7 +106,7 @@ impl Sink for SyslogSink {
 
     async fn healthcheck(&self) -> Result<(), SinkError> {
         let mut conn = self.conn.lock().await;
-        if conn.as_ref().is_none_or(Conn::closed) {
+        if conn.as_mut().is_none_or(Conn::closed) {
             *conn = Some(self.connector.connect().await?);
         }
         Ok(())

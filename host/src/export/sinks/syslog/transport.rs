@@ -2,10 +2,12 @@
 //! (rustls; the system's roots or a CA file, an optional client certificate).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::FutureExt;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -27,16 +29,17 @@ pub enum Conn {
 impl Conn {
     /// Whether the receiver closed a stream connection (checked before each batch, so a
     /// batch is not written into a connection that is already gone).
-    pub fn closed(&self) -> bool {
-        let tcp = match self {
-            Self::Udp(_) => return false,
-            Self::Tcp(s) => s,
-            Self::Tls(s) => s.get_ref().0,
-        };
+    pub fn closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
-        // Receivers send nothing on a syslog connection: any data (or close_notify, or
-        // EOF) means it is closing.
-        !matches!(tcp.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        match self {
+            Self::Udp(_) => false,
+            // Receivers send nothing on a syslog connection: any data (or EOF) means it is
+            // closing.
+            Self::Tcp(s) => !matches!(s.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            // Through TLS, so that the records a receiver may send (session tickets) are
+            // taken for what they are; an alert, close_notify or EOF ends the read.
+            Self::Tls(s) => s.read(&mut byte).now_or_never().is_some(),
+        }
     }
 
     /// Writes `data`: one datagram per message for UDP (`data` is then one message), the
@@ -62,6 +65,9 @@ pub struct Connector {
     protocol: Protocol,
     timeout: std::time::Duration,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Whether a TLS connection presents a client certificate (and must wait for the
+    /// receiver's verdict on it: [`confirm`]).
+    client_cert: bool,
 }
 
 impl std::fmt::Debug for Connector {
@@ -121,7 +127,13 @@ impl Connector {
             }
             _ => None,
         };
-        Ok(Self { address: config.address.clone(), protocol: config.protocol, timeout: config.timeout, tls })
+        Ok(Self {
+            address: config.address.clone(),
+            protocol: config.protocol,
+            timeout: config.timeout,
+            tls,
+            client_cert: config.tls.client_cert_file.is_some(),
+        })
     }
 
     /// Opens a connection.
@@ -150,7 +162,11 @@ impl Connector {
                     let Some((connector, name)) = &self.tls else {
                         return Err(std::io::Error::other("TLS is not configured"));
                     };
-                    Ok(Conn::Tls(Box::new(connector.connect(name.clone(), stream).await?)))
+                    let mut stream = connector.connect(name.clone(), stream).await?;
+                    if self.client_cert {
+                        confirm(&mut stream, self.timeout.min(CONFIRM)).await?;
+                    }
+                    Ok(Conn::Tls(Box::new(stream)))
                 }
             }
         };
@@ -159,4 +175,45 @@ impl Connector {
             Err(_) => Err(SinkError::retryable(format!("connecting to {} timed out", self.address))),
         }
     }
+}
+
+/// Longest wait for a receiver's verdict on the client certificate.
+const CONFIRM: Duration = Duration::from_secs(2);
+
+/// Waits until a TLS 1.3 receiver has accepted the client certificate. In TLS 1.3 the
+/// client's handshake ends before the receiver has checked that certificate: a refusal
+/// comes afterwards, as an alert, and a batch written by then would be lost while counted
+/// as delivered. So the connection is used once the receiver has said yes (its first
+/// session ticket) or no (an alert, or closing it), within `wait`; a receiver that sends no
+/// tickets is taken at its word after the wait. TLS 1.2 checks the certificate inside the
+/// handshake, so there is nothing to wait for.
+async fn confirm(stream: &mut TlsStream<TcpStream>, wait: Duration) -> std::io::Result<()> {
+    if stream.get_ref().1.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut byte = [0u8; 1];
+    while stream.get_ref().1.tls13_tickets_received() == 0 {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(());
+        }
+        // Short slices: a ticket is consumed inside the read, which goes on waiting for
+        // data that never comes on a syslog connection.
+        let slice = Duration::from_millis(10).min(deadline - now);
+        match tokio::time::timeout(slice, stream.read(&mut byte)).await {
+            Err(_) => {}
+            Ok(Ok(0)) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the receiver closed the connection after the TLS handshake (is the client certificate one it trusts?)",
+                ));
+            }
+            Ok(Ok(_)) => return Err(std::io::Error::other("the receiver sent data on a syslog connection")),
+            Ok(Err(e)) => {
+                return Err(std::io::Error::new(e.kind(), format!("the receiver refused the client certificate: {e}")));
+            }
+        }
+    }
+    Ok(())
 }
