@@ -197,7 +197,31 @@ fn ingest_reports_bad_lines_and_incidents_lists_what_detection_found() {
         .write_all(b"<38>Mar  2 11:58:01 bastion01 sshd[1]: Failed password for root from 203.0.113.50 port 2 ssh2\n")
         .expect("write");
     let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("accepted 1 event(s), rejected 0"), "{}", text(&out.stdout));
+    // …and the stdin event is in the store, typed by the syslog recogniser.
+    let out = vigil(
+        dir.path(),
+        &[
+            "--data-dir",
+            "data",
+            "hunt",
+            "--from",
+            "2000-01-01T00:00:00Z",
+            "--filter",
+            "event.host.name == \"bastion01\"",
+            "--select",
+            "class,outcome,user.name,source.ip",
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "class,outcome,user.name,source.ip\nauthentication,failure,root,203.0.113.50\n",
+        "the stdin event is stored"
+    );
 
     // Detection runs when the server does; a short demo run over the same data picks the
     // stored events up, then `incidents list` reads the store.
