@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -406,12 +406,13 @@ fn datadog_sumo_and_a_signed_webhook() {
 #[test]
 fn retry_after_storms_and_an_open_breaker_do_not_stall_other_sinks() {
     // `storm`: 429 with Retry-After: 1 for its first five requests. `down`: 503 until told.
+    // How long each wait lasts (Retry-After, the breaker's cool-down) is checked on a paused
+    // clock by the delivery loop's unit tests (`export/exporter_tests.rs`); here, what
+    // reaches the destinations.
     let storm_left = Arc::new(AtomicUsize::new(5));
-    let storm_times = Arc::new(Mutex::new(Vec::new()));
     let storm = MockServer::start({
-        let (left, times) = (storm_left.clone(), storm_times.clone());
+        let left = storm_left.clone();
         move |_| {
-            times.lock().expect("lock").push(Instant::now());
             if left.load(Ordering::SeqCst) > 0 {
                 left.fetch_sub(1, Ordering::SeqCst);
                 return Answer::json(429, serde_json::json!({"error": "slow down"})).with_header("retry-after", "1");
@@ -456,12 +457,11 @@ fn retry_after_storms_and_an_open_breaker_do_not_stall_other_sinks() {
     assert_eq!(status["state"], "unhealthy", "{status}");
     assert!(status["backlog_bytes"].as_u64() > Some(0), "{status}");
     assert!(metric(&server.metrics(), &["sink_breaker_open{", "sink=\"down\""]) >= 1.0);
-    // While open, nothing goes out until `open_for` (2 s) has passed; then one probe.
-    let (opened, tries_while_open) = (Instant::now(), down.requests().len());
+    // While open, nothing goes out until `open_for` has passed; then one probe.
+    let tries_while_open = down.requests().len();
     wait_for(Duration::from_secs(30), "the half-open probe", || {
         (down.requests().len() > tries_while_open).then_some(())
     });
-    assert!(opened.elapsed() >= Duration::from_secs(1), "the open breaker held requests back");
     assert_eq!(down.requests().len(), tries_while_open + 1, "an open breaker lets one probe through");
 
     // The storm passes, honouring each Retry-After.
@@ -469,10 +469,6 @@ fn retry_after_storms_and_an_open_breaker_do_not_stall_other_sinks() {
         (storm_left.load(Ordering::SeqCst) == 0 && assert_accounting(&server, "storm")["delivered"] >= 500.0)
             .then_some(())
     });
-    let times = storm_times.lock().expect("lock").clone();
-    for pair in times.windows(2).take(5) {
-        assert!(pair[1] - pair[0] >= Duration::from_millis(950), "retried before Retry-After: {:?}", pair[1] - pair[0]);
-    }
     let delivered: HashSet<String> = storm
         .requests()
         .iter()
