@@ -58,9 +58,15 @@ impl Answer {
 type Handler = dyn Fn(&Request) -> Answer + Send + Sync;
 
 /// A server on 127.0.0.1 that runs until dropped.
+///
+/// A handler's assertion fails on a server thread, where the test cannot see it (it would
+/// wait for a delivery that never comes and fail on a timeout instead). So a panicking
+/// handler answers 500 and its message is kept: the test's next look at the requests, or
+/// the server's drop, fails with it.
 pub struct MockServer {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Request>>>,
+    failures: Arc<Mutex<Vec<String>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -74,12 +80,13 @@ impl MockServer {
     /// Starts a server on `addr` (to come back on the same port after a restart).
     pub fn start_on(addr: SocketAddr, handler: impl Fn(&Request) -> Answer + Send + Sync + 'static) -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
         let listener = std::net::TcpListener::bind(addr).expect("bind the mock server");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let recorded = requests.clone();
+        let (recorded, failed) = (requests.clone(), failures.clone());
         let thread = std::thread::spawn(move || {
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -87,8 +94,8 @@ impl MockServer {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 let app =
                     axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                        let (handler, recorded) = (handler.clone(), recorded.clone());
-                        async move { answer(&*handler, &recorded, method, uri, headers, body) }
+                        let (handler, recorded, failed) = (handler.clone(), recorded.clone(), failed.clone());
+                        async move { answer(&*handler, &recorded, &failed, method, uri, headers, body) }
                     });
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
@@ -97,7 +104,7 @@ impl MockServer {
                     .await;
             });
         });
-        Self { addr, requests, stop: Some(stop), thread: Some(thread) }
+        Self { addr, requests, failures, stop: Some(stop), thread: Some(thread) }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -105,9 +112,17 @@ impl MockServer {
         format!("http://{}", self.addr)
     }
 
-    /// Every request so far.
+    /// Every request so far. Fails the test if a handler failed.
     pub fn requests(&self) -> Vec<Request> {
+        self.check();
         self.requests.lock().expect("lock").clone()
+    }
+
+    /// Fails the test with the first handler failure, if any.
+    fn check(&self) {
+        if let Some(failure) = self.failures.lock().expect("lock").first() {
+            panic!("the mock server's handler failed: {failure}");
+        }
     }
 
     /// Requests to paths starting with `prefix`.
@@ -124,12 +139,16 @@ impl Drop for MockServer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        if !std::thread::panicking() {
+            self.check();
+        }
     }
 }
 
 fn answer(
     handler: &Handler,
     recorded: &Mutex<Vec<Request>>,
+    failed: &Mutex<Vec<String>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -149,7 +168,18 @@ fn answer(
         body.to_vec()
     };
     let request = Request { method: method.to_string(), path: uri.to_string(), headers, body };
-    let a = handler(&request);
+    let a = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&request))) {
+        Ok(a) => a,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "a panic without a message".into());
+            failed.lock().expect("lock").push(format!("{} {}: {message}", request.method, request.path));
+            Answer::json(500, serde_json::json!({ "error": "the mock handler failed; the test reports it" }))
+        }
+    };
     recorded.lock().expect("lock").push(request);
     let mut response = (StatusCode::from_u16(a.status).expect("status"), a.body).into_response();
     for (name, value) in a.headers {
@@ -257,4 +287,21 @@ impl Hec {
         state.pending.insert(id, objects);
         Answer::json(200, serde_json::json!({"text": "Success", "code": 0, "ackId": id}))
     }
+}
+
+#[test]
+fn a_failing_handler_fails_the_test_instead_of_timing_it_out() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let server = MockServer::start(|r| {
+        assert_eq!(r.path, "/expected", "the handler's own check");
+        Answer::json(200, serde_json::json!({}))
+    });
+    let url = format!("{}/other", server.url());
+    let status =
+        crate::helpers::blocking(async { reqwest::Client::new().post(url).send().await.map(|r| r.status().as_u16()) });
+    assert_eq!(status.ok(), Some(500), "the sender sees a failure, not a success");
+    let seen = catch_unwind(AssertUnwindSafe(|| server.requests())).expect_err("the failure reaches the test");
+    let message = seen.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("the handler's own check") && message.contains("POST /other"), "{message}");
+    assert!(catch_unwind(AssertUnwindSafe(move || drop(server))).is_err(), "and fails the drop too");
 }
