@@ -451,3 +451,96 @@ fn an_approval_nobody_gives_in_time_escalates_the_incident() {
     assert!(escalated, "{incident:#}");
     assert_eq!(http_get_text(&server.url("/v1/blocklist")).expect("blocklist"), "");
 }
+
+#[test]
+fn revoke_and_restore_credentials_call_the_identity_provider_and_a_rotation_is_not_undone() {
+    use vigil::actions::credentials::{CredentialsConfig, actions};
+    use vigil::actions::{Action, ActionContext, ActionError};
+
+    // The identity provider: accepts alice, is down for flaky, does not know ghost.
+    let idp = MockServer::start(|r| match r.path.split('/').nth(2) {
+        Some("flaky") => Answer::json(503, json!({ "error": "maintenance" })),
+        Some("ghost") => Answer::json(404, json!({ "error": "no such user" })),
+        _ => Answer::json(200, json!({ "ok": true })),
+    });
+    let url = idp.url();
+    let config: CredentialsConfig = toml::from_str(&format!(
+        "url = \"{url}/users/{{{{ user }}}}/{{{{ mode }}}}\"\nrestore_url = \"{url}/users/{{{{ user }}}}/restore\"\n\
+         restore_body = '{{\"user\": \"{{{{ user }}}}\", \"enable\": true}}'\n\
+         headers = {{ Authorization = \"Bearer idp-token-5e5e\" }}\ntimeout = \"2s\"\n"
+    ))
+    .expect("config");
+    assert!(config.validate("actions.revoke_credentials").is_empty());
+    let (revoke, restore) = actions(&config).expect("actions");
+    assert_eq!(revoke.spec().inverse.as_deref(), Some("restore_credentials"), "reversible with a restore_url");
+    let ctx = |user: &str, mode: Option<&str>| {
+        let mut params = json!({ "user": user, "reason": "incident" }).as_object().cloned().expect("object");
+        if let Some(mode) = mode {
+            params.insert("mode".into(), mode.into());
+        }
+        let mut ctx = ActionContext::new(format!("run-1:revoke:{user}"), params);
+        ctx.incident_id = Some("i-7".into());
+        ctx
+    };
+    blocking(async {
+        // Disable (the default mode), then undo it.
+        let done = revoke.execute(&ctx("alice", None)).await.expect("revoked");
+        assert_eq!(done.detail, "credentials revoked for alice (disable)");
+        let undone = revoke.rollback(&ctx("alice", None), &done).await.expect("restored");
+        assert_eq!(undone.detail, "credentials restored for alice (disable)");
+        // Sessions, through the other action directly.
+        restore.execute(&ctx("alice", Some("sessions"))).await.expect("restore action");
+        // A key rotation cannot be undone.
+        let rotated = revoke.execute(&ctx("alice", Some("rotate_keys"))).await.expect("rotated");
+        let refused = revoke.rollback(&ctx("alice", Some("rotate_keys")), &rotated).await;
+        assert!(
+            matches!(refused, Err(ActionError::NotReversible(ref id)) if id == "revoke_credentials"),
+            "{refused:?}"
+        );
+        // Bad input and bad answers.
+        let bad = revoke.execute(&ctx("alice", Some("everything"))).await.expect_err("unknown mode");
+        assert!(
+            matches!(bad, ActionError::InvalidParams(ref m) if m.contains("sessions, disable, rotate_keys")),
+            "{bad}"
+        );
+        let down = revoke.execute(&ctx("flaky", None)).await.expect_err("503");
+        assert!(down.is_retryable() && down.to_string().contains("503"), "{down}");
+        let unknown = revoke.execute(&ctx("ghost", None)).await.expect_err("404");
+        assert!(!unknown.is_retryable() && unknown.to_string().contains("404"), "{unknown}");
+        for error in [&bad, &down, &unknown] {
+            assert!(!error.to_string().contains("idp-token-5e5e"), "the token stays out of errors: {error}");
+        }
+    });
+
+    let requests = idp.requests();
+    let seen: Vec<(&str, &str)> = requests.iter().map(|r| (r.method.as_str(), r.path.as_str())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("POST", "/users/alice/disable"),
+            ("POST", "/users/alice/restore"),
+            ("POST", "/users/alice/restore"),
+            ("POST", "/users/alice/rotate_keys"),
+            ("POST", "/users/flaky/disable"),
+            ("POST", "/users/ghost/disable"),
+        ],
+        "the invalid mode made no call"
+    );
+    let body = |i: usize| serde_json::from_slice::<Value>(&requests[i].body).expect("JSON body");
+    assert_eq!(body(0), json!({ "user": "alice", "mode": "disable", "incident_id": "i-7" }), "the default body");
+    assert_eq!(body(1), json!({ "user": "alice", "enable": true }), "the restore body template");
+    for r in &requests {
+        assert_eq!(r.header("authorization"), Some("Bearer idp-token-5e5e"));
+        assert!(r.header("idempotency-key").is_some_and(|k| k.starts_with("run-1:revoke:")), "{:?}", r.headers);
+    }
+
+    // Without a restore_url, a revocation is final.
+    let config: CredentialsConfig =
+        toml::from_str(&format!("url = \"{url}/users/{{{{ user }}}}/{{{{ mode }}}}\"\n")).expect("config");
+    let (revoke, _) = actions(&config).expect("actions");
+    assert_eq!(revoke.spec().inverse, None);
+    blocking(async {
+        let done = revoke.execute(&ctx("alice", None)).await.expect("revoked");
+        assert!(matches!(revoke.rollback(&ctx("alice", None), &done).await, Err(ActionError::NotReversible(_))));
+    });
+}
