@@ -792,3 +792,61 @@ fn otrf_datasets_raise_the_incidents_their_descriptions_imply() {
         assert_eq!(got, expected, "{file}");
     }
 }
+
+/// Failed sshd logins from `ip`, timed just before now, as syslog lines.
+fn sshd_failures(ip: &str, from: usize, n: usize) -> String {
+    let now = chrono::Utc::now();
+    (from..from + n)
+        .map(|i| {
+            let at = (now - chrono::Duration::seconds(30 - i as i64)).format("%b %e %H:%M:%S");
+            format!("{at} bastion01 sshd[{}]: Failed password for root from {ip} port {} ssh2\n", 4000 + i, 40000 + i)
+        })
+        .collect()
+}
+
+#[test]
+fn a_tailed_file_is_read_through_its_config_resumes_after_a_crash_and_feeds_detection() {
+    use crate::helpers::{Server, get, post, wait_for};
+    use std::io::Write;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("auth.log");
+    std::fs::write(&log, sshd_failures("203.0.113.77", 0, 6)).expect("write");
+    let mut server = Server::start(
+        dir.path(),
+        &format!("[[sources.file]]\npath = {log:?}\nformat = \"syslog\"\npoll_interval = \"100ms\"\n"),
+    );
+    let stored = |server: &Server| {
+        let body = serde_json::json!({ "from": "1h", "filter": "event.source.ip == \"203.0.113.77\"",
+            "group_by": ["source.ip"], "aggregates": ["count"] });
+        let (status, result) = post(server, "/v1/hunts", body);
+        assert_eq!(status, 200, "{result}");
+        result["rows"][0]["count"].as_u64().unwrap_or(0)
+    };
+    wait_for(Duration::from_secs(30), "the file's six lines", || (stored(&server) == 6).then_some(()));
+
+    // A crash, six more lines while it is down: the saved offset means each line once.
+    server.kill9();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| f.write_all(sshd_failures("203.0.113.77", 6, 6).as_bytes()))
+        .expect("append");
+    server.restart();
+    wait_for(Duration::from_secs(30), "the lines written while down", || (stored(&server) >= 12).then_some(()));
+    let incident = wait_for(Duration::from_secs(30), "the brute-force incident", || {
+        get(&server, "/v1/incidents")["incidents"]
+            .as_array()?
+            .iter()
+            .find(|i| i["rule_id"] == "ssh_brute_force")
+            .cloned()
+    });
+    assert_eq!(incident["entities"]["source_ips"], serde_json::json!(["203.0.113.77"]), "{incident}");
+    assert_eq!(stored(&server), 12, "no line read twice across the crash");
+    assert_eq!(
+        crate::helpers::metric(&server.metrics(), &["vigil_events_ingested_total{", "file"]),
+        6.0,
+        "the restarted process read only the six new lines"
+    );
+}
