@@ -208,3 +208,45 @@ fn one_incident_pages_once_and_follows_its_lifecycle_on_every_channel() {
         assert!(!sinks.contains(secret), "{secret} in /v1/sinks");
     }
 }
+
+#[test]
+fn the_opsgenie_heartbeat_is_pinged_at_every_health_check() {
+    // Opsgenie's answer to a ping (Heartbeat API: POST /v2/heartbeats/{name}/ping).
+    let mock = MockServer::start(|_| {
+        Answer::json(202, serde_json::json!({ "result": "PONG - Heartbeat received", "took": 0.006, "requestId": "p" }))
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        dir.path(),
+        &format!(
+            "[sinks.og]\ntype = \"opsgenie\"\napi_key = \"{GENIE_KEY}\"\nendpoint = \"{}/og\"\nheartbeat = \"vigil-prod\"\nhealthcheck_interval = \"200ms\"\n",
+            mock.url()
+        ),
+    );
+    let pings = wait_for(Duration::from_secs(30), "three heartbeat pings", || {
+        let pings = mock.requests_to("/og/v2/heartbeats/");
+        (pings.len() >= 3).then_some(pings)
+    });
+    for ping in &pings {
+        assert_eq!((ping.method.as_str(), ping.path.as_str()), ("POST", "/og/v2/heartbeats/vigil-prod/ping"));
+        assert_eq!(ping.header("authorization"), Some(format!("GenieKey {GENIE_KEY}").as_str()));
+    }
+    assert!(mock.requests_to("/og/v2/alerts").is_empty(), "a ping is not an alert");
+    drop(server);
+
+    // A heartbeat name that is a path is refused by the config check.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[sinks.og]\ntype = \"opsgenie\"\napi_key = \"k\"\nheartbeat = \"a/b\"\n").expect("write");
+    let out = std::process::Command::new(crate::helpers::vigil_bin())
+        .arg("--config")
+        .arg(&bad)
+        .args(["config", "check"])
+        .output()
+        .expect("config check");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sinks.og.heartbeat"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
