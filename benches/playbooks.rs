@@ -55,8 +55,10 @@ fn setup(rt: &tokio::runtime::Runtime) -> Bench {
     let config = StoreConfig { path: dir.path().join("data"), ..StoreConfig::default() };
     let store = Store::open(&config).expect("store");
     let (log, writer, _thread) = Log::start(&store, &config).expect("log");
-    let mut actions_config = ActionsConfig::default();
-    actions_config.policy = PolicyConfig { max_per_hour: u32::MAX, ..PolicyConfig::default() };
+    let actions_config = ActionsConfig {
+        policy: PolicyConfig { max_per_hour: u32::MAX, ..PolicyConfig::default() },
+        ..ActionsConfig::default()
+    };
     let actions = Registry::native(&actions_config, &store, &log).expect("actions");
     let mut set = PlaybookSet::default();
     let playbook: Playbook = toml::from_str(PLAYBOOK).expect("playbook");

@@ -112,7 +112,7 @@ fn bench(c: &mut Criterion) {
     // Peak memory of this process: the compiled rules, the decoded events, criterion.
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM")) {
-        eprintln!("peak RSS ({}): {}", "rules, events and the harness", line.trim_start_matches("VmHWM:").trim());
+        eprintln!("peak RSS (rules, events and the harness): {}", line.trim_start_matches("VmHWM:").trim());
     }
 }
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up what is missing, then builds and runs every test of the workspace: unit tests,
+# Sets up what is missing, checks formatting, lints (clippy, warnings as errors) and the
+# dependency tree, then builds and runs every test of the workspace: unit tests,
 # the end-to-end suite in tests/ (real sockets on loopback, the real `vigil` binary,
 # kill -9 recovery), the shipped rule pack, and the doc tests.
 set -euo pipefail
@@ -18,6 +19,8 @@ for profile in debug release; do
   find "$CARGO_TARGET_DIR/$profile/incremental" -mindepth 1 -maxdepth 1 -type d -mmin +180 -exec rm -rf {} + 2>/dev/null || true
 done
 cargo fmt --all -- --check
+# Lints as errors, tests and benches included.
+cargo clippy -j"$jobs" --workspace --all-targets -- -D warnings
 # The dependency tree (deny.toml). Advisories need the RustSec database from GitHub: checked
 # when it can be fetched, and said so loudly when it cannot (docs/operations.md).
 cargo deny --log-level error check licenses bans sources

@@ -202,8 +202,11 @@ pub fn hec_objects(body: &[u8]) -> Vec<serde_json::Value> {
 pub struct Hec {
     pub token: String,
     state: Mutex<HecState>,
-    fault: Box<dyn Fn(&[serde_json::Value]) -> Option<HecFault> + Send + Sync>,
+    fault: Box<FaultFn>,
 }
+
+/// Decides, from a post's objects, whether the HEC endpoint misbehaves for it.
+type FaultFn = dyn Fn(&[serde_json::Value]) -> Option<HecFault> + Send + Sync;
 
 /// How the HEC endpoint misbehaves for one post.
 pub enum HecFault {

@@ -107,6 +107,9 @@ impl Item {
     }
 }
 
+/// The first and last event time of a bundle.
+pub type TimeRange = (DateTime<Utc>, DateTime<Utc>);
+
 /// The core of every bundle: `incident.json` and `events.ndjson` (the incident's events and
 /// every stored event within `window` of it), with the event count and the window.
 pub fn incident_items(
@@ -115,7 +118,7 @@ pub fn incident_items(
     window: chrono::Duration,
     max_events: usize,
     now: DateTime<Utc>,
-) -> Result<(Vec<Item>, usize, (DateTime<Utc>, DateTime<Utc>)), ActionError> {
+) -> Result<(Vec<Item>, usize, TimeRange), ActionError> {
     let found = gather(log, incident, window, max_events, false)
         .map_err(|e| ActionError::Failed(format!("reading the log: {e}")))?;
     let mut events = Vec::new();

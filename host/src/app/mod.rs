@@ -635,15 +635,15 @@ impl Pipeline {
         let options = self.rules.options().clone();
         for saved in settings.saved.clone() {
             let live = self.rules.clone();
-            tokio::spawn(saved.schedule(
-                self.log.clone(),
-                index.clone(),
-                self.ingestor.clone(),
-                options.clone(),
-                move || live.current(),
-                settings.max_delay,
-                self.background.clone(),
-            ));
+            let with = crate::hunt::saved::Schedule {
+                log: self.log.clone(),
+                index: index.clone(),
+                ingestor: self.ingestor.clone(),
+                options: options.clone(),
+                rules: move || live.current(),
+                max_delay: settings.max_delay,
+            };
+            tokio::spawn(saved.schedule(with, self.background.clone()));
         }
     }
 

@@ -502,7 +502,7 @@ impl SinkConfig {
             errors.push((format!("{p}.breaker.failures"), "must be at least 1".into()));
         }
         if let Some(rl) = &self.rate_limit
-            && (!(rl.requests_per_second > 0.0) || rl.burst == 0)
+            && (rl.requests_per_second.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || rl.burst == 0)
         {
             errors.push((format!("{p}.rate_limit"), "requests_per_second and burst must be greater than 0".into()));
         }

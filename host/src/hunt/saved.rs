@@ -46,6 +46,24 @@ fn default_severity() -> Severity {
     Severity::Medium
 }
 
+/// What a scheduled hunt runs with: the log and its indexes, where findings go, how rules
+/// compile, the current rules (for `rule =` hunts), and how late events may be stored.
+#[derive(Debug)]
+pub struct Schedule<F> {
+    /// The event log.
+    pub log: Log,
+    /// The hunt indexes, when on.
+    pub index: Option<Index>,
+    /// Where findings are appended.
+    pub ingestor: Ingestor,
+    /// How rule conditions compile.
+    pub options: CompileOptions,
+    /// The current rule set.
+    pub rules: F,
+    /// How long after its time an event may have been stored.
+    pub max_delay: Duration,
+}
+
 impl SavedHunt {
     /// Problems with its settings.
     pub fn validate(&self) -> Vec<(String, String)> {
@@ -107,16 +125,11 @@ impl SavedHunt {
     }
 
     /// Runs on its schedule until `stop`, storing a finding whenever rows come back.
-    pub async fn schedule(
-        self,
-        log: Log,
-        index: Option<Index>,
-        ingestor: Ingestor,
-        options: CompileOptions,
-        rules: impl Fn() -> std::sync::Arc<RuleSet> + Send + 'static,
-        max_delay: Duration,
-        stop: CancellationToken,
-    ) {
+    pub async fn schedule<F>(self, with: Schedule<F>, stop: CancellationToken)
+    where
+        F: Fn() -> std::sync::Arc<RuleSet> + Send + 'static,
+    {
+        let Schedule { log, index, ingestor, options, rules, max_delay } = with;
         loop {
             if !crate::telemetry::pause(&stop, self.every).await {
                 return;

@@ -32,6 +32,10 @@ use crate::event::{AlertId, EventId, IncidentId, Priority, RuleId};
 use crate::rules::Category;
 use crate::store::{self, Cf, Op, Store, Table};
 
+/// The latest incident of a dedup key: its id, whether it is open, and until when new
+/// alerts for it are suppressed.
+type Latest = (IncidentId, bool, Option<DateTime<Utc>>);
+
 /// Most event ids an incident keeps.
 pub const MAX_INCIDENT_EVENT_IDS: usize = 1000;
 /// Most entities of each kind an incident keeps.
@@ -298,9 +302,8 @@ impl IncidentBook {
         &self.policy
     }
 
-    /// The latest incident for a dedup key, loaded into the cache: (id, open, suppressed
-    /// until).
-    fn latest_for_key(&mut self, key: &str) -> Result<Option<(IncidentId, bool, Option<DateTime<Utc>>)>> {
+    /// The latest incident for a dedup key, loaded into the cache.
+    fn latest_for_key(&mut self, key: &str) -> Result<Option<Latest>> {
         let id = match self.keys.get(key) {
             Some(id) => Some(*id),
             None => match &self.tables {

@@ -179,9 +179,11 @@ mod tests {
     use crate::detect::Entities;
 
     fn incident(rules: &[&str], ips: &[&str], users: &[&str]) -> Incident {
-        let mut entities = Entities::default();
-        entities.ips = ips.iter().map(|s| (*s).to_owned()).collect();
-        entities.users = users.iter().map(|s| (*s).to_owned()).collect();
+        let entities = Entities {
+            ips: ips.iter().map(|s| (*s).to_owned()).collect(),
+            users: users.iter().map(|s| (*s).to_owned()).collect(),
+            ..Entities::default()
+        };
         let json = serde_json::json!({
             "id": crate::event::IncidentId::generate(), "rule_id": rules[0], "rules": rules, "title": "t",
             "priority": "P2", "status": "detected", "dedup_key": "k", "opened_at": "2026-01-01T00:00:00Z",

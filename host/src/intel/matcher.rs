@@ -272,7 +272,7 @@ impl Matcher {
             m.text_bloom.insert(hash_folded(text));
         }
         m.v6 = v6.into_iter().collect();
-        m.v6.sort_by(|a, b| b.0.cmp(&a.0));
+        m.v6.sort_by_key(|b| std::cmp::Reverse(b.0));
         m
     }
 
@@ -298,7 +298,7 @@ impl Matcher {
         }
         self.v4_blocks = vec![0; 1 << 16];
         for (block, mut list) in lists {
-            list.sort_by(|a, b| b.3.cmp(&a.3));
+            list.sort_by_key(|a| std::cmp::Reverse(a.3));
             self.v4_lists.push(list.into_iter().map(|(n, m, h, _)| (n, m, h)).collect());
             self.v4_blocks[usize::from(block)] = u32::try_from(self.v4_lists.len()).unwrap_or(u32::MAX);
         }
@@ -481,8 +481,7 @@ impl Matcher {
         // carries one twice (destination.domain and url.domain), and a site's or a resolver's
         // events carry the same few; one equal to the last screened is not screened again.
         let mut last_domain: Option<(&str, bool)> = None;
-        for at in 0..probes.len() {
-            let p = &probes[at];
+        for p in &mut probes {
             let FieldValue::Str(text) = p.value else { continue };
             let maybe = match p.kind {
                 Kind::Domain => match last_domain {
@@ -498,7 +497,7 @@ impl Matcher {
                 Kind::Hash => !self.hashes.is_empty() && self.text_bloom.maybe(hash_folded(text)),
                 Kind::Ip => p.maybe,
             };
-            probes[at].maybe = maybe;
+            p.maybe = maybe;
         }
         let mut best: Option<(u32, Hit<'_>, Field, &FieldValue<'_>)> = None;
         let mut matches = 0u32;

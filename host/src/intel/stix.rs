@@ -446,11 +446,14 @@ mod tests {
 
     #[test]
     fn single_value_patterns_are_read() {
-        assert_eq!(ok("[ipv4-addr:value = '198.51.100.7']"), vec![Observable::Ip("198.51.100.7".parse().unwrap())]);
+        assert_eq!(
+            ok("[ipv4-addr:value = '198.51.100.7']"),
+            vec![Observable::Ip("198.51.100.7".parse().expect("valid"))]
+        );
         assert_eq!(
             ok("[ipv4-addr:value ISSUBSET '203.0.113.0/24'] OR [url:value = 'http://evil.example.com/payload.bin']"),
             vec![
-                Observable::Cidr("203.0.113.0/24".parse().unwrap()),
+                Observable::Cidr("203.0.113.0/24".parse().expect("valid")),
                 Observable::Url("http://evil.example.com/payload.bin".into())
             ]
         );
@@ -466,7 +469,10 @@ mod tests {
         assert_eq!(ok("[ipv6-addr:value = '2001:db8::1']").len(), 1);
         assert_eq!(ok("[email-addr:value IN ('a@x.example', 'B@x.example')]").len(), 2);
         assert_eq!(ok("([ipv4-addr:value = '192.0.2.1'] OR ([ipv4-addr:value = '192.0.2.2']))").len(), 2);
-        assert_eq!(ok("[ipv4-addr:value = '192.0.2.9/24']"), vec![Observable::Cidr("192.0.2.0/24".parse().unwrap())]);
+        assert_eq!(
+            ok("[ipv4-addr:value = '192.0.2.9/24']"),
+            vec![Observable::Cidr("192.0.2.0/24".parse().expect("valid"))]
+        );
         assert_eq!(
             ok(r"[url:value = 'http://x.example/it\'s']"),
             vec![Observable::Url("http://x.example/it's".into())]

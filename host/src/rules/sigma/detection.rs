@@ -15,6 +15,9 @@ use serde_json::Value;
 use super::value::{FieldTest, Fields, Lookup, Refusal};
 use crate::event::FieldPath;
 
+/// A field (its candidate paths) and a substring its text must contain.
+pub type Needle = (Arc<[FieldPath]>, Vec<u8>);
+
 /// A compiled condition.
 #[derive(Clone, Debug)]
 pub enum Node {
@@ -79,7 +82,7 @@ impl Node {
     /// (field, substring) pairs one of which an event must show (its field's text
     /// containing the substring) for the condition to be true; `None` when no such set is
     /// known. A conjunction takes its most selective part, a disjunction the union.
-    pub fn requirement(&self) -> Option<Vec<(Arc<[FieldPath]>, Vec<u8>)>> {
+    pub fn requirement(&self) -> Option<Vec<Needle>> {
         match self {
             Self::Field(test) => {
                 let (paths, literals) = test.literals()?;

@@ -32,22 +32,31 @@ thread_local! {
 }
 
 /// The rules of one logsource.
+/// Per pattern of a field's automaton, the slots it stands for.
+type Slots = Vec<Vec<u32>>;
+
+/// A field's patterns while a group is built: the field, its patterns, their slots.
+type Gathering = (Arc<[FieldPath]>, Vec<Vec<u8>>, Slots);
+
+/// A rule of a group: its index, and its detection when it has one to prefilter on.
+type Member<'a> = (usize, Option<&'a Node>);
+
 #[derive(Debug)]
 struct Group {
     entry: Arc<pipeline::Entry>,
     /// Rules without a substring they need: evaluated whenever the logsource matches.
     unkeyed: Vec<usize>,
     /// Per field: its automaton, and the slots (of `keyed`) each pattern stands for.
-    fields: Vec<(Arc<[FieldPath]>, aho_corasick::AhoCorasick, Vec<Vec<u32>>)>,
+    fields: Vec<(Arc<[FieldPath]>, aho_corasick::AhoCorasick, Slots)>,
     /// Slot → rule index.
     keyed: Vec<usize>,
 }
 
 impl Group {
-    fn build(entry: Arc<pipeline::Entry>, members: &[(usize, Option<&Node>)]) -> Group {
+    fn build(entry: Arc<pipeline::Entry>, members: &[Member<'_>]) -> Group {
         let mut unkeyed = Vec::new();
         let mut keyed = Vec::new();
-        let mut fields: Vec<(Arc<[FieldPath]>, Vec<Vec<u8>>, Vec<Vec<u32>>)> = Vec::new();
+        let mut fields: Vec<Gathering> = Vec::new();
         for (index, node) in members {
             let Some(requirement) = node.and_then(Node::requirement) else {
                 unkeyed.push(*index);
@@ -121,7 +130,7 @@ impl Dispatch {
     /// The dispatch of the runnable detection rules among `rules`.
     pub fn build(rules: &[Arc<CompiledRule>]) -> Dispatch {
         let mut d = Dispatch { channel: FieldPath::parse("attributes.windows.Channel").ok(), ..Dispatch::default() };
-        let mut members: Vec<(Arc<pipeline::Entry>, Vec<(usize, Option<&Node>)>)> = Vec::new();
+        let mut members: Vec<(Arc<pipeline::Entry>, Vec<Member<'_>>)> = Vec::new();
         for (index, rule) in rules.iter().enumerate() {
             let Some(entry) = rule.sigma.as_ref().and_then(|s| s.logsource_entry.as_ref()) else { continue };
             if !rule.runs() {

@@ -224,12 +224,14 @@ pub struct FieldTest {
     test: Test,
 }
 
+/// A field (its candidate paths) and substrings one of which its text must contain.
+pub type Literals = (Arc<[FieldPath]>, Vec<Vec<u8>>);
+
 /// One shared copy of each distinct list of candidate paths, so that every test of the
 /// same field shares its [`Lookup`] entry.
 pub fn intern(paths: Vec<FieldPath>) -> Arc<[FieldPath]> {
-    static INTERNED: std::sync::LazyLock<
-        std::sync::Mutex<std::collections::HashMap<Vec<FieldPath>, Arc<[FieldPath]>>>,
-    > = std::sync::LazyLock::new(Default::default);
+    type Interned = std::collections::HashMap<Vec<FieldPath>, Arc<[FieldPath]>>;
+    static INTERNED: std::sync::LazyLock<std::sync::Mutex<Interned>> = std::sync::LazyLock::new(Default::default);
     let mut interned = INTERNED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     interned.entry(paths).or_insert_with_key(|paths| Arc::from(paths.as_slice())).clone()
 }
@@ -498,7 +500,7 @@ impl FieldTest {
     /// Substrings one of which the field's text must contain (ASCII case aside) for the
     /// test to hold, with the field: what the prefilter looks for. `None` when the test
     /// pins no literal (a regex, a number, `*`, an empty value).
-    pub fn literals(&self) -> Option<(Arc<[FieldPath]>, Vec<Vec<u8>>)> {
+    pub fn literals(&self) -> Option<Literals> {
         let Test::Text { mode, patterns, ac, .. } = &self.test else { return None };
         let literal = |p: &Pattern| match p {
             Pattern::Exact(b)
