@@ -544,3 +544,79 @@ fn revoke_and_restore_credentials_call_the_identity_provider_and_a_rotation_is_n
         assert!(matches!(revoke.rollback(&ctx("alice", None), &done).await, Err(ActionError::NotReversible(_))));
     });
 }
+
+#[test]
+fn a_manual_step_waits_for_someone_to_complete_it_then_the_run_goes_on() {
+    let hook = MockServer::start(|_| Answer::json(200, json!({ "ok": true })));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let playbooks = dir.path().join("playbooks");
+    std::fs::create_dir_all(&playbooks).expect("mkdir");
+    std::fs::write(
+        playbooks.join("handoff.toml"),
+        r#"
+            id = "handoff"
+            [[steps]]
+            id = "call_owner"
+            kind = "manual"
+            assignee = "soc"
+            instructions = "Phone the account owner."
+            timeout = "1h"
+            [[steps]]
+            id = "block"
+            action = "block_ip"
+            params = { ip = "{{ incident.entities.source_ip }}", ttl = "1h" }
+        "#,
+    )
+    .expect("playbook");
+    let extra = format!(
+        "[playbooks]\ndir = {playbooks:?}\n[actions.block_ip]\nwebhook = {{ url = \"{}/block\" }}\n",
+        hook.url()
+    );
+    let server = Server::start(dir.path(), &extra);
+    post_events(&server, failures("198.51.100.78", 12));
+    let incident = wait_for(Duration::from_secs(30), "the brute-force incident", || {
+        get(&server, "/v1/incidents")["incidents"]
+            .as_array()?
+            .iter()
+            .find(|i| i["rule_id"] == "ssh_brute_force")
+            .cloned()
+    });
+    let id = incident["id"].as_str().expect("id").to_owned();
+    let (status, run) =
+        post(&server, &format!("/v1/incidents/{id}/runs"), json!({ "playbook": "handoff", "requested_by": "alice" }));
+    assert_eq!(status, 201, "{run}");
+    let run_id = run["id"].as_str().expect("run id").to_owned();
+    let waiting = wait_for(Duration::from_secs(10), "the manual step to wait", || {
+        let r = get(&server, &format!("/v1/runs/{run_id}"));
+        (r["status"] == "waiting").then_some(r)
+    });
+    assert_eq!(step(&waiting, "call_owner")["status"], "waiting");
+    assert!(hook.requests().is_empty(), "nothing after the manual step runs before it is done");
+    let complete = |who: &str, role: &str| {
+        post(
+            &server,
+            &format!("/v1/runs/{run_id}/steps/call_owner/complete"),
+            json!({ "approver": who, "role": role, "note": "owner confirmed it was not them" }),
+        )
+    };
+    assert_eq!(complete("carol", "viewer").0, 403, "a viewer cannot complete a step");
+    let (status, body) = post(
+        &server,
+        &format!("/v1/runs/{run_id}/steps/call_owner/finish"),
+        json!({ "approver": "carol", "role": "responder" }),
+    );
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+    assert_eq!(complete("carol", "responder").0, 200);
+    let done = wait_for(Duration::from_secs(10), "the run to finish", || {
+        let r = get(&server, &format!("/v1/runs/{run_id}"));
+        (r["status"] == "succeeded").then_some(r)
+    });
+    assert_eq!(step(&done, "call_owner")["status"], "succeeded", "{done}");
+    assert_eq!(step(&done, "block")["status"], "succeeded", "{done}");
+    let calls = hook.requests_to("/block");
+    assert_eq!(calls.len(), 1, "the step after the manual one ran once");
+    let body: Value = serde_json::from_slice(&calls[0].body).expect("json");
+    assert_eq!(body["ip"], "198.51.100.78");
+    let (again, _) = complete("dave", "responder");
+    assert_eq!(again, 409, "a completed step cannot be completed twice");
+}
