@@ -278,3 +278,45 @@ fn syslog_ng_parses_our_cef_over_tcp_udp_and_tls_with_a_client_certificate() {
         assert_eq!(l["MSGID"], "EVENT");
     }
 }
+
+#[test]
+fn syslog_ng_parses_our_leef_into_its_header_and_attributes() {
+    let peer_dir = tempfile::tempdir().expect("tempdir");
+    let (port, tls_port) = (free_port(), free_port());
+    let peer = syslog_ng(peer_dir.path(), port, tls_port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        dir.path(),
+        &format!(
+            "[sinks.qradar]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nformat = \"leef\"\n\
+             route = {{ records = [\"event\"], classes = [\"authentication\"] }}\n"
+        ),
+    );
+    let ids = ingest(&server, 40);
+    let lines = peer.lines_when(Duration::from_secs(30), 40);
+    let got: HashSet<String> = lines
+        .iter()
+        .map(|l| l["leef"]["attr"]["externalId"].as_str().unwrap_or_else(|| panic!("LEEF parsed: {l}")).to_owned())
+        .collect();
+    assert_eq!(got, ids.iter().cloned().collect::<HashSet<_>>(), "every event once, parsed by syslog-ng");
+    for l in &lines {
+        let leef = &l["leef"];
+        assert_eq!(
+            (leef["version"].as_str(), leef["vendor"].as_str(), leef["product"].as_str(), leef["delimiter"].as_str()),
+            (Some("LEEF:2.0"), Some("Vigil"), Some("Vigil"), Some("^")),
+            "{l}"
+        );
+        assert_eq!(leef["event_id"], "authentication:ssh_login");
+        let attr = &leef["attr"];
+        assert_eq!((attr["src"].as_str(), attr["srcPort"].as_str()), (Some("203.0.113.7"), Some("52311")), "{l}");
+        assert_eq!((attr["usrName"].as_str(), attr["identHostName"].as_str()), (Some("admin"), Some("bastion01")));
+        assert_eq!((attr["cat"].as_str(), attr["sev"].as_str()), (Some("authentication"), Some("7")), "{l}");
+        // LEEF has no escaping: `=` and `\` in a value go as they are, and only the declared
+        // delimiter ends a value (as QRadar reads it). syslog-ng's kv-parser, a generic
+        // key=value reader, also starts a pair at ` a=` inside the value, so the message is
+        // checked in the attributes as received.
+        let attributes = leef["attributes"].as_str().expect("attributes");
+        assert!(attributes.ends_with("^msg=Failed password for admin a=b c\\d"), "{l}");
+        assert!(attr["devTime"].as_str().is_some_and(|t| t.len() == 13 && t.bytes().all(|b| b.is_ascii_digit())));
+    }
+}
