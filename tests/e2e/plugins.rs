@@ -289,3 +289,86 @@ fn a_decode_plugin_is_an_input_format_everywhere() {
         "{text}"
     );
 }
+
+#[test]
+fn a_webassembly_action_is_a_playbook_step_end_to_end() {
+    use crate::mock::{Answer, MockServer};
+    let tickets = MockServer::start(|_| Answer::json(201, json!({ "id": "TICKET-42" })));
+    let port = tickets.addr.port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins");
+    install(
+        &plugins,
+        "ticket",
+        vigil_guest_artifacts::TICKET,
+        "action",
+        &format!(
+            "description = \"Opens a ticket\"\n[capabilities]\nlog = true\nsecrets = [\"TICKET_TOKEN\"]\n\
+             [capabilities.http]\nallow = [\"127.0.0.1:{port}\"]\nallow_private = true\n[config.url]\nkind = \"string\"\nrequired = true"
+        ),
+    );
+    let playbooks = dir.path().join("playbooks");
+    std::fs::create_dir_all(&playbooks).expect("mkdir");
+    std::fs::write(
+        playbooks.join("ticketing.toml"),
+        "id = \"ticketing\"\n[[steps]]\nid = \"open_ticket\"\naction = \"ticket\"\n",
+    )
+    .expect("playbook");
+    let server = Server::start(
+        dir.path(),
+        &format!(
+            "[plugins]\ndir = {plugins:?}\nsecrets = {{ TICKET_TOKEN = \"tk-7f7f-secret\" }}\n\
+             config = {{ ticket = {{ url = \"{}/tickets\" }} }}\n[playbooks]\ndir = {playbooks:?}\n",
+            tickets.url()
+        ),
+    );
+    crate::helpers::post_events(&server, ssh_failures("198.51.100.90", 12));
+    let incident = wait_for(Duration::from_secs(30), "the brute-force incident", || {
+        get(&server, "/v1/incidents").1["incidents"]
+            .as_array()?
+            .iter()
+            .find(|i| i["rule_id"] == "ssh_brute_force")
+            .cloned()
+    });
+    let id = incident["id"].as_str().expect("id").to_owned();
+    let (status, run) = crate::helpers::post(
+        &server,
+        &format!("/v1/incidents/{id}/runs"),
+        json!({ "playbook": "ticketing", "requested_by": "alice" }),
+    );
+    assert_eq!(status, 201, "{run}");
+    let run_id = run["id"].as_str().expect("run id").to_owned();
+    let done = wait_for(Duration::from_secs(30), "the run to finish", || {
+        let (_, r) = get(&server, &format!("/v1/runs/{run_id}"));
+        (r["status"] != "running" && r["status"] != "pending").then_some(r)
+    });
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let step = &done["steps"][0];
+    assert_eq!(
+        (step["status"].as_str(), step["outcome"]["target"].as_str()),
+        (Some("succeeded"), Some("TICKET-42")),
+        "{done}"
+    );
+    let requests = tickets.requests_to("/tickets");
+    assert_eq!(requests.len(), 1, "one ticket for one step");
+    assert_eq!(requests[0].header("authorization"), Some("Bearer tk-7f7f-secret"));
+    let body: Value = serde_json::from_slice(&requests[0].body).expect("JSON");
+    assert_eq!(body["incident"], id.as_str());
+    assert!(body["summary"].as_str().is_some_and(|s| s.contains("198.51.100.90")), "{body}");
+    let (_, runs) = get(&server, "/v1/runs");
+    assert!(!runs.to_string().contains("tk-7f7f-secret"), "the granted secret stays out of the API");
+}
+
+/// Failed SSH logins from `ip`, NDJSON, just before now.
+fn ssh_failures(ip: &str, n: usize) -> String {
+    let now = chrono::Utc::now();
+    (0..n)
+        .map(|i| {
+            let time = (now - chrono::Duration::seconds((n - i) as i64)).to_rfc3339();
+            json!({ "class": "authentication", "action": "ssh_login", "outcome": "failure", "source": { "ip": ip },
+                "user": { "name": "root" }, "time": time })
+            .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
