@@ -33,12 +33,14 @@ pub struct Picked<'p> {
 
 impl Paths {
     /// `taken` paths are removed from the rest; `kept` ones are read and also stay in it.
-    /// Slots are numbered in order, taken paths first.
+    /// Slots are numbered in order, taken paths first. The lists come from a decoder's
+    /// static tables: a path given twice is a mistake in them (its second slot would never
+    /// fill), so it panics, on the first use of the table.
     pub fn new(taken: &[&'static str], kept: &[&'static str]) -> Self {
         let mut index = FxHashMap::default();
         for (slot, (path, keep)) in taken.iter().map(|p| (*p, false)).chain(kept.iter().map(|p| (*p, true))).enumerate()
         {
-            index.entry(path).or_insert((slot, keep));
+            assert!(index.insert(path, (slot, keep)).is_none(), "the path `{path}` is given twice");
         }
         Self { index, slots: taken.len() + kept.len() }
     }
@@ -341,6 +343,12 @@ mod tests {
                 "the user object, emptied by the taken path, is gone; the kept path stays"
             );
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "the path `a.b` is given twice")]
+    fn a_path_given_twice_is_a_mistake_in_the_tables() {
+        Paths::new(&["a.b"], &["a.b"]);
     }
 
     #[test]
