@@ -228,6 +228,27 @@ pub fn get(server: &Server, path: &str) -> serde_json::Value {
     blocking(async { reqwest::get(server.url(path)).await.expect("request").json().await.expect("json") })
 }
 
+/// Waits (up to 30 s) for the first incident a rule opened, and returns it.
+pub fn wait_for_incident(server: &Server, rule_id: &str) -> serde_json::Value {
+    wait_for(Duration::from_secs(30), &format!("an incident of {rule_id}"), || {
+        get(server, "/v1/incidents")["incidents"].as_array()?.iter().find(|i| i["rule_id"] == rule_id).cloned()
+    })
+}
+
+/// `n` failed SSH logins from `ip` as Vigil NDJSON, one a second up to now.
+pub fn ssh_failures(ip: &str, n: usize) -> String {
+    let now = chrono::Utc::now();
+    (0..n)
+        .map(|i| {
+            let time = (now - chrono::Duration::seconds((n - i) as i64)).to_rfc3339();
+            format!(
+                r#"{{"class":"authentication","action":"ssh_login","outcome":"failure","source":{{"ip":"{ip}"}},"user":{{"name":"root"}},"time":"{time}"}}"#
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// POSTs an NDJSON body to `/v1/events` and expects 202.
 pub fn post_events(server: &Server, body: String) {
     let status = blocking(async {

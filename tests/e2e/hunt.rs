@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{Server, get, post, post_events, vigil_in, wait_for};
+use crate::helpers::{Server, post, post_events, vigil_in, wait_for};
 
 fn failures(ip: &str, n: usize) -> String {
     (0..n)
@@ -67,13 +67,7 @@ group_by = ["source.ip"]
     assert_eq!(String::from_utf8_lossy(&out.stdout), "source.ip,count\n198.51.100.10,6\n198.51.100.20,3\n");
 
     // The saved hunt finds both addresses and raises an incident.
-    let incident = wait_for(Duration::from_secs(30), "the saved hunt's incident", || {
-        get(&server, "/v1/incidents")["incidents"]
-            .as_array()?
-            .iter()
-            .find(|i| i["rule_id"] == "saved_hunt_returned_rows")
-            .cloned()
-    });
+    let incident = crate::helpers::wait_for_incident(&server, "saved_hunt_returned_rows");
     assert_eq!(incident["title"], "A saved hunt returned rows");
     let (_, findings) = post(
         &server,

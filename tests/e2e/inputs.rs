@@ -806,7 +806,7 @@ fn sshd_failures(ip: &str, from: usize, n: usize) -> String {
 
 #[test]
 fn a_tailed_file_is_read_through_its_config_resumes_after_a_crash_and_feeds_detection() {
-    use crate::helpers::{Server, get, post, wait_for};
+    use crate::helpers::{Server, post, wait_for};
     use std::io::Write;
     use std::time::Duration;
 
@@ -835,13 +835,7 @@ fn a_tailed_file_is_read_through_its_config_resumes_after_a_crash_and_feeds_dete
         .expect("append");
     server.restart();
     wait_for(Duration::from_secs(30), "the lines written while down", || (stored(&server) >= 12).then_some(()));
-    let incident = wait_for(Duration::from_secs(30), "the brute-force incident", || {
-        get(&server, "/v1/incidents")["incidents"]
-            .as_array()?
-            .iter()
-            .find(|i| i["rule_id"] == "ssh_brute_force")
-            .cloned()
-    });
+    let incident = crate::helpers::wait_for_incident(&server, "ssh_brute_force");
     assert_eq!(incident["entities"]["source_ips"], serde_json::json!(["203.0.113.77"]), "{incident}");
     assert_eq!(stored(&server), 12, "no line read twice across the crash");
     assert_eq!(

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Peer, Server, blocking, free_port, get, http_get_text, metric, post_events, python, sink_lines, vigil_in, wait_for,
+    Peer, Server, blocking, free_port, http_get_text, metric, post_events, python, sink_lines, vigil_in, wait_for,
 };
 
 fn peers_dir() -> std::path::PathBuf {
@@ -138,13 +138,7 @@ route = {{ records = ["event"] }}
                         "source": { "ip": "203.0.113.50", "port": 51234 },
                         "destination": { "ip": "10.0.0.8", "port": 22 } });
     post_events(&server, format!("{event}\n"));
-    let incident = wait_for(Duration::from_secs(30), "the IOC incident", || {
-        get(&server, "/v1/incidents")["incidents"]
-            .as_array()?
-            .iter()
-            .find(|i| i["rule_id"] == "threat_intel_match")
-            .cloned()
-    });
+    let incident = crate::helpers::wait_for_incident(&server, "threat_intel_match");
     assert_eq!(incident["entities"]["threat_ips"], json!(["203.0.113.50"]));
     let exported = wait_for(Duration::from_secs(30), "the enriched event in the sink", || {
         sink_lines(&out).into_iter().find(|l| l["source"]["ip"] == "203.0.113.50")

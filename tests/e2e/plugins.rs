@@ -322,14 +322,8 @@ fn a_webassembly_action_is_a_playbook_step_end_to_end() {
             tickets.url()
         ),
     );
-    crate::helpers::post_events(&server, ssh_failures("198.51.100.90", 12));
-    let incident = wait_for(Duration::from_secs(30), "the brute-force incident", || {
-        get(&server, "/v1/incidents").1["incidents"]
-            .as_array()?
-            .iter()
-            .find(|i| i["rule_id"] == "ssh_brute_force")
-            .cloned()
-    });
+    crate::helpers::post_events(&server, crate::helpers::ssh_failures("198.51.100.90", 12));
+    let incident = crate::helpers::wait_for_incident(&server, "ssh_brute_force");
     let id = incident["id"].as_str().expect("id").to_owned();
     let (status, run) = crate::helpers::post(
         &server,
@@ -357,18 +351,4 @@ fn a_webassembly_action_is_a_playbook_step_end_to_end() {
     assert!(body["summary"].as_str().is_some_and(|s| s.contains("198.51.100.90")), "{body}");
     let (_, runs) = get(&server, "/v1/runs");
     assert!(!runs.to_string().contains("tk-7f7f-secret"), "the granted secret stays out of the API");
-}
-
-/// Failed SSH logins from `ip`, NDJSON, just before now.
-fn ssh_failures(ip: &str, n: usize) -> String {
-    let now = chrono::Utc::now();
-    (0..n)
-        .map(|i| {
-            let time = (now - chrono::Duration::seconds((n - i) as i64)).to_rfc3339();
-            json!({ "class": "authentication", "action": "ssh_login", "outcome": "failure", "source": { "ip": ip },
-                "user": { "name": "root" }, "time": time })
-            .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Server, blocking, get, http_get_text, post, post_events, wait_for};
+use crate::helpers::{
+    Server, blocking, get, http_get_text, post, post_events, ssh_failures, wait_for, wait_for_incident,
+};
 use crate::mock::{Answer, MockServer};
 
 /// A network namespace with two extra addresses on its loopback; deleted on drop.
@@ -74,17 +76,31 @@ impl Drop for Namespace {
     }
 }
 
-fn failures(ip: &str, n: usize) -> String {
-    let now = chrono::Utc::now();
-    (0..n)
-        .map(|i| {
-            let time = (now - chrono::Duration::seconds((n - i) as i64)).to_rfc3339();
-            format!(
-                r#"{{"class":"authentication","action":"ssh_login","outcome":"failure","source":{{"ip":"{ip}"}},"user":{{"name":"root"}},"time":"{time}"}}"#
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+/// A playbooks directory in `dir` holding `playbook` (TOML) as `NAME.toml`.
+fn playbooks_dir(dir: &Path, name: &str, playbook: &str) -> std::path::PathBuf {
+    let playbooks = dir.join("playbooks");
+    std::fs::create_dir_all(&playbooks).expect("mkdir");
+    std::fs::write(playbooks.join(format!("{name}.toml")), playbook).expect("playbook");
+    playbooks
+}
+
+/// Starts `playbook` on an incident as `alice`; the run's id.
+fn start_run(server: &Server, incident: &str, playbook: &str) -> String {
+    let (status, run) = post(
+        server,
+        &format!("/v1/incidents/{incident}/runs"),
+        json!({ "playbook": playbook, "requested_by": "alice" }),
+    );
+    assert_eq!(status, 201, "{run}");
+    run["id"].as_str().expect("run id").to_owned()
+}
+
+/// Waits (up to 10 s) for a run to reach `status`, and returns it.
+fn wait_run(server: &Server, run_id: &str, status: &str) -> Value {
+    wait_for(Duration::from_secs(10), &format!("the run to be {status}"), || {
+        let r = get(server, &format!("/v1/runs/{run_id}"));
+        (r["status"] == status).then_some(r)
+    })
 }
 
 fn runs(server: &Server) -> Vec<Value> {
@@ -112,7 +128,7 @@ fn a_brute_force_is_blocked_in_nftables_until_the_ttl_and_the_audit_trail_holds(
     let mut server = Server::start(dir.path(), &extra);
     assert!(ns.nft(&["list", "chain", "inet", "vigil_e2e", "input"]).contains("ip saddr @blocklist drop"));
 
-    post_events(&server, failures("10.77.0.2", 12));
+    post_events(&server, ssh_failures("10.77.0.2", 12));
     let run = wait_for(Duration::from_secs(30), "the playbook to block the address", || {
         runs(&server).into_iter().find(|r| step(r, "block")["status"] == "succeeded")
     });
@@ -167,10 +183,9 @@ fn a_brute_force_is_blocked_in_nftables_until_the_ttl_and_the_audit_trail_holds(
 fn approvals_plans_reports_and_the_webhook_backend_through_the_api() {
     let hook = MockServer::start(|_| Answer::json(200, json!({ "ok": true })));
     let dir = tempfile::tempdir().expect("tempdir");
-    let playbooks = dir.path().join("playbooks");
-    std::fs::create_dir_all(&playbooks).expect("mkdir");
-    std::fs::write(
-        playbooks.join("gated.toml"),
+    let playbooks = playbooks_dir(
+        dir.path(),
+        "gated",
         r#"
             id = "gated"
             completion = "auto_close"
@@ -183,21 +198,14 @@ fn approvals_plans_reports_and_the_webhook_backend_through_the_api() {
             action = "block_ip"
             params = { ip = "{{ incident.entities.source_ip }}", ttl = "2h" }
         "#,
-    )
-    .expect("playbook");
+    );
     let extra = format!(
         "[playbooks]\ndir = {playbooks:?}\n[actions.block_ip]\nwebhook = {{ url = \"{}/block\", headers = {{ Authorization = \"Bearer HOOK-TOKEN-5150\" }}, signing_secret = \"SIGNING-KEY-2718\" }}\n",
         hook.url()
     );
     let server = Server::start(dir.path(), &extra);
-    post_events(&server, failures("198.51.100.77", 12));
-    let incident = wait_for(Duration::from_secs(30), "the brute-force incident", || {
-        get(&server, "/v1/incidents")["incidents"]
-            .as_array()?
-            .iter()
-            .find(|i| i["rule_id"] == "ssh_brute_force")
-            .cloned()
-    });
+    post_events(&server, ssh_failures("198.51.100.77", 12));
+    let incident = wait_for_incident(&server, "ssh_brute_force");
     let id = incident["id"].as_str().expect("id").to_owned();
     assert!(runs(&server).is_empty(), "the rule's own playbook is not in this directory: nothing ran");
 
@@ -208,14 +216,8 @@ fn approvals_plans_reports_and_the_webhook_backend_through_the_api() {
     assert_eq!(plan["steps"][1]["ttl"], "2h");
     assert!(hook.requests().is_empty(), "planning calls nothing");
 
-    let (status, run) =
-        post(&server, &format!("/v1/incidents/{id}/runs"), json!({ "playbook": "gated", "requested_by": "alice" }));
-    assert_eq!(status, 201, "{run}");
-    let run_id = run["id"].as_str().expect("run id").to_owned();
-    let waiting = wait_for(Duration::from_secs(10), "the approval step to wait", || {
-        let r = get(&server, &format!("/v1/runs/{run_id}"));
-        (r["status"] == "waiting").then_some(r)
-    });
+    let run_id = start_run(&server, &id, "gated");
+    let waiting = wait_run(&server, &run_id, "waiting");
     assert_eq!(step(&waiting, "approve")["status"], "waiting");
     let decide = |who: &str, role: &str| {
         post(&server, &format!("/v1/runs/{run_id}/steps/approve/approve"), json!({ "approver": who, "role": role }))
@@ -226,10 +228,7 @@ fn approvals_plans_reports_and_the_webhook_backend_through_the_api() {
     let (status, body) = post(&server, "/v1/runs/not-a-uuid/cancel", json!({}));
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_id")));
     assert_eq!(decide("bob", "responder").0, 200);
-    let done = wait_for(Duration::from_secs(10), "the run to finish", || {
-        let r = get(&server, &format!("/v1/runs/{run_id}"));
-        (r["status"] == "succeeded").then_some(r)
-    });
+    let done = wait_run(&server, &run_id, "succeeded");
     assert_eq!(step(&done, "approve")["approval"]["by"], "bob");
     let calls = hook.requests_to("/block");
     assert_eq!(calls.len(), 1);
@@ -274,7 +273,7 @@ fn approvals_plans_reports_and_the_webhook_backend_through_the_api() {
 fn a_global_dry_run_plans_and_acts_on_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path(), "[playbooks]\ndry_run = true\n");
-    post_events(&server, failures("198.51.100.88", 12));
+    post_events(&server, ssh_failures("198.51.100.88", 12));
     let run = wait_for(Duration::from_secs(30), "a planned run", || runs(&server).into_iter().next());
     assert_eq!(run["status"], "planned");
     assert_eq!(run["plan"]["steps"][0]["target"], "198.51.100.88");
@@ -288,10 +287,9 @@ fn a_global_dry_run_plans_and_acts_on_nothing() {
 fn a_playbook_notify_step_reaches_the_named_channel_through_the_router() {
     let hook = MockServer::start(|_| Answer::json(200, json!({ "ok": true })));
     let dir = tempfile::tempdir().expect("tempdir");
-    let playbooks = dir.path().join("playbooks");
-    std::fs::create_dir_all(&playbooks).expect("mkdir");
-    std::fs::write(
-        playbooks.join("tell.toml"),
+    let playbooks = playbooks_dir(
+        dir.path(),
+        "tell",
         r#"
             id = "tell"
             [triggers]
@@ -306,8 +304,7 @@ fn a_playbook_notify_step_reaches_the_named_channel_through_the_router() {
             params = { channel = "nope" }
             on_failure = "continue"
         "#,
-    )
-    .expect("playbook");
+    );
     // Both channels take only P0 by their routes: the P2 brute force reaches `oncall` only
     // because the playbook names it, and `quiet` never.
     let extra = format!(
@@ -317,7 +314,7 @@ fn a_playbook_notify_step_reaches_the_named_channel_through_the_router() {
         url = hook.url()
     );
     let server = Server::start(dir.path(), &extra);
-    post_events(&server, failures("198.51.100.99", 12));
+    post_events(&server, ssh_failures("198.51.100.99", 12));
     let run = wait_for(Duration::from_secs(30), "the notify run to end", || {
         runs(&server).into_iter().find(|r| r["status"] == "succeeded")
     });
@@ -413,10 +410,9 @@ fn isolate_node_publishes_to_a_nats_subject_and_waits_for_the_agent() {
 #[test]
 fn an_approval_nobody_gives_in_time_escalates_the_incident() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let playbooks = dir.path().join("playbooks");
-    std::fs::create_dir_all(&playbooks).expect("mkdir");
-    std::fs::write(
-        playbooks.join("slow.toml"),
+    let playbooks = playbooks_dir(
+        dir.path(),
+        "slow",
         r#"
             id = "slow"
             [triggers]
@@ -430,11 +426,10 @@ fn an_approval_nobody_gives_in_time_escalates_the_incident() {
             action = "block_ip"
             params = { ip = "{{ incident.entities.source_ip }}" }
         "#,
-    )
-    .expect("playbook");
+    );
     let extra = format!("[playbooks]\ndir = {playbooks:?}\ncheck_every = \"200ms\"\n");
     let server = Server::start(dir.path(), &extra);
-    post_events(&server, failures("198.51.100.55", 12));
+    post_events(&server, ssh_failures("198.51.100.55", 12));
     let run = wait_for(Duration::from_secs(30), "the approval to time out", || {
         runs(&server).into_iter().find(|r| r["status"] == "failed")
     });
@@ -549,10 +544,9 @@ fn revoke_and_restore_credentials_call_the_identity_provider_and_a_rotation_is_n
 fn a_manual_step_waits_for_someone_to_complete_it_then_the_run_goes_on() {
     let hook = MockServer::start(|_| Answer::json(200, json!({ "ok": true })));
     let dir = tempfile::tempdir().expect("tempdir");
-    let playbooks = dir.path().join("playbooks");
-    std::fs::create_dir_all(&playbooks).expect("mkdir");
-    std::fs::write(
-        playbooks.join("handoff.toml"),
+    let playbooks = playbooks_dir(
+        dir.path(),
+        "handoff",
         r#"
             id = "handoff"
             [[steps]]
@@ -566,30 +560,17 @@ fn a_manual_step_waits_for_someone_to_complete_it_then_the_run_goes_on() {
             action = "block_ip"
             params = { ip = "{{ incident.entities.source_ip }}", ttl = "1h" }
         "#,
-    )
-    .expect("playbook");
+    );
     let extra = format!(
         "[playbooks]\ndir = {playbooks:?}\n[actions.block_ip]\nwebhook = {{ url = \"{}/block\" }}\n",
         hook.url()
     );
     let server = Server::start(dir.path(), &extra);
-    post_events(&server, failures("198.51.100.78", 12));
-    let incident = wait_for(Duration::from_secs(30), "the brute-force incident", || {
-        get(&server, "/v1/incidents")["incidents"]
-            .as_array()?
-            .iter()
-            .find(|i| i["rule_id"] == "ssh_brute_force")
-            .cloned()
-    });
+    post_events(&server, ssh_failures("198.51.100.78", 12));
+    let incident = wait_for_incident(&server, "ssh_brute_force");
     let id = incident["id"].as_str().expect("id").to_owned();
-    let (status, run) =
-        post(&server, &format!("/v1/incidents/{id}/runs"), json!({ "playbook": "handoff", "requested_by": "alice" }));
-    assert_eq!(status, 201, "{run}");
-    let run_id = run["id"].as_str().expect("run id").to_owned();
-    let waiting = wait_for(Duration::from_secs(10), "the manual step to wait", || {
-        let r = get(&server, &format!("/v1/runs/{run_id}"));
-        (r["status"] == "waiting").then_some(r)
-    });
+    let run_id = start_run(&server, &id, "handoff");
+    let waiting = wait_run(&server, &run_id, "waiting");
     assert_eq!(step(&waiting, "call_owner")["status"], "waiting");
     assert!(hook.requests().is_empty(), "nothing after the manual step runs before it is done");
     let complete = |who: &str, role: &str| {
@@ -607,10 +588,7 @@ fn a_manual_step_waits_for_someone_to_complete_it_then_the_run_goes_on() {
     );
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
     assert_eq!(complete("carol", "responder").0, 200);
-    let done = wait_for(Duration::from_secs(10), "the run to finish", || {
-        let r = get(&server, &format!("/v1/runs/{run_id}"));
-        (r["status"] == "succeeded").then_some(r)
-    });
+    let done = wait_run(&server, &run_id, "succeeded");
     assert_eq!(step(&done, "call_owner")["status"], "succeeded", "{done}");
     assert_eq!(step(&done, "block")["status"], "succeeded", "{done}");
     let calls = hook.requests_to("/block");

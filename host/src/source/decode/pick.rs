@@ -98,6 +98,8 @@ struct Object {
     had_entries: bool,
 }
 
+/// Reads an object: the paths to take, the dotted path of the object being read, and the
+/// taken values so far.
 struct ObjectVisitor<'a> {
     paths: &'a Paths,
     prefix: &'a mut String,
@@ -131,11 +133,11 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
                     self.values[slot].get_or_insert(value);
                 }
                 None => {
-                    let node = map.next_value_seed(NodeSeed {
+                    let node = map.next_value_seed(NodeSeed(ObjectVisitor {
                         paths: self.paths,
                         prefix: &mut *self.prefix,
                         values: &mut *self.values,
-                    })?;
+                    }))?;
                     match node {
                         Node::Leaf(value) => nest(&mut rest, key.as_str(), value),
                         Node::Object(Object { rest: inner, had_entries }) => {
@@ -244,11 +246,8 @@ enum Node {
     Object(Object),
 }
 
-struct NodeSeed<'a> {
-    paths: &'a Paths,
-    prefix: &'a mut String,
-    values: &'a mut Vec<Option<Value>>,
-}
+/// Reads a value at an untaken path, with the object reader's state.
+struct NodeSeed<'a>(ObjectVisitor<'a>);
 
 impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
     type Value = Node;
@@ -266,7 +265,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Node, A::Error> {
-        ObjectVisitor { paths: self.paths, prefix: self.prefix, values: self.values }.visit_map(map).map(Node::Object)
+        self.0.visit_map(map).map(Node::Object)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
